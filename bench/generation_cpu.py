@@ -1,0 +1,273 @@
+"""Benchmark: 3 options x 256 new tokens on the CPU, vllm engine (real vLLM server) vs local engine.
+
+    .venv/bin/python bench/generation_cpu.py [--port 8012 | --base-url http://127.0.0.1:8001/v1]
+
+Both engines, with the base model and with a random LoRA (r=8), same prompt and sampling. Model
+load time and server start time are measured apart from generation. Prints a markdown table and
+appends a dated section to docs/benchmarks.md.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import os
+import platform
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+import httpx  # noqa: E402
+
+from writer.engines.base import Adapter, Sampling  # noqa: E402
+from writer.engines.local import LocalEngine, LocalSettings, reset_caches  # noqa: E402
+from writer.engines.vllm import VLLMEngine, VLLMSettings  # noqa: E402
+from writer.model_files import make_random_lora, prepare_model  # noqa: E402
+
+N_OPTIONS = 3
+MAX_TOKENS = 256  # new tokens per option
+TARGET_SECONDS = 60  # the 3 options of one request, on the default (vllm) engine
+MESSAGES = [
+    {"role": "system", "content": "You are a novelist. You continue stories in the author's voice."},
+    {
+        "role": "user",
+        "content": (
+            "Chapter 1. The lighthouse on Gull Rock had been dark for eleven years when Mara Quill "
+            "rowed out to relight it. She carried a tin of oil, her father's logbook and a letter "
+            "she had never opened.\n\nWrite the next chapter, at least 600 words, in the same voice."
+        ),
+    },
+]
+
+
+@dataclass
+class Run:
+    engine: str
+    model: str
+    run: int
+    seconds: float
+    tokens: int
+
+    @property
+    def tokens_per_second(self) -> float:
+        return self.tokens / self.seconds
+
+
+def machine_info() -> dict[str, str]:
+    cpu = "unknown"
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            cpu = line.split(":", 1)[1].strip()
+            break
+    mem_kib = next(
+        int(line.split()[1])
+        for line in Path("/proc/meminfo").read_text().splitlines()
+        if line.startswith("MemTotal")
+    )
+    import torch
+
+    return {
+        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
+        "CPU": cpu,
+        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
+        "Python": platform.python_version(),
+        "torch (app)": torch.__version__,
+    }
+
+
+def start_server(model_dir: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+    """Start scripts/vllm_server.sh; return it and the seconds until /health answered 200."""
+    started = time.monotonic()
+    with log_path.open("w") as log:
+        proc = subprocess.Popen(
+            [str(ROOT / "scripts" / "vllm_server.sh"), str(model_dir), str(port)],
+            cwd=ROOT,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+    while True:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                return proc, time.monotonic() - started
+        except httpx.HTTPError:
+            pass
+        if proc.poll() is not None or time.monotonic() - started > 300:
+            stop_server(proc)
+            sys.exit(f"the vLLM server did not start:\n{log_path.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
+def stop_server(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
+
+
+def timed_generations(engine, label: str, model: str, adapter: Adapter | None, runs: int) -> list[Run]:
+    results = []
+    for i in range(runs):
+        sampling = Sampling(max_tokens=MAX_TOKENS, temperature=0.8, top_p=0.95, seed=100 + i)
+        started = time.monotonic()
+        result = engine.generate(MESSAGES, n=N_OPTIONS, sampling=sampling, adapter=adapter)
+        seconds = time.monotonic() - started
+        tokens = sum(c.tokens for c in result.completions)
+        results.append(Run(label, model, i + 1, seconds, tokens))
+        print(f"  {label} {model} run {i + 1}: {tokens} tokens in {seconds:.1f} s", flush=True)
+    return results
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    parser.add_argument("--port", type=int, default=8012, help="port of the vLLM server this script starts")
+    parser.add_argument(
+        "--base-url", default="", help="use this running server instead (…/v1; no start time)"
+    )
+    parser.add_argument("--model-dir", type=Path, default=ROOT / "var" / "models" / "smollm2")
+    parser.add_argument(
+        "--runs", type=int, default=2, help="generations per engine and model (the first is cold)"
+    )
+    parser.add_argument("--local-threads", type=int, default=int(os.environ.get("WRITER_LOCAL_THREADS", "1")))
+    parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    args = parser.parse_args()
+
+    info = machine_info()
+    print("machine:", info, flush=True)
+    model_dir = prepare_model(args.model_dir)
+    work = Path(tempfile.mkdtemp(prefix="mesu-bench-"))
+    lora_dir = make_random_lora(model_dir, work / "bench-lora", r=8, seed=0)
+    adapter = Adapter(name=f"bench-lora-{os.getpid()}", path=lora_dir)  # new name: a real runtime load
+    timings: dict[str, float] = {}
+    runs: list[Run] = []
+
+    # -- vllm engine on a real vLLM CPU server --------------------------------------------------
+    proc = None
+    if args.base_url:
+        base_url = args.base_url.rstrip("/")
+    else:
+        print(f"starting vLLM on port {args.port} ...", flush=True)
+        proc, timings["vLLM server start (to /health)"] = start_server(
+            model_dir, args.port, work / "vllm.log"
+        )
+        base_url = f"http://127.0.0.1:{args.port}/v1"
+    try:
+        vllm = VLLMEngine(
+            VLLMSettings(
+                base_url=base_url,
+                api_key="",
+                model="smollm2",
+                timeout=600.0,
+                max_retries=0,
+                retry_backoff=0.0,
+                stream=True,
+                tokenizer_path=str(model_dir),
+            )
+        )
+        runs += timed_generations(vllm, "vllm", "base", None, args.runs)
+        started = time.monotonic()
+        vllm.ensure_adapter(adapter)
+        timings["vLLM adapter load (runtime, POST /v1/load_lora_adapter)"] = time.monotonic() - started
+        runs += timed_generations(vllm, "vllm", "LoRA r=8", adapter, args.runs)
+    finally:
+        if proc is not None:
+            stop_server(proc)  # the local engine runs on a quiet machine
+
+    # -- local engine (transformers + PEFT in this process) ---------------------------------------
+    import torch
+
+    torch.set_num_threads(args.local_threads)
+    reset_caches()
+    local = LocalEngine(
+        LocalSettings(model_path=str(model_dir), model_name="smollm2", threads=args.local_threads)
+    )
+    started = time.monotonic()
+    local.load()
+    timings["local model load (float32, from the folder)"] = time.monotonic() - started
+    runs += timed_generations(local, "local", "base", None, args.runs)
+    started = time.monotonic()
+    local.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=1), adapter=adapter)
+    timings["local adapter load (PEFT, + 1 token)"] = time.monotonic() - started
+    runs += timed_generations(local, "local", "LoRA r=8", adapter, args.runs)
+
+    report = render(info, timings, runs, args, base_url)
+    print()
+    print(report)
+    append_report(args.out, report)
+    print(f"appended to {args.out}")
+
+
+def _best(runs: list[Run], engine: str, model: str) -> Run:
+    return max(
+        (r for r in runs if r.engine == engine and r.model == model), key=lambda r: r.tokens_per_second
+    )
+
+
+def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], args, base_url: str) -> str:
+    now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
+    lines = [
+        f"## {now}: {N_OPTIONS} options x {MAX_TOKENS} new tokens, vllm vs local engine",
+        "",
+        "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
+        f"vllm engine: vLLM CPU server ({'started by the script' if not args.base_url else base_url}), bfloat16, "
+        f"streaming, one request with n={N_OPTIONS}. local engine: transformers + PEFT, float32, "
+        f"torch threads {args.local_threads}. Sampling: temperature 0.8, top_p 0.95, seed per run; options "
+        f"may end before {MAX_TOKENS} tokens, so tokens/s uses the tokens actually made.",
+        "",
+        "| engine | model | run | wall s | new tokens | tokens/s |",
+        "|---|---|---|---|---|---|",
+    ]
+    for r in runs:
+        lines.append(
+            f"| {r.engine} | {r.model} | {r.run}{' (cold)' if r.run == 1 else ''} | {r.seconds:.1f} | "
+            f"{r.tokens} | {r.tokens_per_second:.1f} |"
+        )
+    lines += ["", "| one-off cost | seconds |", "|---|---|"]
+    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()]
+    lines.append("")
+    for model in ("base", "LoRA r=8"):
+        v, loc = _best(runs, "vllm", model), _best(runs, "local", model)
+        lines.append(
+            f"- {model}: vllm {v.tokens_per_second:.1f} tokens/s vs local {loc.tokens_per_second:.1f} "
+            f"tokens/s (best runs): **{v.tokens_per_second / loc.tokens_per_second:.1f}x**."
+        )
+    first = next(r for r in runs if r.engine == "vllm" and r.model == "base" and r.run == 1)
+    worst = max(r.seconds for r in runs if r.engine == "vllm")
+    verdict = "met" if worst <= TARGET_SECONDS else "NOT met"
+    lines.append(
+        f"- Target (3 options in <= {TARGET_SECONDS} s after the request starts, default vllm engine): "
+        f"**{verdict}**: first request {first.seconds:.1f} s, slowest vllm request {worst:.1f} s"
+        + (
+            f"; from a cold server start {timings['vLLM server start (to /health)'] + first.seconds:.1f} s."
+            if "vLLM server start (to /health)" in timings
+            else "."
+        )
+    )
+    return "\n".join(lines) + "\n"
+
+
+def append_report(path: Path, report: str) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    if not path.exists():
+        path.write_text(
+            "# Benchmarks\n\nMeasured runs, newest last. Each section names the machine; compare numbers only "
+            "within one section.\n"
+        )
+    with path.open("a") as handle:
+        handle.write("\n" + report)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,168 @@
+"""MeSu Studio settings: the one settings module. Everything environment-specific is read here."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from mesu_web.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+
+BASE_DIR = Path(__file__).resolve().parent.parent
+VAR_DIR = Path(env_str("MESU_VAR_DIR", str(BASE_DIR / "var")))
+
+DEBUG = env_bool("DJANGO_DEBUG", False)
+# Production has no default secret: set DJANGO_SECRET_KEY. Development (DEBUG) gets a fixed one.
+SECRET_KEY = env_str("DJANGO_SECRET_KEY", "dev-only-insecure-key-do-not-use-in-production" if DEBUG else None)
+ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", ["127.0.0.1", "localhost"])
+CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", [])
+
+INSTALLED_APPS = [
+    "django.contrib.admin",
+    "django.contrib.auth",
+    "django.contrib.contenttypes",
+    "django.contrib.sessions",
+    "django.contrib.messages",
+    "django.contrib.staticfiles",
+    "django.contrib.postgres",
+    "django_htmx",
+    "writer",
+]
+
+MIDDLEWARE = [
+    "django.middleware.security.SecurityMiddleware",
+    "whitenoise.middleware.WhiteNoiseMiddleware",
+    "django.contrib.sessions.middleware.SessionMiddleware",
+    "django.middleware.common.CommonMiddleware",
+    "django.middleware.csrf.CsrfViewMiddleware",
+    "django.contrib.auth.middleware.AuthenticationMiddleware",
+    "django.contrib.messages.middleware.MessageMiddleware",
+    "django.middleware.clickjacking.XFrameOptionsMiddleware",
+    "django_htmx.middleware.HtmxMiddleware",
+]
+
+ROOT_URLCONF = "mesu_web.urls"
+WSGI_APPLICATION = "mesu_web.wsgi.application"
+
+TEMPLATES = [
+    {
+        "BACKEND": "django.template.backends.django.DjangoTemplates",
+        "DIRS": [BASE_DIR / "templates"],
+        "APP_DIRS": True,
+        "OPTIONS": {
+            "context_processors": [
+                "django.template.context_processors.request",
+                "django.contrib.auth.context_processors.auth",
+                "django.contrib.messages.context_processors.messages",
+                "writer.context_processors.roles",
+            ],
+        },
+    },
+]
+
+DATABASES = {
+    "default": {
+        "ENGINE": "django.db.backends.postgresql",
+        "NAME": env_str("POSTGRES_DB", "mesu"),
+        "USER": env_str("POSTGRES_USER", "postgres"),
+        "PASSWORD": env_str("POSTGRES_PASSWORD", ""),
+        "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
+        "PORT": env_str("POSTGRES_PORT", "5432"),
+        "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 60, minimum=0),
+        "TEST": {"NAME": env_str("POSTGRES_TEST_DB", "test_mesu")},
+    }
+}
+DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
+
+AUTH_PASSWORD_VALIDATORS = [
+    {"NAME": "django.contrib.auth.password_validation.UserAttributeSimilarityValidator"},
+    {"NAME": "django.contrib.auth.password_validation.MinimumLengthValidator"},
+    {"NAME": "django.contrib.auth.password_validation.CommonPasswordValidator"},
+    {"NAME": "django.contrib.auth.password_validation.NumericPasswordValidator"},
+]
+LOGIN_URL = "login"
+LOGIN_REDIRECT_URL = "writer:home"
+LOGOUT_REDIRECT_URL = "writer:home"
+
+LANGUAGE_CODE = "en-us"
+TIME_ZONE = "UTC"
+USE_I18N = True
+USE_TZ = True
+
+STATIC_URL = "static/"
+STATICFILES_DIRS = [BASE_DIR / "static"]
+STATIC_ROOT = BASE_DIR / "staticfiles"
+# Without collectstatic (a local run), WhiteNoise serves straight from the app and static folders.
+WHITENOISE_USE_FINDERS = DEBUG
+WHITENOISE_AUTOREFRESH = DEBUG
+
+# Uploads: a chapter or book file above this size is refused with a message (bytes; 5 MiB is a
+# long novel in plain text). Pasted text is bounded by the form field and by Django's body limit.
+MESU_UPLOAD_MAX_BYTES = env_int("MESU_UPLOAD_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
+MESU_CHAPTER_MAX_CHARS = env_int("MESU_CHAPTER_MAX_CHARS", 400_000, minimum=1000)
+DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024  # bytes of form fields: a pasted chapter of 400k chars fits
+
+SECURE_CONTENT_TYPE_NOSNIFF = True
+X_FRAME_OPTIONS = "DENY"
+SESSION_COOKIE_HTTPONLY = True
+if not DEBUG:
+    SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+    CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+
+# --- Celery (JSON only, explicit time limits, named queues) -------------------------------------
+CELERY_BROKER_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
+CELERY_RESULT_BACKEND = None  # job state is a row in the database, never Celery's result
+CELERY_TASK_IGNORE_RESULT = True
+CELERY_ACCEPT_CONTENT = ["json"]
+CELERY_TASK_SERIALIZER = "json"
+CELERY_TASK_ACKS_LATE = True
+CELERY_TASK_REJECT_ON_WORKER_LOST = True
+CELERY_WORKER_PREFETCH_MULTIPLIER = 1
+CELERY_TASK_DEFAULT_QUEUE = "generation"
+# A generation is one engine call of at most WRITER_TIMEOUT seconds, retried WRITER_MAX_RETRIES times.
+CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 20 * 60, minimum=10)
+CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
+CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
+CELERY_TASK_ROUTES = {
+    "writer.tasks.*": {"queue": "generation"},
+    "brands.tasks.*": {"queue": "embeddings"},
+    "training.tasks.*": {"queue": "gpu"},
+}
+CELERY_TASK_ALWAYS_EAGER = env_bool("CELERY_TASK_ALWAYS_EAGER", False)
+
+# --- Writer engine ---------------------------------------------------------------------------------
+MODEL_DIR = Path(env_str("MESU_MODEL_DIR", str(VAR_DIR / "models")))
+# "vllm" = vLLM's OpenAI-compatible server or any OpenAI-compatible provider; "local" = in-process.
+WRITER_ENGINE = env_choice("WRITER_ENGINE", "vllm", ("vllm", "local"))
+WRITER_BASE_URL = env_str("WRITER_BASE_URL", "http://127.0.0.1:8001/v1")
+# Empty for a local vLLM server; a provider such as Venice.AI needs its key here.
+WRITER_API_KEY = env_str("WRITER_API_KEY", "")
+WRITER_MODEL = env_str("WRITER_MODEL", "smollm2")  # the served base model name
+# The folder of the base model in Hugging Face format (made by `manage.py prepare_model`): the local
+# engine loads it, and it is the tokenizer that counts the prompt budget.
+WRITER_MODEL_PATH = Path(env_str("WRITER_MODEL_PATH", str(MODEL_DIR / "smollm2")))
+WRITER_TOKENIZER_PATH = env_str("WRITER_TOKENIZER_PATH", str(WRITER_MODEL_PATH))
+WRITER_ADAPTER_DIR = Path(env_str("WRITER_ADAPTER_DIR", str(VAR_DIR / "adapters")))
+WRITER_DEFAULT_ADAPTER = env_str("WRITER_DEFAULT_ADAPTER", "")
+WRITER_TIMEOUT = env_float("WRITER_TIMEOUT", 300.0, minimum=0.1)  # seconds per engine call
+WRITER_MAX_RETRIES = env_int("WRITER_MAX_RETRIES", 3, minimum=0)
+WRITER_RETRY_BACKOFF = env_float("WRITER_RETRY_BACKOFF", 2.0, minimum=0.0)  # seconds, doubled each retry
+WRITER_MAX_NEW_TOKENS = env_int("WRITER_MAX_NEW_TOKENS", 512, minimum=8)
+WRITER_TEMPERATURE = env_float("WRITER_TEMPERATURE", 0.8, minimum=0.0)
+WRITER_TOP_P = env_float("WRITER_TOP_P", 0.95, minimum=0.0)
+# The model's context window (tokens); the prompt budget is this minus the new tokens.
+WRITER_CONTEXT_TOKENS = env_int("WRITER_CONTEXT_TOKENS", 4096, minimum=256)
+# Start the answer with the reasoning tag (a prefill). Needs a server that continues an assistant
+# message (vLLM does); turn it off for providers that do not.
+WRITER_PREFILL_REASONING = env_bool("WRITER_PREFILL_REASONING", True)
+WRITER_STREAM = env_bool("WRITER_STREAM", True)  # streams tokens so the page shows live progress
+WRITER_DEFAULT_OPTIONS = 3
+READER_DEFAULT_OPTIONS = env_int("READER_DEFAULT_OPTIONS", 1, minimum=1)
+WRITER_LOCAL_THREADS = env_int("WRITER_LOCAL_THREADS", 1, minimum=1)
+
+LOGGING = {
+    "version": 1,
+    "disable_existing_loggers": False,
+    "formatters": {"plain": {"format": "%(asctime)s %(levelname)s %(name)s %(message)s"}},
+    "handlers": {"console": {"class": "logging.StreamHandler", "formatter": "plain"}},
+    "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
+    "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
+}

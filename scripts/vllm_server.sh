@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# Runs vLLM's OpenAI-compatible server on the CPU in the foreground (exec: signals reach vLLM).
+#   scripts/vllm_server.sh MODEL_DIR PORT [SERVED_NAME]
+# MODEL_DIR is a Hugging Face folder (python manage.py prepare_model makes one). LoRA adapters are
+# loaded at runtime by the writer engine (POST /v1/load_lora_adapter). Ready in ~60 s on 2 cores:
+# poll http://127.0.0.1:PORT/health.
+set -euo pipefail
+if [ $# -lt 2 ]; then
+  echo "usage: $0 MODEL_DIR PORT [SERVED_NAME]" >&2
+  exit 2
+fi
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+MODEL_DIR="$(cd "$1" && pwd)"
+PORT="$2"
+SERVED_NAME="${3:-smollm2}"
+PY="$ROOT/.venv-vllm/bin/python"
+if [ ! -x "$PY" ]; then
+  echo "vllm_server: $PY is missing; run scripts/setup_vllm_venv.sh first" >&2
+  exit 1
+fi
+
+# KV cache for all sequences in flight (GiB): 2 GiB holds ~45k tokens of this model, i.e. several
+# requests of 3 options x 4096 tokens. Raise it on a bigger box.
+export VLLM_CPU_KVCACHE_SPACE="${VLLM_CPU_KVCACHE_SPACE:-2}"
+# Lets the writer engine load adapters while the server runs (POST /v1/load_lora_adapter).
+export VLLM_ALLOW_RUNTIME_LORA_UPDATING=True
+# Model hubs are unreachable here: never try to download.
+export HF_HUB_OFFLINE=1
+
+# --max-lora-rank 64: the largest LoRA rank training produces. --max-model-len 4096: the writer's
+# context window (WRITER_CONTEXT_TOKENS).
+exec "$PY" -m vllm.entrypoints.openai.api_server \
+  --model "$MODEL_DIR" \
+  --served-model-name "$SERVED_NAME" \
+  --enable-lora \
+  --max-lora-rank 64 \
+  --dtype bfloat16 \
+  --max-model-len 4096 \
+  --port "$PORT" \
+  --host 127.0.0.1

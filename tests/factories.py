@@ -1,0 +1,60 @@
+from __future__ import annotations
+
+import factory
+from django.contrib.auth import get_user_model
+
+from writer import services
+from writer.models import Chapter, Story
+
+PASSWORD = "correct-horse-battery"
+CHAPTER_TEXT = "Lou opened the stall at dusk. Pip was late again, as always. The rain smelled of salt."
+
+
+class UserFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = get_user_model()
+        django_get_or_create = ("username",)
+        skip_postgeneration_save = True
+
+    username = factory.Sequence(lambda i: f"user{i}")
+    password = factory.PostGenerationMethodCall("set_password", PASSWORD)
+
+    @factory.post_generation
+    def roles(self, create: bool, extracted: list[str] | None, **kwargs) -> None:
+        self.save()
+        if create and extracted is not None:
+            services.user_set_roles(user=self, role_names=extracted)
+
+
+class StoryFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Story
+
+    owner = factory.SubFactory(UserFactory, roles=["author"])
+    title = factory.Sequence(lambda i: f"Story {i}")
+    slug = factory.Sequence(lambda i: f"story-{i}")
+    author_name = "Test Author"
+    summary = "Two friends run a night market stall in a rainy seaside town."
+    genre = "slice of life"
+    tags = factory.LazyFunction(lambda: ["seaside", "friendship"])
+    characters = "Lou (baker, shy); Pip (her loud best friend)."
+    setting = "Porthwen, a rainy seaside town."
+    intent_notes = "Cosy and funny; no villains."
+    is_published = True
+
+
+class ChapterFactory(factory.django.DjangoModelFactory):
+    class Meta:
+        model = Chapter
+
+    story = factory.SubFactory(StoryFactory)
+    number = factory.Sequence(lambda i: i + 1)
+    title = factory.LazyAttribute(lambda o: f"Chapter {o.number}")
+    text = factory.LazyFunction(lambda: CHAPTER_TEXT)
+
+
+def story_with_chapters(*, owner=None, chapters: int = 3, **kwargs) -> Story:  # noqa: ANN001
+    story = StoryFactory(owner=owner, **kwargs) if owner else StoryFactory(**kwargs)
+    for number in range(1, chapters + 1):
+        ChapterFactory(story=story, number=number, text=f"Chapter {number} begins. {CHAPTER_TEXT}")
+    return story

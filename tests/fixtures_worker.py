@@ -1,0 +1,65 @@
+"""A real Celery worker process consuming the real Redis, on the test database."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _ping(app, name: str) -> bool:  # noqa: ANN001
+    try:
+        replies = app.control.ping(destination=[name], timeout=1.0) or []
+    except Exception:  # noqa: BLE001 (the broker may still be connecting)
+        return False
+    return any(name in reply for reply in replies)
+
+
+@pytest.fixture
+def celery_worker_process(transactional_db, tmp_path):
+    """Start `celery worker -Q generation` against the test database; yield it; stop it.
+
+    The test must commit its rows (transactional_db) so that the worker, another process, sees them.
+    """
+    from mesu_web.celery import app
+
+    name = f"test-{os.getpid()}@localhost"
+    env = dict(os.environ)
+    env.update(
+        POSTGRES_DB=settings.DATABASES["default"]["NAME"],  # the test database, by now
+        REDIS_URL=settings.CELERY_BROKER_URL,
+        WRITER_ENGINE=settings.WRITER_ENGINE,
+        WRITER_BASE_URL=settings.WRITER_BASE_URL,
+        WRITER_MAX_NEW_TOKENS=str(settings.WRITER_MAX_NEW_TOKENS),
+        WRITER_MODEL_PATH=str(settings.WRITER_MODEL_PATH),
+        WRITER_ADAPTER_DIR=str(settings.WRITER_ADAPTER_DIR),
+        DJANGO_DEBUG="1",
+    )
+    app.control.purge()  # the suite's own broker database: nothing of value is queued there
+    log = tmp_path / "worker.log"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "celery", "-A", "mesu_web", "worker", "-Q", "generation", "-c", "1", "-n", name,
+         "--without-gossip", "--without-mingle", "-l", "info"],
+        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + 60
+    while not _ping(app, name):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            pytest.fail(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
+        time.sleep(0.5)
+    proc.log_path = log
+    yield proc
+    os.killpg(proc.pid, signal.SIGTERM)
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        os.killpg(proc.pid, signal.SIGKILL)

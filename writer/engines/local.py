@@ -1,0 +1,281 @@
+"""The in-process writer engine: transformers + PEFT on the CPU, no server.
+
+For development, tests and a box without a vLLM server. The base model is loaded once per process
+(float32: the CPU has no fast bfloat16 matmul); LoRA adapters are loaded by path into one PeftModel
+and switched per call, the least recently used dropped beyond `max_adapters`.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import threading
+from collections import OrderedDict
+from collections.abc import Iterator
+from contextlib import contextmanager, nullcontext
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+
+from mesu_web.errors import EngineError
+from writer.engines.base import (
+    Adapter,
+    Completion,
+    GenerationResult,
+    Message,
+    ProgressCallback,
+    Sampling,
+)
+from writer.model_files import is_model_folder, load_smollm2_from_gguf, smollm2_gguf_path
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class LocalSettings:
+    model_path: str  # a Hugging Face folder; when missing, the packaged GGUF is loaded instead
+    model_name: str  # the name results report for the base model (WRITER_MODEL)
+    threads: int  # torch CPU threads; 1 on the 2-core dev box (2 threads measured 6-10x slower)
+    max_adapters: int = 4  # LoRAs kept loaded; each is 1-10 MB for this 135M model (r = 8..64)
+
+    def __post_init__(self) -> None:
+        if self.threads < 1:
+            raise ValueError("threads must be at least 1")
+        if self.max_adapters < 1:
+            raise ValueError("max_adapters must be at least 1")
+
+    @classmethod
+    def from_django(cls) -> LocalSettings:
+        from django.conf import settings
+
+        return cls(
+            model_path=str(settings.WRITER_MODEL_PATH),
+            model_name=settings.WRITER_MODEL,
+            threads=int(settings.WRITER_LOCAL_THREADS),
+        )
+
+
+@functools.lru_cache(maxsize=2)
+def _load_tokenizer(model_path: str):  # -> PreTrainedTokenizerBase
+    folder = Path(model_path)
+    if is_model_folder(folder):
+        return AutoTokenizer.from_pretrained(folder)
+    gguf = smollm2_gguf_path()
+    return AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name)
+
+
+class _LoadedModel:
+    """The base model of one folder, plus the LoRAs loaded into it (one PeftModel, named adapters)."""
+
+    def __init__(self, model_path: str, max_adapters: int) -> None:
+        folder = Path(model_path)
+        if is_model_folder(folder):
+            self.base = AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32)
+            self.source = str(folder)
+        else:
+            # No prepared folder: dequantize the packaged GGUF (~20 s) rather than fail.
+            logger.info("No model folder at %s; loading the packaged GGUF", folder)
+            self.base, _ = load_smollm2_from_gguf(dtype="float32")
+            self.source = str(smollm2_gguf_path())
+        self.base.eval()
+        self.tokenizer = _load_tokenizer(model_path)
+        self.max_adapters = max_adapters
+        self.peft: Any = None  # a PeftModel once the first adapter is loaded
+        # (resolved path, weights mtime in ns) -> PEFT adapter name, least recently used first. The
+        # mtime makes an adapter retrained in place load again.
+        self.adapters: OrderedDict[tuple[str, int], str] = OrderedDict()
+        self._counter = 0
+        # One generation at a time: the active adapter is state of the shared model.
+        self.lock = threading.Lock()
+
+    @contextmanager
+    def activated(self, adapter: Adapter | None) -> Iterator[Any]:
+        """Yield the model to generate with: the base model, or the base model with `adapter` on."""
+        if adapter is None:
+            # Loading a LoRA injects its layers into the base model's modules, so once one is loaded
+            # the base model must be reached with the adapters switched off.
+            context = self.peft.disable_adapter() if self.peft is not None else nullcontext()
+            with context:
+                yield self.peft if self.peft is not None else self.base
+            return
+        name = self._load_adapter(adapter)
+        self.peft.set_adapter(name)
+        yield self.peft
+
+    def _load_adapter(self, adapter: Adapter) -> str:
+        path = Path(adapter.path)
+        weights = [p for p in (path / "adapter_model.safetensors", path / "adapter_model.bin") if p.is_file()]
+        if not (path / "adapter_config.json").is_file() or not weights:
+            raise EngineError(
+                f"The adapter {adapter.name!r} has no adapter_config.json and weights in {path}.",
+                retryable=False,
+            )
+        key = (str(path.resolve()), weights[0].stat().st_mtime_ns)
+        if key in self.adapters:
+            self.adapters.move_to_end(key)
+            return self.adapters[key]
+        self._counter += 1
+        name = f"adapter_{self._counter}"  # PEFT names become module keys: no dots or dashes
+        try:
+            if self.peft is None:
+                from peft import PeftModel
+
+                self.peft = PeftModel.from_pretrained(self.base, path, adapter_name=name, is_trainable=False)
+                self.peft.eval()
+            else:
+                self.peft.load_adapter(path, adapter_name=name, is_trainable=False)
+        except (OSError, ValueError, KeyError, RuntimeError) as exc:
+            raise EngineError(
+                f"The adapter {adapter.name!r} at {path} does not fit the model {self.source}: {exc}",
+                retryable=False,
+            ) from exc
+        self.adapters[key] = name
+        logger.info("Loaded adapter %s from %s as %s", adapter.name, path, name)
+        while len(self.adapters) > self.max_adapters:
+            _, oldest = self.adapters.popitem(last=False)
+            self.peft.delete_adapter(oldest)
+        return name
+
+
+@functools.lru_cache(maxsize=1)
+def _loaded_model(model_path: str, max_adapters: int) -> _LoadedModel:
+    # One base model per process (~540 MB in float32); a different path replaces it.
+    return _LoadedModel(model_path, max_adapters)
+
+
+class _Progress(StoppingCriteria):
+    """Never stops generation; reports the new tokens so far (all options) after each step."""
+
+    def __init__(self, prompt_len: int, stop_ids: set[int], copies: int, callback: ProgressCallback) -> None:
+        self.prompt_len = prompt_len
+        self.stop_ids = torch.tensor(sorted(stop_ids))
+        self.copies = copies  # each generated row stands for this many options (greedy: all the same)
+        self.callback = callback
+
+    def __call__(
+        self, input_ids: torch.LongTensor, scores: torch.FloatTensor, **kwargs: Any
+    ) -> torch.BoolTensor:
+        self.callback(int(_token_counts(input_ids[:, self.prompt_len :], self.stop_ids).sum()) * self.copies)
+        return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
+
+
+def _token_counts(generated: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
+    """Per row, the tokens before the first stop token (the padding of a finished row comes after it)."""
+    stopped = torch.isin(generated, stop_ids).int().cumsum(dim=1) > 0
+    return (~stopped).sum(dim=1)
+
+
+class LocalEngine:
+    name = "local"
+
+    def __init__(self, settings: LocalSettings | None = None) -> None:
+        # None: read the Django settings at each call; the model is cached per path, not per engine.
+        self._settings = settings
+
+    @property
+    def settings(self) -> LocalSettings:
+        return self._settings if self._settings is not None else LocalSettings.from_django()
+
+    def load(self) -> _LoadedModel:
+        """The process's model, loaded on first use (~3 s from a folder, ~20 s from the GGUF)."""
+        settings = self.settings
+        return _loaded_model(settings.model_path, settings.max_adapters)
+
+    def generate(
+        self,
+        messages: list[Message],
+        *,
+        n: int,
+        sampling: Sampling,
+        adapter: Adapter | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        settings = self.settings
+        torch.set_num_threads(settings.threads)
+        loaded = self.load()
+        tokenizer = loaded.tokenizer
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        encoded = tokenizer(prompt + sampling.prefill, return_tensors="pt", add_special_tokens=False)
+        prompt_len = int(encoded["input_ids"].shape[1])
+        window = int(getattr(loaded.base.config, "max_position_embeddings", 0) or 0)
+        if window and prompt_len + sampling.max_tokens > window:
+            raise EngineError(
+                f"The prompt ({prompt_len} tokens) and {sampling.max_tokens} new tokens do not fit the "
+                f"model's {window}-token window.",
+                retryable=False,
+            )
+        stop_ids = _stop_ids(loaded)
+        sampled = sampling.temperature > 0
+        # Greedy decoding gives n identical options: generate one and copy it (transformers refuses
+        # num_return_sequences > 1 without sampling).
+        rows = n if sampled else 1
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": sampling.max_tokens,
+            "num_return_sequences": rows,
+            "do_sample": sampled,
+            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids),
+            "eos_token_id": sorted(stop_ids),
+        }
+        if sampled:
+            # top_k=0: no top-k cut, as vLLM's default, so both engines sample the same distribution.
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if on_progress is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList(
+                [_Progress(prompt_len, stop_ids, n // rows, on_progress)]
+            )
+        with loaded.lock, loaded.activated(adapter) as model, torch.inference_mode():
+            if sampling.seed is not None:
+                torch.manual_seed(sampling.seed)
+            output = model.generate(**encoded, **kwargs)
+        generated = output[:, prompt_len:]
+        counts = _token_counts(generated, torch.tensor(sorted(stop_ids)))
+        completions = []
+        for row in range(rows):
+            count = int(counts[row])
+            text = tokenizer.decode(generated[row, :count], skip_special_tokens=True)
+            finish = "stop" if count < sampling.max_tokens else "length"
+            completions.append(Completion(text=sampling.prefill + text, tokens=count, finish_reason=finish))
+        completions = completions * (n // rows)
+        if on_progress is not None:
+            on_progress(sum(c.tokens for c in completions))
+        return GenerationResult(
+            completions=completions,
+            model=adapter.name if adapter is not None else settings.model_name,
+            prompt_tokens=prompt_len,
+            extra={"engine": "local", "source": loaded.source},
+        )
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` without special tokens (loads only the tokenizer, not the model)."""
+        if not text:
+            return 0
+        tokenizer = _load_tokenizer(self.settings.model_path)
+        return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+
+
+def _stop_ids(loaded: _LoadedModel) -> set[int]:
+    ids: set[int] = set()
+    eos = loaded.base.generation_config.eos_token_id
+    ids.update(eos if isinstance(eos, list) else [eos] if eos is not None else [])
+    if loaded.tokenizer.eos_token_id is not None:
+        ids.add(loaded.tokenizer.eos_token_id)
+    if not ids:
+        raise EngineError(f"The model at {loaded.source} has no end-of-sequence token.", retryable=False)
+    return ids
+
+
+@functools.cache
+def get_local_engine() -> LocalEngine:
+    return LocalEngine()
+
+
+def reset_caches() -> None:
+    """Forget the engine and the loaded model (tests that change settings call this)."""
+    get_local_engine.cache_clear()
+    _loaded_model.cache_clear()
+    _load_tokenizer.cache_clear()

@@ -1,0 +1,483 @@
+"""The writer engine for vLLM's OpenAI-compatible server and any OpenAI-compatible provider.
+
+The only module that imports `openai`. One `generate` is one chat-completions call that returns all
+n options (`n=`), so the prompt is processed once. LoRA adapters are loaded into a vLLM server at
+runtime (POST /v1/load_lora_adapter) and then addressed by name, like a model.
+
+Provider notes: a hosted provider (e.g. Venice.AI) needs WRITER_BASE_URL and WRITER_API_KEY; it may
+not continue an assistant message (turn WRITER_PREFILL_REASONING off), has no /tokenize (token counts
+fall back to the local tokenizer or an estimate) and cannot load adapters.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import httpx
+import openai
+
+from mesu_web.errors import EngineError
+from writer.engines.base import (
+    Adapter,
+    Completion,
+    GenerationResult,
+    Message,
+    ProgressCallback,
+    Sampling,
+)
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+
+# HTTP statuses worth another try: timeout, conflict (e.g. an adapter being loaded by another
+# worker), rate limit. Every 5xx is retried too.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+# Without a tokenizer, ~4 characters of English prose per token (SmolLM2's BPE gives 4.2-4.6 on
+# novel text); rounded up so a prompt budget errs on the short side.
+CHARS_PER_TOKEN_ESTIMATE = 4
+
+
+@dataclass(frozen=True)
+class VLLMSettings:
+    base_url: str  # the OpenAI-compatible root, ending in /v1 (e.g. http://127.0.0.1:8001/v1)
+    api_key: str  # empty for a local vLLM server; a provider's key otherwise
+    model: str  # the served base model name
+    timeout: float  # seconds: one HTTP request, and the whole of one streamed generation
+    max_retries: int  # further attempts after a transient failure
+    retry_backoff: float  # seconds before the first retry, doubled for each further one
+    stream: bool  # stream tokens (live progress) instead of one response at the end
+    tokenizer_path: str  # a Hugging Face folder with the model's tokenizer, for count_tokens
+
+    def __post_init__(self) -> None:
+        if not self.base_url.startswith(("http://", "https://")):
+            raise ValueError(f"base_url must be an http(s) URL, not {self.base_url!r}")
+        if self.timeout <= 0:
+            raise ValueError("timeout must be positive")
+        if self.max_retries < 0 or self.retry_backoff < 0:
+            raise ValueError("max_retries and retry_backoff must not be negative")
+
+    @classmethod
+    def from_django(cls) -> VLLMSettings:
+        from django.conf import settings
+
+        return cls(
+            base_url=settings.WRITER_BASE_URL.rstrip("/"),
+            api_key=settings.WRITER_API_KEY,
+            model=settings.WRITER_MODEL,
+            timeout=float(settings.WRITER_TIMEOUT),
+            max_retries=int(settings.WRITER_MAX_RETRIES),
+            retry_backoff=float(settings.WRITER_RETRY_BACKOFF),
+            stream=bool(settings.WRITER_STREAM),
+            tokenizer_path=str(settings.WRITER_TOKENIZER_PATH),
+        )
+
+    @property
+    def server_root(self) -> str:
+        """The server's root, where vLLM serves /health and /tokenize (outside /v1)."""
+        url = self.base_url.rstrip("/")
+        return url[: -len("/v1")] if url.endswith("/v1") else url
+
+
+@functools.lru_cache(maxsize=8)
+def _openai_client(settings: VLLMSettings) -> openai.OpenAI:
+    # Retries are ours (with backoff and a readable error), so the client must not retry as well.
+    return openai.OpenAI(
+        base_url=settings.base_url,
+        api_key=settings.api_key or "EMPTY",  # the client insists on a key; vLLM ignores it
+        max_retries=0,
+        timeout=settings.timeout,
+    )
+
+
+@functools.lru_cache(maxsize=8)
+def _http_client(settings: VLLMSettings) -> httpx.Client:
+    """For the vLLM endpoints the openai client does not know: adapters, /tokenize, /health."""
+    headers = {"Authorization": f"Bearer {settings.api_key}"} if settings.api_key else {}
+    return httpx.Client(timeout=settings.timeout, headers=headers)
+
+
+@functools.lru_cache(maxsize=4)
+def _local_tokenizer(path: str):  # -> PreTrainedTokenizerBase | None
+    folder = Path(path)
+    if not path or not (folder / "tokenizer_config.json").is_file():
+        return None
+    try:
+        from transformers import AutoTokenizer
+
+        return AutoTokenizer.from_pretrained(folder)
+    except Exception:  # a broken folder must not stop generation: the server can still count
+        logger.warning(
+            "Could not load the tokenizer at %s; counting tokens another way", folder, exc_info=True
+        )
+        return None
+
+
+# Adapters known to be loaded, as (base_url, adapter name): checked once per process, not per call.
+_loaded_adapters: set[tuple[str, str]] = set()
+# Servers found to have no /tokenize (hosted providers): not asked again.
+_no_tokenize: set[str] = set()
+
+
+def reset_caches() -> None:
+    """Forget the engine, clients, tokenizers and loaded adapters (for tests)."""
+    get_vllm_engine.cache_clear()
+    _openai_client.cache_clear()
+    _http_client.cache_clear()
+    _local_tokenizer.cache_clear()
+    _loaded_adapters.clear()
+    _no_tokenize.clear()
+
+
+class _StreamTimeout(Exception):
+    """A streamed generation ran past the settings' timeout (seconds, whole call)."""
+
+
+class VLLMEngine:
+    name = "vllm"
+
+    def __init__(self, settings: VLLMSettings | None = None) -> None:
+        # None: read the Django settings at each call (8 attribute reads), so a changed setting takes
+        # effect at once; the clients are cached per settings value, not per engine.
+        self._settings = settings
+
+    @property
+    def settings(self) -> VLLMSettings:
+        return self._settings if self._settings is not None else VLLMSettings.from_django()
+
+    # -- generation ---------------------------------------------------------------------------
+
+    def generate(
+        self,
+        messages: list[Message],
+        *,
+        n: int,
+        sampling: Sampling,
+        adapter: Adapter | None = None,
+        on_progress: ProgressCallback | None = None,
+    ) -> GenerationResult:
+        """n options from one call. With `sampling.prefill`, each text starts with the prefill.
+
+        A retry after a failure mid-stream starts over, so `on_progress` may count from 0 again.
+        """
+        if n < 1:
+            raise ValueError("n must be at least 1")
+        settings = self.settings
+        for attempt in range(2):
+            if adapter is not None:
+                self.ensure_adapter(adapter)
+            try:
+                return self._call(
+                    lambda: self._generate_once(
+                        messages, n=n, sampling=sampling, adapter=adapter, on_progress=on_progress
+                    ),
+                    what="generate",
+                )
+            except EngineError as exc:
+                # The server forgot the adapter (it restarted since we loaded it): load it again once.
+                if adapter is not None and attempt == 0 and exc.extra.get("status") == 404:
+                    logger.info(
+                        "Adapter %s is gone from %s; loading it again", adapter.name, settings.base_url
+                    )
+                    _loaded_adapters.discard((settings.base_url, adapter.name))
+                    continue
+                raise
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _generate_once(
+        self,
+        messages: list[Message],
+        *,
+        n: int,
+        sampling: Sampling,
+        adapter: Adapter | None,
+        on_progress: ProgressCallback | None,
+    ) -> GenerationResult:
+        settings = self.settings
+        model = adapter.name if adapter is not None else settings.model
+        request: dict[str, Any] = {
+            "model": model,
+            "messages": list(messages),
+            "n": n,
+            "max_tokens": sampling.max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if sampling.seed is not None:
+            request["seed"] = sampling.seed
+        if sampling.prefill:
+            # The answer continues this assistant message instead of starting a new one.
+            request["messages"].append({"role": "assistant", "content": sampling.prefill})
+            request["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
+        client = _openai_client(settings)
+        if settings.stream:
+            texts, tokens, finish, usage = self._stream(client, request, n=n, on_progress=on_progress)
+        else:
+            texts, tokens, finish, usage = self._complete(client, request, n=n)
+            if on_progress is not None:
+                on_progress(sum(tokens))
+        completions = []
+        for i in range(n):
+            # Cut at max_tokens, an option has exactly max_tokens new tokens, whatever the count said.
+            count = sampling.max_tokens if finish[i] == "length" else tokens[i]
+            completions.append(
+                Completion(text=sampling.prefill + texts[i], tokens=count, finish_reason=finish[i])
+            )
+        return GenerationResult(
+            completions=completions,
+            model=model,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            extra={
+                "completion_tokens": getattr(usage, "completion_tokens", None),
+                "base_url": settings.base_url,
+            },
+        )
+
+    def _stream(
+        self, client: openai.OpenAI, request: dict[str, Any], *, n: int, on_progress: ProgressCallback | None
+    ) -> tuple[list[str], list[int], list[str], Any]:
+        settings = self.settings
+        # The client's timeout bounds each read; this bounds the whole call (seconds).
+        deadline = time.monotonic() + settings.timeout
+        parts: list[list[str]] = [[] for _ in range(n)]
+        # vLLM sends one token per content chunk, so chunks count tokens. A chunk may carry two when
+        # a character spans tokens (some CJK, emoji): the count is then slightly low.
+        tokens = [0] * n
+        finish: list[str | None] = [None] * n
+        seen: set[int] = set()
+        usage = None
+        total = 0
+        stream = client.chat.completions.create(
+            stream=True, stream_options={"include_usage": True}, **request
+        )
+        try:
+            for chunk in stream:
+                if getattr(chunk, "usage", None) is not None:
+                    usage = chunk.usage
+                progressed = False
+                for choice in chunk.choices or []:
+                    i = choice.index
+                    if not 0 <= i < n:
+                        raise self._malformed(f"an option numbered {i} (asked for {n})")
+                    seen.add(i)
+                    content = choice.delta.content if choice.delta is not None else None
+                    if content:
+                        parts[i].append(content)
+                        tokens[i] += 1
+                        total += 1
+                        progressed = True
+                    if choice.finish_reason:
+                        finish[i] = choice.finish_reason
+                if progressed and on_progress is not None:
+                    on_progress(total)
+                if time.monotonic() > deadline:
+                    raise _StreamTimeout()
+        finally:
+            stream.close()
+        if len(seen) < n:
+            raise self._malformed(f"{len(seen)} option(s) where {n} were asked for", retryable=False)
+        reasons = []
+        for i in range(n):
+            if finish[i] is None:
+                logger.warning("Option %d from %s ended without a finish reason", i, settings.base_url)
+            reasons.append(finish[i] or "unknown")
+        return ["".join(p) for p in parts], tokens, reasons, usage
+
+    def _complete(
+        self, client: openai.OpenAI, request: dict[str, Any], *, n: int
+    ) -> tuple[list[str], list[int], list[str], Any]:
+        response = client.chat.completions.create(**request)
+        choices = getattr(response, "choices", None)
+        if not isinstance(choices, list) or not choices:
+            raise self._malformed("no options", retryable=False)
+        by_index = {choice.index: choice for choice in choices}
+        if any(i not in by_index for i in range(n)):
+            raise self._malformed(f"{len(by_index)} option(s) where {n} were asked for", retryable=False)
+        texts = [by_index[i].message.content or "" for i in range(n)]
+        usage = getattr(response, "usage", None)
+        if n == 1 and usage is not None and usage.completion_tokens is not None:
+            tokens = [usage.completion_tokens]  # exact; with n > 1 the server only gives the sum
+        else:
+            tokens = [self.count_tokens(text) for text in texts]
+        return texts, tokens, [by_index[i].finish_reason or "unknown" for i in range(n)], usage
+
+    def _malformed(self, what: str, *, retryable: bool = False) -> EngineError:
+        return EngineError(
+            f"The writer server at {self.settings.base_url} sent a malformed answer: {what}.",
+            retryable=retryable,
+        )
+
+    # -- adapters -----------------------------------------------------------------------------
+
+    def ensure_adapter(self, adapter: Adapter) -> None:
+        """Make the server serve `adapter` under its name, loading it from adapter.path if needed.
+
+        The path is read by the server, so it must exist on the server's machine. A name is loaded
+        once: vLLM keeps the first weights loaded under a name, so a retrained adapter needs a new name.
+        """
+        settings = self.settings
+        key = (settings.base_url, adapter.name)
+        if key in _loaded_adapters:
+            return
+        if adapter.name not in self.list_models():
+            self._call(lambda: self._load_adapter(adapter), what=f"load the adapter {adapter.name!r}")
+        _loaded_adapters.add(key)
+
+    def _load_adapter(self, adapter: Adapter) -> None:
+        settings = self.settings
+        response = _http_client(settings).post(
+            f"{settings.base_url}/load_lora_adapter",
+            json={"lora_name": adapter.name, "lora_path": str(adapter.path)},
+        )
+        message = _response_message(response)
+        if response.status_code == 400 and "already been loaded" in message:
+            return  # another worker loaded it between our check and our request
+        if response.status_code in RETRYABLE_STATUSES or response.status_code >= 500:
+            response.raise_for_status()  # classified as transient by _call
+        if response.status_code >= 400:
+            hint = ""
+            if message == "Not Found":  # the route itself is missing, not the adapter
+                hint = " (start the server with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
+            raise EngineError(
+                f"The writer server at {settings.base_url} could not load the adapter {adapter.name!r} "
+                f"from {adapter.path} (HTTP {response.status_code}): {message}{hint}",
+                retryable=False,
+                extra={"status": response.status_code},
+            )
+        logger.info("Loaded adapter %s from %s into %s", adapter.name, adapter.path, settings.base_url)
+
+    # -- helpers ------------------------------------------------------------------------------
+
+    def list_models(self) -> list[str]:
+        """The names the server serves: the base model and every loaded adapter."""
+        page = self._call(lambda: _openai_client(self.settings).models.list(), what="list models")
+        return [model.id for model in page.data]
+
+    def health(self) -> bool:
+        """Whether the server answers now (one quick try, no retries; never raises)."""
+        settings = self.settings
+        client = _http_client(settings)
+        try:
+            response = client.get(f"{settings.server_root}/health", timeout=min(settings.timeout, 5.0))
+            if response.status_code == 404:  # a provider without /health
+                response = client.get(f"{settings.base_url}/models", timeout=min(settings.timeout, 5.0))
+            return response.status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def count_tokens(self, text: str) -> int:
+        """Tokens of `text` without special tokens.
+
+        In order: the local tokenizer at settings.tokenizer_path (exact, no network); the server's
+        /tokenize (vLLM only); else an estimate of ceil(characters / 4), which errs high for prose.
+        """
+        if not text:
+            return 0
+        settings = self.settings
+        tokenizer = _local_tokenizer(settings.tokenizer_path)
+        if tokenizer is not None:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"])
+        if settings.server_root not in _no_tokenize:
+            try:
+                response = _http_client(settings).post(
+                    f"{settings.server_root}/tokenize",
+                    json={"model": settings.model, "prompt": text, "add_special_tokens": False},
+                )
+                if response.status_code == 200:
+                    return int(response.json()["count"])
+                if response.status_code in (404, 405):
+                    _no_tokenize.add(settings.server_root)
+            except (httpx.HTTPError, ValueError, KeyError):
+                logger.warning(
+                    "Counting tokens at %s failed; estimating", settings.server_root, exc_info=True
+                )
+        return math.ceil(len(text) / CHARS_PER_TOKEN_ESTIMATE)
+
+    def _call(self, fn: Callable[[], T], *, what: str) -> T:
+        """Run `fn`, retrying transient failures with exponential backoff; raise EngineError at the end."""
+        settings = self.settings
+        attempts = settings.max_retries + 1
+        for attempt in range(attempts):
+            try:
+                return fn()
+            except EngineError:
+                raise
+            except Exception as exc:
+                error = self._classify(exc)
+                if error is None:
+                    raise
+                if not error.retryable:
+                    raise error from exc
+                if attempt + 1 >= attempts:
+                    tries = f" after {attempts} attempts" if attempts > 1 else ""
+                    raise EngineError(
+                        f"{error.message}{tries} (trying to {what}).", retryable=True, extra=error.extra
+                    ) from exc
+                delay = settings.retry_backoff * 2**attempt  # seconds: 2, 4, 8 with the default 2 s
+                logger.warning(
+                    "%s; retrying in %.1f s (attempt %d of %d)", error.message, delay, attempt + 2, attempts
+                )
+                time.sleep(delay)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    def _classify(self, exc: Exception) -> EngineError | None:
+        """An EngineError (retryable or not) for a failure we understand; None for a bug of ours."""
+        server = f"The writer server at {self.settings.base_url}"
+        timeout = f"{self.settings.timeout:g} s"
+        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
+            return EngineError(f"{server} did not answer within {timeout}", retryable=True)
+        if isinstance(exc, _StreamTimeout):
+            return EngineError(f"{server} did not finish the options within {timeout}", retryable=True)
+        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
+            cause = exc.__cause__ or exc
+            return EngineError(f"{server} could not be reached ({cause})", retryable=True)
+        status: int | None = None
+        message = ""
+        if isinstance(exc, openai.APIStatusError):
+            status, message = exc.status_code, _error_body_message(exc.body) or exc.message
+        elif isinstance(exc, httpx.HTTPStatusError):
+            status, message = exc.response.status_code, _response_message(exc.response)
+        if status is not None:
+            retryable = status in RETRYABLE_STATUSES or status >= 500
+            verb = "failed" if status >= 500 else "refused the request"
+            return EngineError(
+                f"{server} {verb} (HTTP {status}): {message}", retryable=retryable, extra={"status": status}
+            )
+        if isinstance(exc, openai.APIResponseValidationError):
+            return EngineError(f"{server} sent a malformed answer: {exc}", retryable=False)
+        if isinstance(exc, openai.APIError):  # e.g. an error event in the middle of a stream
+            return EngineError(f"{server} failed while answering: {exc.message}", retryable=True)
+        return None
+
+
+def _error_body_message(body: object) -> str:
+    """The human message in an OpenAI-style error body ({"message"} or {"error": {"message"}})."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+    if isinstance(body, str):
+        return body
+    return ""
+
+
+def _response_message(response: httpx.Response) -> str:
+    try:
+        return _error_body_message(response.json()) or response.text
+    except ValueError:
+        return response.text.strip()[:500]
+
+
+@functools.cache
+def get_vllm_engine() -> VLLMEngine:
+    """The process's engine (it keeps which adapters the server has loaded)."""
+    return VLLMEngine()

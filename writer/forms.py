@@ -1,0 +1,109 @@
+from __future__ import annotations
+
+from django import forms
+from django.conf import settings
+from django.contrib.auth.forms import UserCreationForm
+
+from mesu_web.errors import ApplicationError
+from writer import roles
+from writer.models import MAX_OPTIONS, Story
+from writer.text_input import decode_text_file
+
+
+class SignupForm(UserCreationForm):
+    role = forms.ChoiceField(choices=roles.SIGNUP_ROLES, widget=forms.RadioSelect, initial=roles.AUTHOR)
+
+    class Meta(UserCreationForm.Meta):
+        fields = ("username",)
+
+
+class StoryForm(forms.ModelForm):
+    tags = forms.CharField(required=False, help_text="Comma-separated, e.g. enemies-to-lovers, slow burn")
+
+    class Meta:
+        model = Story
+        fields = ["title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes"]
+        labels = {"intent_notes": "Notes on creative intent", "author_name": "Author name (as shown)"}
+        widgets = {
+            "summary": forms.Textarea(attrs={"rows": 3}),
+            "characters": forms.Textarea(attrs={"rows": 3}),
+            "setting": forms.Textarea(attrs={"rows": 2}),
+            "intent_notes": forms.Textarea(attrs={"rows": 3}),
+        }
+
+    def __init__(self, *args, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        if self.instance and self.instance.pk:
+            self.initial["tags"] = ", ".join(self.instance.tags)
+
+    def clean_tags(self) -> list[str]:
+        return [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]
+
+
+def _read_upload(upload) -> str:  # noqa: ANN001 (an UploadedFile)
+    """Decode an uploaded file, refusing oversize ones before reading them into memory."""
+    if upload.size > settings.MESU_UPLOAD_MAX_BYTES:
+        mb = upload.size / 1024 / 1024
+        limit = settings.MESU_UPLOAD_MAX_BYTES / 1024 / 1024
+        raise forms.ValidationError(f"'{upload.name}' is {mb:.1f} MB; the limit is {limit:.1f} MB.")
+    try:
+        return decode_text_file(upload.read(), filename=upload.name, max_bytes=settings.MESU_UPLOAD_MAX_BYTES)
+    except ApplicationError as exc:
+        raise forms.ValidationError(exc.message) from None
+
+
+class ChapterForm(forms.Form):
+    title = forms.CharField(max_length=200, required=False)
+    text = forms.CharField(
+        widget=forms.Textarea(attrs={"rows": 16}), required=False, strip=False, label="Paste the chapter"
+    )
+    file = forms.FileField(required=False, label="…or upload a .txt / .md file")
+
+    def __init__(self, *args, allow_file: bool = True, **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["text"].max_length = settings.MESU_CHAPTER_MAX_CHARS
+        if not allow_file:
+            del self.fields["file"]
+
+    def clean(self) -> dict:
+        data = super().clean()
+        upload = data.get("file")
+        if upload:
+            if data.get("text", "").strip():
+                raise forms.ValidationError("Paste the text or upload a file, not both.")
+            data["text"] = _read_upload(upload)
+            data["from_file"] = True
+        elif not data.get("text", "").strip() and "text" not in self.errors:
+            raise forms.ValidationError("The chapter is empty: paste some text or choose a file.")
+        return data
+
+
+class BookImportForm(forms.Form):
+    title = forms.CharField(max_length=200)
+    author_name = forms.CharField(max_length=120, required=False)
+    file = forms.FileField(label="Book file (.txt or .md)")
+
+    def clean_file(self) -> str:
+        return _read_upload(self.cleaned_data["file"])
+
+
+class GenerateForm(forms.Form):
+    n = forms.TypedChoiceField(
+        choices=[(i, f"{i} option{'s' if i > 1 else ''}") for i in range(1, MAX_OPTIONS + 1)],
+        coerce=int,
+        initial=3,
+        label="How many options",
+    )
+
+
+class PreferenceForm(forms.Form):
+    preference = forms.CharField(
+        max_length=1000,
+        widget=forms.Textarea(attrs={"rows": 2, "placeholder": "e.g. a bit sad, not a tragedy"}),
+        label="What would you like to happen?",
+    )
+
+
+class AcceptOptionForm(forms.Form):
+    title = forms.CharField(max_length=200, required=False)
+    text = forms.CharField(widget=forms.Textarea(attrs={"rows": 14}), strip=False)

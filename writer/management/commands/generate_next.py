@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+import json
+import sys
+
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from mesu_web.errors import ApplicationError
+from writer import services
+from writer.models import GenerationRequest, Story
+
+
+class Command(BaseCommand):
+    help = (
+        "Write the next chapter of a story synchronously, through the same service as the Celery task, "
+        "and print one JSON object with the request and its options."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("--story", required=True, help="The story's slug.")
+        parser.add_argument("--n", type=int, default=None, help="Options to write (1-4; default 3).")
+        parser.add_argument("--preference", default="", help="A reader's wish in plain words.")
+        parser.add_argument("--engine", choices=["vllm", "local"], default=None)
+        parser.add_argument("--adapter", default=None, help="A LoRA adapter name (default: the active one).")
+        parser.add_argument("--max-new-tokens", type=int, default=None)
+        parser.add_argument(
+            "--reader", default="", help="Ask as this reader (a personalised chapter) instead of the author."
+        )
+
+    def handle(self, *args, **options) -> None:
+        story = Story.objects.filter(slug=options["story"]).first()
+        if story is None:
+            raise CommandError(f"No story with the slug {options['story']!r}.")
+        user, kind = story.owner, GenerationRequest.Kind.AUTHOR
+        if options["reader"]:
+            user = get_user_model().objects.filter(username=options["reader"]).first()
+            if user is None:
+                raise CommandError(f"No user named {options['reader']!r}.")
+            kind = GenerationRequest.Kind.READER
+        try:
+            request = services.generation_request_create(
+                story=story,
+                user=user,
+                kind=kind,
+                n=options["n"],
+                preference=options["preference"],
+                engine=options["engine"],
+                adapter=options["adapter"],
+                max_new_tokens=options["max_new_tokens"],
+                enqueue=False,
+            )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from None
+        try:
+            request = services.generation_request_run(request_id=request.pk)
+        except ApplicationError as exc:
+            services.generation_request_fail(request_id=request.pk, error=exc.message)
+        request.refresh_from_db()
+        payload = {
+            "request": request.pk,
+            "status": request.status,
+            "error": request.error,
+            "prompt_tokens": request.prompt_tokens,
+            "options": [
+                {
+                    "id": o.pk,
+                    "format_ok": o.format_ok,
+                    "reasoning": o.reasoning,
+                    "text": o.text,
+                    "tokens": o.tokens,
+                }
+                for o in request.options.order_by("index")
+            ],
+        }
+        self.stdout.write(json.dumps(payload, ensure_ascii=False))
+        if request.status != GenerationRequest.Status.SUCCEEDED:
+            sys.exit(1)

@@ -1,0 +1,51 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.core.management.base import BaseCommand, CommandError
+
+from mesu_web.errors import ApplicationError
+from writer import roles, services
+from writer.text_input import decode_text_file
+
+
+class Command(BaseCommand):
+    help = 'Create a story from a plain-text or markdown book. Prints {"story": "<slug>", "chapters": N}.'
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument("file", type=Path)
+        parser.add_argument("--title", required=True)
+        parser.add_argument("--author-name", default="")
+        parser.add_argument("--owner", default="", help="Username of the owning author (default: the first author).")
+        parser.add_argument("--publish", action="store_true")
+
+    def handle(self, *args, **options) -> None:
+        path: Path = options["file"]
+        if not path.is_file():
+            raise CommandError(f"No such file: {path}")
+        owner = self._owner(options["owner"])
+        try:
+            text = decode_text_file(path.read_bytes(), filename=path.name, max_bytes=settings.MESU_UPLOAD_MAX_BYTES)
+            story = services.book_import(
+                owner=owner, text=text, title=options["title"], author_name=options["author_name"]
+            )
+            if options["publish"]:
+                services.story_set_published(story=story, published=True)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from None
+        self.stdout.write(json.dumps({"story": story.slug, "chapters": story.chapters.count()}))
+
+    def _owner(self, username: str):  # noqa: ANN202
+        User = get_user_model()
+        if username:
+            user = User.objects.filter(username=username).first()
+            if user is None:
+                raise CommandError(f"No user named {username!r}.")
+            return user
+        user = User.objects.filter(groups__name=roles.AUTHOR).order_by("pk").first()
+        if user is None:
+            raise CommandError("No author exists yet: run `manage.py seed_demo` or pass --owner.")
+        return user

@@ -1,0 +1,170 @@
+from __future__ import annotations
+
+from django.conf import settings
+from django.contrib.postgres.fields import ArrayField
+from django.db import models
+from django.db.models import Q
+from django.urls import reverse
+
+MAX_OPTIONS = 4  # options per generation request (the UI offers 1-4, 3 by default)
+
+
+class Story(models.Model):
+    """A story. Its metadata is "chapter 0": it heads every prompt."""
+
+    owner = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="stories")
+    slug = models.SlugField(max_length=80, unique=True)
+    title = models.CharField(max_length=200)
+    author_name = models.CharField(max_length=120, blank=True)
+    summary = models.TextField(blank=True)
+    genre = models.CharField(max_length=80, blank=True)
+    tags = ArrayField(models.CharField(max_length=40), default=list, blank=True)
+    characters = models.TextField(blank=True, help_text="Who is who: names, roles, traits.")
+    setting = models.TextField(blank=True, help_text="Where and when the story happens.")
+    intent_notes = models.TextField(blank=True, help_text="What the author wants the story to be.")
+    is_published = models.BooleanField(default=False)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["-updated_at"]
+        verbose_name_plural = "stories"
+
+    def __str__(self) -> str:
+        return self.title
+
+    def get_absolute_url(self) -> str:
+        return reverse("writer:story_detail", args=[self.slug])
+
+
+class Chapter(models.Model):
+    class Source(models.TextChoices):
+        PASTED = "pasted", "Pasted"
+        UPLOADED = "uploaded", "Uploaded"
+        IMPORTED = "imported", "Imported from a book"
+        GENERATED = "generated", "Written with the AI writer"
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="chapters")
+    number = models.PositiveIntegerField(help_text="1-based reading order; chapter 0 is the story's metadata.")
+    title = models.CharField(max_length=200, blank=True)
+    text = models.TextField()
+    source = models.CharField(max_length=16, choices=Source.choices, default=Source.PASTED)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["story", "number"]
+        constraints = [
+            # Deferred so that a reorder can swap numbers inside one transaction.
+            models.UniqueConstraint(
+                fields=["story", "number"],
+                name="chapter_unique_number",
+                deferrable=models.Deferrable.DEFERRED,
+            ),
+            models.CheckConstraint(condition=Q(number__gte=1), name="chapter_number_positive"),
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.story.title} — {self.display_title}"
+
+    @property
+    def display_title(self) -> str:
+        return self.title or f"Chapter {self.number}"
+
+    def get_absolute_url(self) -> str:
+        return reverse("writer:chapter_detail", args=[self.story.slug, self.number])
+
+
+class GenerationRequest(models.Model):
+    """One ask for a next chapter. Job state is this row; the UI reads it, never Celery's state."""
+
+    class Kind(models.TextChoices):
+        AUTHOR = "author", "Author's next chapter"
+        READER = "reader", "Reader's personalised chapter"
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="generation_requests")
+    requested_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_requests"
+    )
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.AUTHOR)
+    preference = models.TextField(blank=True, help_text="The reader's wish, in plain words.")
+    n = models.PositiveSmallIntegerField(default=3)
+    engine = models.CharField(max_length=16)
+    adapter = models.CharField(max_length=64, blank=True)
+    max_new_tokens = models.PositiveIntegerField()
+    next_number = models.PositiveIntegerField(help_text="The chapter number being written.")
+
+    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=200, blank=True)
+    progress_tokens = models.PositiveIntegerField(default=0)
+    attempts = models.PositiveSmallIntegerField(default=0)
+    error = models.TextField(blank=True)
+    prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
+    prompt_report = models.JSONField(default=dict, blank=True)
+    model_name = models.CharField(max_length=128, blank=True)
+
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(condition=Q(n__gte=1) & Q(n__lte=MAX_OPTIONS), name="request_n_in_range"),
+        ]
+        indexes = [models.Index(fields=["status", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Request {self.pk} for {self.story} ({self.status})"
+
+    def get_absolute_url(self) -> str:
+        return reverse("writer:request_detail", args=[self.pk])
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+    @property
+    def progress_percent(self) -> int:
+        if self.status == self.Status.SUCCEEDED:
+            return 100
+        expected = self.n * self.max_new_tokens
+        return min(99, round(100 * self.progress_tokens / expected)) if expected else 0
+
+
+class GenerationOption(models.Model):
+    """One candidate next chapter. Output that misses the answer format is kept, flagged, never dropped."""
+
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="options")
+    index = models.PositiveSmallIntegerField()
+    raw_output = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    format_ok = models.BooleanField(default=False)
+    warning = models.CharField(max_length=300, blank=True)
+    tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    accepted_chapter = models.OneToOneField(
+        Chapter, null=True, blank=True, on_delete=models.SET_NULL, related_name="from_option"
+    )
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "index"]
+        constraints = [
+            # Idempotency: a re-run task can never add a second set of options.
+            models.UniqueConstraint(fields=["request", "index"], name="option_unique_index"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Option {self.index + 1} of request {self.request_id}"
+
+    @property
+    def label(self) -> str:
+        return f"Option {self.index + 1}"

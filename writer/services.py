@@ -1,0 +1,456 @@
+"""Writes. Every change to stories, chapters and generation requests goes through here."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+
+from django.conf import settings
+from django.contrib.auth import get_user_model
+from django.contrib.auth.models import AbstractBaseUser, Group
+from django.db import IntegrityError, transaction
+from django.db.models import F
+from django.utils import timezone
+from django.utils.text import slugify
+
+from mesu_web.errors import ApplicationError, EngineError
+from writer import roles
+from writer.book_import import split_book
+from writer.engines import get_engine, resolve_adapter
+from writer.engines.base import Sampling
+from writer.models import MAX_OPTIONS, Chapter, GenerationOption, GenerationRequest, Story
+from writer.parsing import parse_output
+from writer.prompting import REASONING_START, ChapterText, StoryMeta, build_prompt
+from writer.text_input import clean_text
+
+logger = logging.getLogger(__name__)
+
+User = get_user_model()
+
+STORY_FIELDS = ("title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes")
+PROGRESS_EVERY_SECONDS = 1.0  # at most one progress write per second while tokens stream in
+PROMPT_SAFETY_TOKENS = 32  # room for the chat template's own tokens around the messages
+
+
+# --- Users -----------------------------------------------------------------------------------------
+
+
+def user_set_roles(*, user: AbstractBaseUser, role_names: Sequence[str]) -> None:
+    unknown = set(role_names) - set(roles.GROUPS)
+    if unknown:
+        raise ApplicationError(f"Unknown role(s): {', '.join(sorted(unknown))}.")
+    groups = [Group.objects.get_or_create(name=name)[0] for name in role_names]
+    user.groups.set(groups)
+
+
+@transaction.atomic
+def user_signup(*, username: str, password: str, role: str, email: str = "") -> AbstractBaseUser:
+    if role not in dict(roles.SIGNUP_ROLES):
+        raise ApplicationError("Choose whether you sign up as an author or a reader.")
+    user = User.objects.create_user(username=username, password=password, email=email)
+    user_set_roles(user=user, role_names=[role])
+    return user
+
+
+# --- Stories and chapters --------------------------------------------------------------------------
+
+
+def _unique_slug(title: str) -> str:
+    base = slugify(title)[:60].strip("-") or "story"
+    slug, suffix = base, 2
+    while Story.objects.filter(slug=slug).exists():
+        slug = f"{base}-{suffix}"
+        suffix += 1
+    return slug
+
+
+def _clean_tags(tags: Sequence[str] | str) -> list[str]:
+    if isinstance(tags, str):
+        tags = tags.split(",")
+    seen: list[str] = []
+    for tag in tags:
+        tag = tag.strip().lower()[:40]
+        if tag and tag not in seen:
+            seen.append(tag)
+    return seen[:20]
+
+
+def story_create(*, owner: AbstractBaseUser, title: str, **metadata: object) -> Story:
+    unknown = set(metadata) - set(STORY_FIELDS)
+    if unknown:
+        raise ApplicationError(f"Unknown story field(s): {', '.join(sorted(unknown))}.")
+    title = title.strip()
+    if not title:
+        raise ApplicationError("A story needs a title.")
+    metadata["tags"] = _clean_tags(metadata.get("tags", []))  # type: ignore[arg-type]
+    for _ in range(3):  # two authors may pick the same title at the same moment
+        try:
+            with transaction.atomic():
+                return Story.objects.create(owner=owner, title=title, slug=_unique_slug(title), **metadata)
+        except IntegrityError:
+            continue
+    raise ApplicationError("Could not give the story a unique address; try another title.")
+
+
+def story_update(*, story: Story, **fields: object) -> Story:
+    unknown = set(fields) - set(STORY_FIELDS) - {"is_published"}
+    if unknown:
+        raise ApplicationError(f"Unknown story field(s): {', '.join(sorted(unknown))}.")
+    if "title" in fields and not str(fields["title"]).strip():
+        raise ApplicationError("A story needs a title.")
+    if "tags" in fields:
+        fields["tags"] = _clean_tags(fields["tags"])  # type: ignore[arg-type]
+    for name, value in fields.items():
+        setattr(story, name, value)
+    story.save()
+    return story
+
+
+def story_set_published(*, story: Story, published: bool) -> Story:
+    story.is_published = published
+    story.save(update_fields=["is_published", "updated_at"])
+    return story
+
+
+def _touch(story: Story) -> None:
+    Story.objects.filter(pk=story.pk).update(updated_at=timezone.now())
+
+
+@transaction.atomic
+def chapter_add(
+    *, story: Story, text: str, title: str = "", source: str = Chapter.Source.PASTED
+) -> Chapter:
+    text = clean_text(text)
+    if len(text) > settings.MESU_CHAPTER_MAX_CHARS:
+        raise ApplicationError(
+            f"The chapter has {len(text):,} characters; the limit is {settings.MESU_CHAPTER_MAX_CHARS:,}."
+        )
+    Story.objects.select_for_update().get(pk=story.pk)  # serialise numbering per story
+    last = Chapter.objects.filter(story=story).order_by("-number").values_list("number", flat=True).first() or 0
+    chapter = Chapter.objects.create(story=story, number=last + 1, title=title.strip()[:200], text=text, source=source)
+    _touch(story)
+    return chapter
+
+
+def chapter_update(*, chapter: Chapter, text: str, title: str = "") -> Chapter:
+    text = clean_text(text)
+    if len(text) > settings.MESU_CHAPTER_MAX_CHARS:
+        raise ApplicationError(
+            f"The chapter has {len(text):,} characters; the limit is {settings.MESU_CHAPTER_MAX_CHARS:,}."
+        )
+    chapter.text, chapter.title = text, title.strip()[:200]
+    chapter.save(update_fields=["text", "title", "updated_at"])
+    _touch(chapter.story)
+    return chapter
+
+
+@transaction.atomic
+def chapters_reorder(*, story: Story, chapter_ids: Sequence[int]) -> None:
+    """Give the story's chapters the order of `chapter_ids` (every chapter exactly once)."""
+    Story.objects.select_for_update().get(pk=story.pk)
+    current = set(Chapter.objects.filter(story=story).values_list("pk", flat=True))
+    if len(chapter_ids) != len(current) or set(chapter_ids) != current:
+        raise ApplicationError("The new order must list every chapter of the story exactly once.")
+    chapters = {c.pk: c for c in Chapter.objects.filter(story=story)}
+    changed = []
+    for number, pk in enumerate(chapter_ids, start=1):
+        if chapters[pk].number != number:
+            chapters[pk].number = number
+            changed.append(chapters[pk])
+    Chapter.objects.bulk_update(changed, ["number"])  # the unique constraint is checked at commit
+    _touch(story)
+
+
+def chapter_move(*, chapter: Chapter, direction: str) -> None:
+    if direction not in ("up", "down"):
+        raise ApplicationError("A chapter moves up or down.")
+    ids = list(Chapter.objects.filter(story=chapter.story).order_by("number").values_list("pk", flat=True))
+    i = ids.index(chapter.pk)
+    j = i - 1 if direction == "up" else i + 1
+    if not 0 <= j < len(ids):
+        raise ApplicationError(f"Chapter {chapter.number} cannot move {direction}.")
+    ids[i], ids[j] = ids[j], ids[i]
+    chapters_reorder(story=chapter.story, chapter_ids=ids)
+
+
+@transaction.atomic
+def chapter_delete(*, chapter: Chapter) -> None:
+    story = chapter.story
+    chapter.delete()
+    remaining = list(Chapter.objects.filter(story=story).order_by("number").values_list("pk", flat=True))
+    chapters_reorder(story=story, chapter_ids=remaining)
+
+
+@transaction.atomic
+def book_import(
+    *, owner: AbstractBaseUser, text: str, title: str, author_name: str = "", **metadata: object
+) -> Story:
+    """A story from one plain-text or markdown book, split at its chapter headings."""
+    book = split_book(clean_text(text))
+    if not book.chapters:
+        raise ApplicationError("No chapter text was found in the book.")
+    if not metadata.get("summary") and book.front_matter:
+        metadata["summary"] = book.front_matter[:2000]
+    story = story_create(owner=owner, title=title, author_name=author_name, **metadata)
+    Chapter.objects.bulk_create(
+        Chapter(story=story, number=i, title=ch.title[:200], text=ch.text, source=Chapter.Source.IMPORTED)
+        for i, ch in enumerate(book.chapters, start=1)
+    )
+    return story
+
+
+# --- Generation ------------------------------------------------------------------------------------
+
+
+def story_meta(story: Story) -> StoryMeta:
+    return StoryMeta(
+        title=story.title,
+        author_name=story.author_name,
+        summary=story.summary,
+        genre=story.genre,
+        tags=tuple(story.tags),
+        characters=story.characters,
+        setting=story.setting,
+        intent_notes=story.intent_notes,
+    )
+
+
+def generation_request_create(
+    *,
+    story: Story,
+    user: AbstractBaseUser,
+    kind: str = GenerationRequest.Kind.AUTHOR,
+    n: int | None = None,
+    preference: str = "",
+    engine: str | None = None,
+    adapter: str | None = None,
+    max_new_tokens: int | None = None,
+    enqueue: bool = True,
+) -> GenerationRequest:
+    if kind == GenerationRequest.Kind.AUTHOR:
+        if story.owner_id != user.pk:
+            raise ApplicationError("Only the story's author can ask for the next chapter of the story.")
+        n = settings.WRITER_DEFAULT_OPTIONS if n is None else n
+    elif kind == GenerationRequest.Kind.READER:
+        if not story.is_published and story.owner_id != user.pk:
+            raise ApplicationError("This story is not published.")
+        n = settings.READER_DEFAULT_OPTIONS if n is None else n
+    else:
+        raise ApplicationError(f"Unknown request kind {kind!r}.")
+    if not 1 <= n <= MAX_OPTIONS:
+        raise ApplicationError(f"Ask for between 1 and {MAX_OPTIONS} options.")
+    preference = preference.strip()
+    if len(preference) > 1000:
+        raise ApplicationError("Keep the preference under 1,000 characters.")
+    engine_name = engine or settings.WRITER_ENGINE
+    get_engine(engine_name)  # fails now, with the valid names, on a typo
+    adapter_name = settings.WRITER_DEFAULT_ADAPTER if adapter is None else adapter
+    resolve_adapter(adapter_name)
+    max_new = max_new_tokens or settings.WRITER_MAX_NEW_TOKENS
+    if not 8 <= max_new <= settings.WRITER_CONTEXT_TOKENS // 2:
+        raise ApplicationError(f"New tokens per option must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}.")
+
+    from writer.selectors import chapter_count  # local: selectors import nothing from services
+
+    request = GenerationRequest.objects.create(
+        story=story,
+        requested_by=user,
+        kind=kind,
+        n=n,
+        preference=preference,
+        engine=engine_name,
+        adapter=adapter_name,
+        max_new_tokens=max_new,
+        next_number=chapter_count(story=story) + 1,
+        stage="Waiting for a writer",
+    )
+    if enqueue:
+        generation_request_enqueue(request=request)
+    return request
+
+
+def generation_request_enqueue(*, request: GenerationRequest) -> None:
+    from writer.tasks import generation_request_run_task
+
+    request_id = request.pk
+    transaction.on_commit(lambda: generation_request_run_task.delay(request_id))
+
+
+def _set_progress(request_id: int, **fields: object) -> None:
+    GenerationRequest.objects.filter(pk=request_id).update(**fields)
+
+
+def _start(request_id: int) -> GenerationRequest | None:
+    """Mark the request running, or return None when it needs no run (done already, or failed)."""
+    with transaction.atomic():
+        request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=request_id)
+        if request.status in (GenerationRequest.Status.SUCCEEDED, GenerationRequest.Status.FAILED):
+            return None
+        if request.options.exists():  # a run finished but died before it said so
+            request.status = GenerationRequest.Status.SUCCEEDED
+            request.finished_at = request.finished_at or timezone.now()
+            request.save(update_fields=["status", "finished_at"])
+            return None
+        request.status = GenerationRequest.Status.RUNNING
+        request.attempts = F("attempts") + 1
+        request.started_at = request.started_at or timezone.now()
+        request.stage = "Building the prompt"
+        request.progress_tokens = 0
+        request.error = ""
+        request.save(update_fields=["status", "attempts", "started_at", "stage", "progress_tokens", "error"])
+    request.refresh_from_db()
+    return request
+
+
+def generation_request_run(*, request_id: int) -> GenerationRequest:
+    """Build the prompt, call the writer engine once for n options, parse and store them.
+
+    Idempotent: a request that already has its options is returned as it is. Raises ApplicationError
+    (EngineError with `retryable`) on failure; the caller decides between a retry and
+    `generation_request_fail`.
+    """
+    request = _start(request_id)
+    if request is None:
+        return GenerationRequest.objects.get(pk=request_id)
+    story = request.story
+    engine = get_engine(request.engine)
+    adapter = resolve_adapter(request.adapter)
+
+    chapters = [
+        ChapterText(number=c.number, title=c.title, text=c.text)
+        for c in Chapter.objects.filter(story=story, number__lt=request.next_number).order_by("number")
+    ]
+    budget = settings.WRITER_CONTEXT_TOKENS - request.max_new_tokens - PROMPT_SAFETY_TOKENS
+    built = build_prompt(
+        meta=story_meta(story),
+        chapters=chapters,
+        count_tokens=engine.count_tokens,
+        budget_tokens=budget,
+        preference=request.preference,
+        next_number=request.next_number,
+    )
+    _set_progress(
+        request_id,
+        prompt_tokens=built.report.used_tokens,
+        prompt_report=built.report.to_dict(),
+        stage=f"Writing {request.n} option{'s' if request.n > 1 else ''}",
+    )
+
+    expected_tokens = request.n * request.max_new_tokens
+    last_write = [0.0]
+
+    def on_progress(tokens: int) -> None:
+        now = time.monotonic()
+        if now - last_write[0] >= PROGRESS_EVERY_SECONDS:
+            last_write[0] = now
+            _set_progress(
+                request_id,
+                progress_tokens=min(tokens, expected_tokens),
+                stage=f"Writing: {min(tokens, expected_tokens)} of up to {expected_tokens} tokens",
+            )
+
+    prefill = REASONING_START if settings.WRITER_PREFILL_REASONING else ""
+    result = engine.generate(
+        built.messages,
+        n=request.n,
+        sampling=Sampling(
+            max_tokens=request.max_new_tokens,
+            temperature=settings.WRITER_TEMPERATURE,
+            top_p=settings.WRITER_TOP_P,
+            prefill=prefill,
+        ),
+        adapter=adapter,
+        on_progress=on_progress,
+    )
+    if len(result.completions) != request.n:
+        raise EngineError(
+            f"The writer returned {len(result.completions)} options instead of {request.n}.", retryable=True
+        )
+
+    with transaction.atomic():
+        locked = GenerationRequest.objects.select_for_update().get(pk=request_id)
+        if locked.options.exists():  # another run of the same task got here first
+            return locked
+        options = []
+        for index, completion in enumerate(result.completions):
+            parsed = parse_output(completion.text)
+            options.append(
+                GenerationOption(
+                    request=locked,
+                    index=index,
+                    raw_output=completion.text,
+                    reasoning=parsed.reasoning,
+                    text=parsed.text,
+                    format_ok=parsed.format_ok,
+                    warning=parsed.warning[:300],
+                    tokens=completion.tokens,
+                    finish_reason=completion.finish_reason[:32],
+                )
+            )
+        GenerationOption.objects.bulk_create(options)
+        locked.status = GenerationRequest.Status.SUCCEEDED
+        locked.stage = "Done"
+        locked.progress_tokens = sum(c.tokens for c in result.completions)
+        locked.model_name = result.model[:128]
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["status", "stage", "progress_tokens", "model_name", "finished_at"])
+    return locked
+
+
+def generation_request_note_retry(*, request_id: int, error: str, delay_seconds: float) -> None:
+    _set_progress(
+        request_id,
+        status=GenerationRequest.Status.QUEUED,
+        stage=f"Will try again in {delay_seconds:.0f} s",
+        error=error,
+    )
+
+
+def generation_request_fail(*, request_id: int, error: str) -> None:
+    """Record a failure with its reason. Options already stored (a finished run) are never undone."""
+    with transaction.atomic():
+        request = GenerationRequest.objects.select_for_update().get(pk=request_id)
+        if request.status == GenerationRequest.Status.SUCCEEDED:
+            return
+        request.status = GenerationRequest.Status.FAILED
+        request.stage = "Failed"
+        request.error = error or "The writer failed for an unknown reason."
+        request.finished_at = timezone.now()
+        request.save(update_fields=["status", "stage", "error", "finished_at"])
+
+
+def generation_request_retry(*, request: GenerationRequest, user: AbstractBaseUser) -> GenerationRequest:
+    if request.status != GenerationRequest.Status.FAILED:
+        raise ApplicationError("Only a failed request can be tried again.")
+    if user.pk != request.requested_by_id:
+        raise ApplicationError("Only who asked for this chapter can try again.")
+    GenerationRequest.objects.filter(pk=request.pk).update(
+        status=GenerationRequest.Status.QUEUED, stage="Waiting for a writer", error="", finished_at=None
+    )
+    generation_request_enqueue(request=request)
+    request.refresh_from_db()
+    return request
+
+
+@transaction.atomic
+def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str | None = None, title: str = "") -> Chapter:
+    """The author takes an option (optionally edited) as the story's next chapter."""
+    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+    story = request.story
+    if story.owner_id != user.pk:
+        raise ApplicationError("Only the story's author can accept a chapter into the story.")
+    if request.status != GenerationRequest.Status.SUCCEEDED:
+        raise ApplicationError("This request has not finished.")
+    if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exists():
+        raise ApplicationError("An option of this request was already accepted.")
+    body = option.text if text is None else text
+    chapter = chapter_add(
+        story=story,
+        text=body,
+        title=title,
+        source=Chapter.Source.GENERATED,
+    )
+    GenerationOption.objects.filter(pk=option.pk).update(accepted_chapter=chapter)
+    option.accepted_chapter = chapter
+    return chapter

@@ -1,0 +1,28 @@
+from __future__ import annotations
+
+from django.urls import path
+
+from writer import views
+
+app_name = "writer"
+
+urlpatterns = [
+    path("", views.home, name="home"),
+    path("signup/", views.signup, name="signup"),
+    path("stories/new/", views.story_create, name="story_create"),
+    path("stories/import/", views.book_import, name="book_import"),
+    path("s/<slug:slug>/", views.story_detail, name="story_detail"),
+    path("s/<slug:slug>/edit/", views.story_edit, name="story_edit"),
+    path("s/<slug:slug>/publish/", views.story_publish, name="story_publish"),
+    path("s/<slug:slug>/generate/", views.generate, name="generate"),
+    path("s/<slug:slug>/personalise/", views.personalise, name="personalise"),
+    path("s/<slug:slug>/chapters/new/", views.chapter_add, name="chapter_add"),
+    path("s/<slug:slug>/chapters/<int:number>/", views.chapter_detail, name="chapter_detail"),
+    path("s/<slug:slug>/chapters/<int:number>/edit/", views.chapter_edit, name="chapter_edit"),
+    path("s/<slug:slug>/chapters/<int:number>/move/", views.chapter_move, name="chapter_move"),
+    path("s/<slug:slug>/chapters/<int:number>/delete/", views.chapter_delete, name="chapter_delete"),
+    path("requests/<int:pk>/", views.request_detail, name="request_detail"),
+    path("requests/<int:pk>/progress/", views.request_progress, name="request_progress"),
+    path("requests/<int:pk>/retry/", views.request_retry, name="request_retry"),
+    path("options/<int:pk>/accept/", views.option_accept, name="option_accept"),
+]
