@@ -83,13 +83,16 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def start_server(model_dir: Path, port: int, log_path: Path) -> tuple[subprocess.Popen, float]:
+def start_server(
+    model_dir: Path, port: int, log_path: Path, max_lora_rank: int
+) -> tuple[subprocess.Popen, float]:
     """Start scripts/vllm_server.sh; return it and the seconds until /health answered 200."""
     started = time.monotonic()
     with log_path.open("w") as log:
         proc = subprocess.Popen(
             [str(ROOT / "scripts" / "vllm_server.sh"), str(model_dir), str(port)],
             cwd=ROOT,
+            env={**os.environ, "VLLM_MAX_LORA_RANK": str(max_lora_rank)},
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
@@ -138,6 +141,9 @@ def main() -> None:
     )
     parser.add_argument("--model-dir", type=Path, default=ROOT / "var" / "models" / "smollm2")
     parser.add_argument(
+        "--max-lora-rank", type=int, default=64, help="the server's --max-lora-rank (VLLM_MAX_LORA_RANK)"
+    )
+    parser.add_argument(
         "--runs", type=int, default=2, help="generations per engine and model (the first is cold)"
     )
     parser.add_argument("--local-threads", type=int, default=int(os.environ.get("WRITER_LOCAL_THREADS", "1")))
@@ -160,7 +166,7 @@ def main() -> None:
     else:
         print(f"starting vLLM on port {args.port} ...", flush=True)
         proc, timings["vLLM server start (to /health)"] = start_server(
-            model_dir, args.port, work / "vllm.log"
+            model_dir, args.port, work / "vllm.log", args.max_lora_rank
         )
         base_url = f"http://127.0.0.1:{args.port}/v1"
     try:
@@ -221,7 +227,8 @@ def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], arg
         f"## {now}: {N_OPTIONS} options x {MAX_TOKENS} new tokens, vllm vs local engine",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
-        f"vllm engine: vLLM CPU server ({'started by the script' if not args.base_url else base_url}), bfloat16, "
+        f"vllm engine: vLLM CPU server ({'started by the script' if not args.base_url else base_url}, "
+        f"--max-lora-rank {args.max_lora_rank if not args.base_url else 'as started'}), bfloat16, "
         f"streaming, one request with n={N_OPTIONS}. local engine: transformers + PEFT, float32, "
         f"torch threads {args.local_threads}. Sampling: temperature 0.8, top_p 0.95, seed per run; options "
         f"may end before {MAX_TOKENS} tokens, so tokens/s uses the tokens actually made.",
@@ -235,7 +242,7 @@ def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], arg
             f"{r.tokens} | {r.tokens_per_second:.1f} |"
         )
     lines += ["", "| one-off cost | seconds |", "|---|---|"]
-    lines += [f"| {name} | {seconds:.1f} |" for name, seconds in timings.items()]
+    lines += [f"| {name} | {seconds:.2f} |" for name, seconds in timings.items()]
     lines.append("")
     for model in ("base", "LoRA r=8"):
         v, loc = _best(runs, "vllm", model), _best(runs, "local", model)

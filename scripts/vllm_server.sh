@@ -27,13 +27,17 @@ export VLLM_ALLOW_RUNTIME_LORA_UPDATING=True
 # Model hubs are unreachable here: never try to download.
 export HF_HUB_OFFLINE=1
 
-# --max-lora-rank 64: the largest LoRA rank training produces. --max-model-len 4096: the writer's
-# context window (WRITER_CONTEXT_TOKENS).
+# The largest LoRA rank the server accepts. On the CPU, vLLM pads every adapter to this rank and
+# gathers the padded weights per token, so a lower cap makes LoRA generation faster
+# (docs/benchmarks.md); it must be at least the rank training uses.
+MAX_LORA_RANK="${VLLM_MAX_LORA_RANK:-64}"
+
+# --max-model-len 4096: the writer's context window (WRITER_CONTEXT_TOKENS).
 exec "$PY" -m vllm.entrypoints.openai.api_server \
   --model "$MODEL_DIR" \
   --served-model-name "$SERVED_NAME" \
   --enable-lora \
-  --max-lora-rank 64 \
+  --max-lora-rank "$MAX_LORA_RANK" \
   --dtype bfloat16 \
   --max-model-len 4096 \
   --port "$PORT" \

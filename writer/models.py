@@ -67,12 +67,12 @@ class Chapter(models.Model):
     def __str__(self) -> str:
         return f"{self.story.title} — {self.display_title}"
 
+    def get_absolute_url(self) -> str:
+        return reverse("writer:chapter_detail", args=[self.story.slug, self.number])
+
     @property
     def display_title(self) -> str:
         return self.title or f"Chapter {self.number}"
-
-    def get_absolute_url(self) -> str:
-        return reverse("writer:chapter_detail", args=[self.story.slug, self.number])
 
 
 class GenerationRequest(models.Model):

@@ -440,6 +440,8 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
     story = request.story
     if story.owner_id != user.pk:
         raise ApplicationError("Only the story's author can accept a chapter into the story.")
+    if request.kind != GenerationRequest.Kind.AUTHOR:
+        raise ApplicationError("A reader's personalised chapter stays theirs; it cannot join the story.")
     if request.status != GenerationRequest.Status.SUCCEEDED:
         raise ApplicationError("This request has not finished.")
     if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exists():

@@ -272,13 +272,14 @@ def personalise(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _request_context(request: HttpRequest, gen: GenerationRequest) -> dict:
     is_owner = gen.story.owner_id == request.user.pk
+    is_author_request = gen.kind == GenerationRequest.Kind.AUTHOR
     options = list(selectors.option_list(request=gen)) if gen.status == GenerationRequest.Status.SUCCEEDED else []
     return {
         "gen": gen,
         "story": gen.story,
         "options": options,
         "is_owner": is_owner,
-        "can_accept": is_owner and not any(o.accepted_chapter_id for o in options),
+        "can_accept": is_owner and is_author_request and not any(o.accepted_chapter_id for o in options),
     }
 
 

@@ -95,9 +95,12 @@ def test_reader_preference_reaches_the_prompt_and_only_they_and_the_author_see_i
     assert client_for("alice").get(url).status_code == 200
     assert client_for("ross").get(url).status_code == 404
     assert client_for("bob").get(url).status_code == 404
-    # The reader cannot accept it into the author's story.
+    # The reader cannot accept it into the author's story, and it stays the reader's: the author can't either.
     option = request.options.get()
     assert client_for("rita").post(reverse("writer:option_accept", args=[option.pk]), {"text": "x"}).status_code == 403
+    response = client_for("alice").post(reverse("writer:option_accept", args=[option.pk]), {"text": "x"}, follow=True)
+    assert "stays theirs" in response.content.decode()
+    assert story.chapters.count() == 2
 
 
 def test_readers_cannot_ask_for_unpublished_stories(users):

@@ -57,7 +57,7 @@ def test_paste_and_upload_chapters(client_for, users):
     c = client_for("alice")
     url = reverse("writer:chapter_add", args=[story.slug])
     assert c.post(url, {"title": "Arrival", "text": "She came by the night bus.\r\nIt rained."}).status_code == 302
-    upload = SimpleUploadedFile("two.md", "The second day was sunny.".encode(), content_type="text/markdown")
+    upload = SimpleUploadedFile("two.md", b"The second day was sunny.", content_type="text/markdown")
     assert c.post(url, {"title": "", "text": "", "file": upload}).status_code == 302
     chapters = list(story.chapters.order_by("number"))
     assert [(ch.number, ch.source) for ch in chapters] == [(1, "pasted"), (2, "uploaded")]
