@@ -13,7 +13,6 @@ import argparse
 import datetime as dt
 import os
 import platform
-import signal
 import subprocess
 import sys
 import tempfile
@@ -25,11 +24,11 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-import httpx  # noqa: E402
 
 from writer.engines.base import Adapter, Sampling  # noqa: E402
 from writer.engines.local import LocalEngine, LocalSettings, reset_caches  # noqa: E402
 from writer.engines.vllm import VLLMEngine, VLLMSettings  # noqa: E402
+from writer.engines.vllm_server import ServerStartError, start_vllm_server, stop_process_group  # noqa: E402
 from writer.model_files import make_random_lora, prepare_model  # noqa: E402
 
 N_OPTIONS = 3
@@ -83,41 +82,6 @@ def machine_info() -> dict[str, str]:
     }
 
 
-def start_server(
-    model_dir: Path, port: int, log_path: Path, max_lora_rank: int
-) -> tuple[subprocess.Popen, float]:
-    """Start scripts/vllm_server.sh; return it and the seconds until /health answered 200."""
-    started = time.monotonic()
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "vllm_server.sh"), str(model_dir), str(port)],
-            cwd=ROOT,
-            env={**os.environ, "VLLM_MAX_LORA_RANK": str(max_lora_rank)},
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,
-        )
-    while True:
-        try:
-            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
-                return proc, time.monotonic() - started
-        except httpx.HTTPError:
-            pass
-        if proc.poll() is not None or time.monotonic() - started > 300:
-            stop_server(proc)
-            sys.exit(f"the vLLM server did not start:\n{log_path.read_text()[-3000:]}")
-        time.sleep(0.5)
-
-
-def stop_server(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def timed_generations(engine, label: str, model: str, adapter: Adapter | None, runs: int) -> list[Run]:
     results = []
     for i in range(runs):
@@ -165,9 +129,13 @@ def main() -> None:
         base_url = args.base_url.rstrip("/")
     else:
         print(f"starting vLLM on port {args.port} ...", flush=True)
-        proc, timings["vLLM server start (to /health)"] = start_server(
-            model_dir, args.port, work / "vllm.log", args.max_lora_rank
-        )
+        try:
+            proc, timings["vLLM server start (to /health)"] = start_vllm_server(
+                model_dir, args.port, work / "vllm.log", env={"VLLM_MAX_LORA_RANK": str(args.max_lora_rank)},
+                timeout=300,
+            )
+        except ServerStartError as exc:
+            sys.exit(str(exc))
         base_url = f"http://127.0.0.1:{args.port}/v1"
     try:
         vllm = VLLMEngine(
@@ -189,7 +157,7 @@ def main() -> None:
         runs += timed_generations(vllm, "vllm", "LoRA r=8", adapter, args.runs)
     finally:
         if proc is not None:
-            stop_server(proc)  # the local engine runs on a quiet machine
+            stop_process_group(proc)  # the local engine runs on a quiet machine
 
     # -- local engine (transformers + PEFT in this process) ---------------------------------------
     import torch

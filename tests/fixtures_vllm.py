@@ -8,28 +8,17 @@ from __future__ import annotations
 
 import os
 import shutil
-import signal
-import subprocess
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
-import httpx
 import pytest
 from django.conf import settings
 
-ROOT = Path(__file__).resolve().parent.parent
+from writer.engines.vllm_server import ServerStartError, server_is_up, start_vllm_server, stop_process_group
+
 VLLM_TEST_PORT = 8011
 VLLM_START_TIMEOUT = 240  # seconds; a cold start on the 2-core box takes 60-90
 TEST_ADAPTER_NAME = "test-lora"
-
-
-def server_is_up(root_url: str) -> bool:
-    """Whether a vLLM server answers GET {root_url}/health with 200 now."""
-    try:
-        return httpx.get(f"{root_url}/health", timeout=2.0).status_code == 200
-    except httpx.HTTPError:
-        return False
 
 
 @pytest.fixture(scope="session")
@@ -78,34 +67,14 @@ def vllm_server(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) -> It
         yield f"{root}/v1"
         return
     log_path = tmp_path_factory.mktemp("vllm") / "server.log"
-    with log_path.open("w") as log:
-        proc = subprocess.Popen(
-            [str(ROOT / "scripts" / "vllm_server.sh"), str(model_dir), str(VLLM_TEST_PORT)],
-            cwd=ROOT,
-            stdout=log,
-            stderr=subprocess.STDOUT,
-            start_new_session=True,  # its own process group: the engine core processes stop with it
-        )
     try:
-        deadline = time.monotonic() + VLLM_START_TIMEOUT
-        while not server_is_up(root):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                why = (
-                    f"exited with {proc.returncode}"
-                    if proc.poll() is not None
-                    else f"not up in {VLLM_START_TIMEOUT} s"
-                )
-                pytest.fail(f"the vLLM server {why}; log tail:\n{log_path.read_text()[-4000:]}")
-            time.sleep(1.0)
+        proc, _ = start_vllm_server(model_dir, VLLM_TEST_PORT, log_path, timeout=VLLM_START_TIMEOUT)
+    except ServerStartError as exc:
+        pytest.fail(str(exc))
+    try:
         yield f"{root}/v1"
     finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait(timeout=10)
+        stop_process_group(proc)
 
 
 @pytest.fixture

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 import subprocess
 import sys
 import time
@@ -11,6 +10,8 @@ from pathlib import Path
 
 import pytest
 from django.conf import settings
+
+from writer.engines.vllm_server import stop_process_group
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -58,8 +59,4 @@ def celery_worker_process(transactional_db, tmp_path):
         time.sleep(0.5)
     proc.log_path = log
     yield proc
-    os.killpg(proc.pid, signal.SIGTERM)
-    try:
-        proc.wait(timeout=20)
-    except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)
+    stop_process_group(proc, timeout=20)
