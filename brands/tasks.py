@@ -1,0 +1,81 @@
+"""Thin tasks on the `embeddings` queue (CELERY_TASK_ROUTES): take a primary key, call one service."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+
+from brands import services
+from mesu_web.errors import ApplicationError, EngineError
+
+logger = logging.getLogger(__name__)
+
+RETRY_DELAYS_SECONDS = (10, 60, 300)  # an embedding server that is down for minutes still catches up
+# MiniLM loads in ~1 s and embeds a brand's assets in well under a second on one CPU core; an HTTP
+# embedder waits at most 30 s per request. Minutes mean something is stuck.
+SOFT_TIME_LIMIT_SECONDS = 120
+
+
+class _EmbeddingTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def record_failure(self, pk: int, reason: str) -> None:
+        raise NotImplementedError
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
+        pk = args[0] if args else next(iter(kwargs.values()), None)
+        if isinstance(exc, ApplicationError):
+            reason = exc.message
+        else:
+            logger.error(
+                "Embedding task %s crashed for %s", self.name, pk, exc_info=einfo.exc_info if einfo else None
+            )
+            reason = f"Embedding crashed unexpectedly ({type(exc).__name__}). The team has the details in the logs."
+        self.record_failure(pk, reason)
+
+
+class BrandEmbeddingTask(_EmbeddingTask):
+    def record_failure(self, pk: int, reason: str) -> None:
+        services.brand_embedding_fail(brand_id=pk, error=reason)
+
+
+class AssetEmbeddingTask(_EmbeddingTask):
+    def record_failure(self, pk: int, reason: str) -> None:
+        services.asset_embedding_fail(asset_id=pk, error=reason)
+
+
+def _retry(task: Task, exc: EngineError) -> None:
+    if not exc.retryable or task.request.retries >= task.max_retries:
+        raise exc
+    raise task.retry(exc=exc, countdown=RETRY_DELAYS_SECONDS[task.request.retries]) from exc
+
+
+@shared_task(
+    bind=True,
+    base=BrandEmbeddingTask,
+    max_retries=len(RETRY_DELAYS_SECONDS),
+    soft_time_limit=SOFT_TIME_LIMIT_SECONDS,
+    time_limit=SOFT_TIME_LIMIT_SECONDS + 30,
+)
+def brand_embed_task(self: Task, brand_id: int) -> None:
+    """Embed a brand and its assets (their texts include the brand's)."""
+    try:
+        services.brand_embed(brand_id=brand_id)
+    except EngineError as exc:
+        _retry(self, exc)
+
+
+@shared_task(
+    bind=True,
+    base=AssetEmbeddingTask,
+    max_retries=len(RETRY_DELAYS_SECONDS),
+    soft_time_limit=SOFT_TIME_LIMIT_SECONDS,
+    time_limit=SOFT_TIME_LIMIT_SECONDS + 30,
+)
+def asset_embed_task(self: Task, asset_id: int) -> None:
+    try:
+        services.asset_embed(asset_id=asset_id)
+    except EngineError as exc:
+        _retry(self, exc)
