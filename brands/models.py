@@ -160,3 +160,41 @@ class ReaderSponsorshipPreference(models.Model):
     def __str__(self) -> str:
         state = "on" if self.sponsored_chapters_enabled else "off"
         return f"Sponsored chapters {state} for {self.user}"
+
+
+class PlacementDecision(models.Model):
+    """The audit log of the review queue: who decided what about which placement, when, and why."""
+
+    class Action(models.TextChoices):
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    option = models.ForeignKey("writer.GenerationOption", on_delete=models.CASCADE, related_name="decisions")
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="decisions")
+    reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="placement_decisions")
+    action = models.CharField(max_length=10, choices=Action.choices)
+    reason = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["brand", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.reviewer} {self.action} option {self.option_id}"
+
+
+class PlacementView(models.Model):
+    """A reader saw an approved branded chapter: one row per reader and chapter, however often they look."""
+
+    option = models.ForeignKey("writer.GenerationOption", on_delete=models.CASCADE, related_name="views")
+    brand = models.ForeignKey(Brand, on_delete=models.CASCADE, related_name="views")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        constraints = [models.UniqueConstraint(fields=["option", "user"], name="placement_view_once_per_reader")]
+        indexes = [models.Index(fields=["brand", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.user} saw option {self.option_id}"

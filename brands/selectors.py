@@ -5,18 +5,30 @@ from __future__ import annotations
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.db import connection, transaction
-from django.db.models import Count, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models.functions import TruncWeek
 from django.http import Http404
+from django.utils import timezone
 from pgvector.django import CosineDistance
 
+from brands.brief import BriefAsset, BriefBrand
 from brands.embedder import get_embedder
-from brands.models import Brand, BrandAsset, ReaderSponsorshipPreference, StoryBrandSettings, text_hash
+from brands.models import (
+    Brand,
+    BrandAsset,
+    PlacementDecision,
+    PlacementView,
+    ReaderSponsorshipPreference,
+    StoryBrandSettings,
+    text_hash,
+)
 from writer import roles
-from writer.models import Chapter, Story
+from writer.models import Chapter, GenerationOption, ReviewStatus, Story
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -260,3 +272,119 @@ def brand_match_for_story(
     for asset in assets:
         asset.brand = brands[asset.brand_id]
     return [BrandMatch(brand=a.brand, asset=a, distance=float(a.distance)) for a in assets]
+
+
+# --- The review queue and the dashboard ------------------------------------------------------------
+
+
+def review_queue_for_manager(*, user: AnyUser) -> QuerySet[GenerationOption]:
+    """Pending placements of the user's brands, oldest first; a request that already has an approved
+    option drops out (exactly one option per request is approved)."""
+    approved_sibling = GenerationOption.objects.filter(
+        request=OuterRef("request"), review_status=ReviewStatus.APPROVED
+    )
+    return (
+        GenerationOption.objects.filter(
+            review_status=ReviewStatus.PENDING, brand__in=brand_list_for_manager(user=user).values("pk")
+        )
+        .exclude(Exists(approved_sibling))
+        .select_related("request", "request__story", "request__requested_by", "brand", "asset")
+        .order_by("created_at", "request_id", "index")
+    )
+
+
+def option_get_for_manager(*, pk: int, user: AnyUser) -> GenerationOption:
+    """404 unless the option carries a brand the user manages (staff: any branded option)."""
+    option = (
+        GenerationOption.objects.select_related("request", "request__story", "brand", "asset", "reviewed_by")
+        .filter(pk=pk, brand__in=brand_list_for_manager(user=user).values("pk"))
+        .first()
+    )
+    if option is None:
+        raise Http404("No such placement.")
+    return option
+
+
+@dataclass(frozen=True)
+class WeekRow:
+    week_start: date
+    proposed: int
+    approved: int
+    rejected: int
+    views: int
+
+
+@dataclass(frozen=True)
+class BrandDashboard:
+    proposed: int  # options whose text names one of the brand's assets
+    approved: int
+    rejected: int
+    pending: int
+    views: int  # readers who saw an approved chapter, once per reader and chapter
+    rows: list[WeekRow]  # newest week first
+
+    @property
+    def approval_rate(self) -> float | None:
+        decided = self.approved + self.rejected
+        return self.approved / decided if decided else None
+
+
+def _count_by_week(qs: QuerySet, field: str, since: datetime) -> dict[date, int]:
+    rows = (
+        qs.filter(**{f"{field}__gte": since})
+        .annotate(week=TruncWeek(field))
+        .values("week")
+        .annotate(n=Count("pk"))
+    )
+    return {row["week"].date(): row["n"] for row in rows}
+
+
+def brand_dashboard(*, brand: Brand, weeks: int = 12) -> BrandDashboard:
+    options = GenerationOption.objects.filter(brand=brand, placement_found=True)
+    decisions = PlacementDecision.objects.filter(brand=brand)
+    views = PlacementView.objects.filter(brand=brand)
+    totals = options.aggregate(
+        proposed=Count("pk"),
+        approved=Count("pk", filter=Q(review_status=ReviewStatus.APPROVED)),
+        rejected=Count("pk", filter=Q(review_status=ReviewStatus.REJECTED)),
+        pending=Count("pk", filter=Q(review_status=ReviewStatus.PENDING)),
+    )
+    today = timezone.now()
+    this_week = (today - timedelta(days=today.weekday())).replace(hour=0, minute=0, second=0, microsecond=0)
+    since = this_week - timedelta(weeks=weeks - 1)
+    proposed = _count_by_week(options, "created_at", since)
+    approved = _count_by_week(decisions.filter(action=PlacementDecision.Action.APPROVED), "created_at", since)
+    rejected = _count_by_week(decisions.filter(action=PlacementDecision.Action.REJECTED), "created_at", since)
+    seen = _count_by_week(views, "created_at", since)
+    rows = []
+    for i in range(weeks):
+        week = (this_week - timedelta(weeks=i)).date()
+        rows.append(
+            WeekRow(week, proposed.get(week, 0), approved.get(week, 0), rejected.get(week, 0), seen.get(week, 0))
+        )
+    return BrandDashboard(views=views.count(), rows=rows, **totals)
+
+
+def decision_list_for_brand(*, brand: Brand, limit: int = 50) -> list[PlacementDecision]:
+    return list(
+        PlacementDecision.objects.filter(brand=brand)
+        .select_related("reviewer", "option", "option__request", "option__request__story")
+        .order_by("-created_at")[:limit]
+    )
+
+
+def brief_parts(*, brand: Brand, asset: BrandAsset | None) -> tuple[BriefBrand, BriefAsset | None]:
+    """The brand and asset as the (Django-free) brief builder takes them."""
+
+    def convert(a: BrandAsset) -> BriefAsset:
+        return BriefAsset(kind=a.kind, name=a.name, description=a.description, terms=tuple(a.terms))
+
+    brief_brand = BriefBrand(
+        name=brand.name,
+        description=brand.description,
+        tone_of_voice=brand.tone_of_voice,
+        target_audience=brand.target_audience,
+        max_placements=brand.max_placements_per_chapter,
+        assets=tuple(convert(a) for a in brand.assets.all()),
+    )
+    return brief_brand, convert(asset) if asset is not None else None

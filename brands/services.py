@@ -8,13 +8,23 @@ from collections.abc import Iterable, Sequence
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
+from django.utils import timezone
 from django.utils.text import slugify
 
 from brands.embedder import get_embedder
-from brands.models import Brand, BrandAsset, ReaderSponsorshipPreference, StoryBrandSettings, text_hash
+from brands.models import (
+    Brand,
+    BrandAsset,
+    PlacementDecision,
+    PlacementView,
+    ReaderSponsorshipPreference,
+    StoryBrandSettings,
+    text_hash,
+)
 from mesu_web.errors import ApplicationError
 from writer import roles
-from writer.models import Story
+from writer.models import GenerationOption, GenerationRequest, ReviewStatus, Story
+from writer.services import notification_create
 
 logger = logging.getLogger(__name__)
 
@@ -96,9 +106,16 @@ def _clean_name(name: str, *, what: str) -> str:
     return name
 
 
+# Fixed paths under /brands/ that a brand's slug must not shadow.
+RESERVED_SLUGS = frozenset({"new", "review", "sponsorship", "story"})
+
+
 def _unique_slug(name: str, *, exclude_pk: int | None = None) -> str:
     base = slugify(name)[:60].strip("-") or "brand"
     slug, suffix = base, 2
+    if base in RESERVED_SLUGS:
+        slug = f"{base}-{suffix}"
+        suffix += 1
     while Brand.objects.filter(slug=slug).exclude(pk=exclude_pk).exists():
         slug = f"{base}-{suffix}"
         suffix += 1
@@ -385,3 +402,86 @@ def asset_embedding_fail(*, asset_id: int, error: str) -> None:
     BrandAsset.objects.filter(pk=asset_id).update(
         embedding_error=error or "Embedding failed for an unknown reason."
     )
+
+
+# --- The review queue ------------------------------------------------------------------------------
+
+
+def _check_reviewer(option: GenerationOption, reviewer: AbstractBaseUser) -> None:
+    if option.brand_id is None:
+        raise ApplicationError("This option carries no brand placement.")
+    if not (reviewer.is_staff or option.brand.managers.filter(pk=reviewer.pk).exists()):
+        raise ApplicationError("Only a manager of this brand can review its placements.")
+
+
+def _notify_decision(option: GenerationOption, text: str) -> None:
+    request = option.request
+    url = request.get_absolute_url()
+    recipients = {request.story.owner_id, request.requested_by_id}
+    for user_id in recipients:
+        notification_create(user_id=user_id, message=text, url=url)
+
+
+@transaction.atomic
+def option_approve(*, option: GenerationOption, reviewer: AbstractBaseUser) -> GenerationOption:
+    """Approve one placement. Serialised per request (row lock) and guarded by a database constraint,
+    so of two managers clicking at the same moment exactly one succeeds."""
+    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+    option = GenerationOption.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.pk)
+    option.request = request
+    _check_reviewer(option, reviewer)
+    if option.review_status != ReviewStatus.PENDING:
+        raise ApplicationError(f"This placement is {option.get_review_status_display().lower()}; only a waiting one can be approved.")
+    if GenerationOption.objects.filter(request=request, review_status=ReviewStatus.APPROVED).exists():
+        raise ApplicationError("Another option of this request was already approved.")
+    option.review_status = ReviewStatus.APPROVED
+    option.reviewed_by = reviewer
+    option.reviewed_at = timezone.now()
+    option.review_reason = ""
+    try:
+        with transaction.atomic():
+            option.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason"])
+    except IntegrityError:
+        raise ApplicationError("Another option of this request was already approved.") from None
+    PlacementDecision.objects.create(
+        option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.APPROVED
+    )
+    _notify_decision(
+        option,
+        f"{option.brand.name} approved {option.label} of chapter {request.next_number} of “{request.story.title}”.",
+    )
+    return option
+
+
+@transaction.atomic
+def option_reject(*, option: GenerationOption, reviewer: AbstractBaseUser, reason: str) -> GenerationOption:
+    reason = reason.strip()
+    if not reason:
+        raise ApplicationError("Say why the placement is rejected: the author and the writer learn from it.")
+    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+    option = GenerationOption.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.pk)
+    option.request = request
+    _check_reviewer(option, reviewer)
+    if option.review_status != ReviewStatus.PENDING:
+        raise ApplicationError(f"This placement is {option.get_review_status_display().lower()}; only a waiting one can be rejected.")
+    option.review_status = ReviewStatus.REJECTED
+    option.reviewed_by = reviewer
+    option.reviewed_at = timezone.now()
+    option.review_reason = reason[:2000]
+    option.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason"])
+    PlacementDecision.objects.create(
+        option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.REJECTED,
+        reason=option.review_reason,
+    )
+    _notify_decision(
+        option,
+        f"{option.brand.name} rejected {option.label} of chapter {request.next_number} of “{request.story.title}”: {reason[:120]}",
+    )
+    return option
+
+
+def placement_view_record(*, option: GenerationOption, user: AbstractBaseUser) -> None:
+    """Count a reader's view of an approved branded chapter once per reader and chapter."""
+    if option.review_status != ReviewStatus.APPROVED or option.brand_id is None or not user.is_authenticated:
+        return
+    PlacementView.objects.get_or_create(option=option, user=user, defaults={"brand_id": option.brand_id})

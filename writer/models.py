@@ -107,6 +107,9 @@ class GenerationRequest(models.Model):
     error = models.TextField(blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     prompt_report = models.JSONField(default=dict, blank=True)
+    # Brand placements: decided when the request is made (story opt-in, reader's switch, `--brands`).
+    use_brands = models.BooleanField(default=False)
+    brand_note = models.TextField(blank=True, help_text="Which brands were matched, or why none was.")
     model_name = models.CharField(max_length=128, blank=True)
 
     created_at = models.DateTimeField(auto_now_add=True)
@@ -138,8 +141,18 @@ class GenerationRequest(models.Model):
         return min(99, round(100 * self.progress_tokens / expected)) if expected else 0
 
 
+class ReviewStatus(models.TextChoices):
+    NONE = "none", "No brand"
+    NOT_SENT = "not_sent", "Brand not named: not sent for review"
+    PENDING = "pending", "Waiting for the brand's review"
+    APPROVED = "approved", "Approved by the brand"
+    REJECTED = "rejected", "Rejected by the brand"
+
+
 class GenerationOption(models.Model):
     """One candidate next chapter. Output that misses the answer format is kept, flagged, never dropped."""
+
+    ReviewStatus = ReviewStatus
 
     request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="options")
     index = models.PositiveSmallIntegerField()
@@ -153,6 +166,21 @@ class GenerationOption(models.Model):
     accepted_chapter = models.OneToOneField(
         Chapter, null=True, blank=True, on_delete=models.SET_NULL, related_name="from_option"
     )
+    # The brand this option was asked to carry, where its asset is named (character offsets into
+    # `text`), and the brand manager's review of it.
+    brand = models.ForeignKey("brands.Brand", null=True, blank=True, on_delete=models.SET_NULL, related_name="options")
+    asset = models.ForeignKey(
+        "brands.BrandAsset", null=True, blank=True, on_delete=models.SET_NULL, related_name="options"
+    )
+    placement_hint = models.CharField(max_length=200, blank=True)
+    mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in text")
+    placement_found = models.BooleanField(default=False)
+    review_status = models.CharField(max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.NONE)
+    review_reason = models.TextField(blank=True)
+    reviewed_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    reviewed_at = models.DateTimeField(null=True, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:
@@ -160,7 +188,12 @@ class GenerationOption(models.Model):
         constraints = [
             # Idempotency: a re-run task can never add a second set of options.
             models.UniqueConstraint(fields=["request", "index"], name="option_unique_index"),
+            # Exactly one approved placement per request, even when two managers click at once.
+            models.UniqueConstraint(
+                fields=["request"], condition=Q(review_status="approved"), name="option_one_approved_per_request"
+            ),
         ]
+        indexes = [models.Index(fields=["brand", "review_status"])]
 
     def __str__(self) -> str:
         return f"Option {self.index + 1} of request {self.request_id}"
@@ -168,3 +201,30 @@ class GenerationOption(models.Model):
     @property
     def label(self) -> str:
         return f"Option {self.index + 1}"
+
+    @property
+    def is_sponsored(self) -> bool:
+        """Carries an approved paid placement: shown with the disclosure label."""
+        return self.review_status == ReviewStatus.APPROVED
+
+    @property
+    def visible_to_requester(self) -> bool:
+        """A reader sees a branded option only once its brand approved it."""
+        return self.review_status in (ReviewStatus.NONE, ReviewStatus.NOT_SENT, ReviewStatus.APPROVED)
+
+
+class Notification(models.Model):
+    """Something a user should know: a placement decision, a finished chapter."""
+
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
+    message = models.CharField(max_length=300)
+    url = models.CharField(max_length=300, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    read_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["user", "read_at"])]
+
+    def __str__(self) -> str:
+        return self.message

@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, QuerySet
 from django.http import Http404
 
-from writer.models import Chapter, GenerationOption, GenerationRequest, Story
+from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus, Story
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -85,7 +85,11 @@ def request_list_for_story(*, story: Story, user: AnyUser, limit: int = 10) -> l
 
 
 def option_list(*, request: GenerationRequest) -> QuerySet[GenerationOption]:
-    return GenerationOption.objects.filter(request=request).select_related("accepted_chapter").order_by("index")
+    return (
+        GenerationOption.objects.filter(request=request)
+        .select_related("accepted_chapter", "brand", "asset")
+        .order_by("index")
+    )
 
 
 def option_get_for_author(*, pk: int, user: AnyUser) -> GenerationOption:
@@ -96,3 +100,25 @@ def option_get_for_author(*, pk: int, user: AnyUser) -> GenerationOption:
         raise PermissionDenied("Only the story's author can accept a chapter into the story.")
     return option
 
+
+
+def chapter_sponsor(*, chapter: Chapter) -> str:
+    """The brand whose approved paid placement this chapter carries, or "" (for the disclosure label)."""
+    option = (
+        GenerationOption.objects.filter(accepted_chapter=chapter, review_status=ReviewStatus.APPROVED)
+        .select_related("brand")
+        .first()
+    )
+    return option.brand.name if option is not None and option.brand is not None else ""
+
+
+def notification_list(*, user: AnyUser, limit: int = 50) -> list[Notification]:
+    if not user.is_authenticated:
+        return []
+    return list(Notification.objects.filter(user=user).order_by("-created_at")[:limit])
+
+
+def notification_unread_count(*, user: AnyUser) -> int:
+    if not user.is_authenticated:
+        return 0
+    return Notification.objects.filter(user=user, read_at__isnull=True).count()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,12 +15,22 @@ from django.db.models import F
 from django.utils import timezone
 from django.utils.text import slugify
 
+from brands.brief import PLACEMENT_HINTS, placement_terms, render_brand_brief
+from brands.placements import find_mentions, mention_spans
 from mesu_web.errors import ApplicationError, EngineError
 from writer import roles
 from writer.book_import import split_book
 from writer.engines import get_engine, resolve_adapter
-from writer.engines.base import Sampling
-from writer.models import MAX_OPTIONS, Chapter, GenerationOption, GenerationRequest, Story
+from writer.engines.base import Completion, Sampling
+from writer.models import (
+    MAX_OPTIONS,
+    Chapter,
+    GenerationOption,
+    GenerationRequest,
+    Notification,
+    ReviewStatus,
+    Story,
+)
 from writer.parsing import parse_output
 from writer.prompting import REASONING_START, ChapterText, StoryMeta, build_prompt
 from writer.text_input import clean_text
@@ -226,8 +237,11 @@ def generation_request_create(
     engine: str | None = None,
     adapter: str | None = None,
     max_new_tokens: int | None = None,
+    use_brands: bool | None = None,
     enqueue: bool = True,
 ) -> GenerationRequest:
+    """Record a request and queue it. `use_brands`: None follows the story's opt-in and the reader's
+    switch; True asks for placements (still only where both allow them); False never places brands."""
     if kind == GenerationRequest.Kind.AUTHOR:
         if story.owner_id != user.pk:
             raise ApplicationError("Only the story's author can ask for the next chapter of the story.")
@@ -251,8 +265,18 @@ def generation_request_create(
     if not 8 <= max_new <= settings.WRITER_CONTEXT_TOKENS // 2:
         raise ApplicationError(f"New tokens per option must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}.")
 
+    from brands.selectors import sponsorship_allowed
     from writer.selectors import chapter_count  # local: selectors import nothing from services
 
+    reader = user if kind == GenerationRequest.Kind.READER else None
+    allowed = sponsorship_allowed(story=story, reader=reader)
+    brand_note = ""
+    if use_brands and not allowed:
+        brand_note = (
+            "No brand placement: the reader turned sponsored chapters off."
+            if reader is not None and sponsorship_allowed(story=story)
+            else "No brand placement: the author has not opted this story in."
+        )
     request = GenerationRequest.objects.create(
         story=story,
         requested_by=user,
@@ -264,6 +288,8 @@ def generation_request_create(
         max_new_tokens=max_new,
         next_number=chapter_count(story=story) + 1,
         stage="Waiting for a writer",
+        use_brands=allowed and use_brands is not False,
+        brand_note=brand_note,
     )
     if enqueue:
         generation_request_enqueue(request=request)
@@ -321,81 +347,156 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         ChapterText(number=c.number, title=c.title, text=c.text)
         for c in Chapter.objects.filter(story=story, number__lt=request.next_number).order_by("number")
     ]
+    plans = _option_plans(request) if request.use_brands else [OptionPlan()] * request.n
     budget = settings.WRITER_CONTEXT_TOKENS - request.max_new_tokens - PROMPT_SAFETY_TOKENS
-    built = build_prompt(
-        meta=story_meta(story),
-        chapters=chapters,
-        count_tokens=engine.count_tokens,
-        budget_tokens=budget,
-        preference=request.preference,
-        next_number=request.next_number,
-    )
+
+    def prompt_for(plan: OptionPlan):  # noqa: ANN202 (a BuiltPrompt)
+        return build_prompt(
+            meta=story_meta(story),
+            chapters=chapters,
+            count_tokens=engine.count_tokens,
+            budget_tokens=budget,
+            preference=request.preference,
+            brand_brief=plan.brief,
+            next_number=request.next_number,
+        )
+
+    # Options that share a prompt come from one engine call (n=); each brand brief is its own prompt.
+    groups: list[tuple[OptionPlan, int]] = []
+    for plan in plans:
+        if groups and groups[-1][0] == plan:
+            groups[-1] = (plan, groups[-1][1] + 1)
+        else:
+            groups.append((plan, 1))
+    first = prompt_for(groups[0][0])
     _set_progress(
         request_id,
-        prompt_tokens=built.report.used_tokens,
-        prompt_report=built.report.to_dict(),
+        prompt_tokens=first.report.used_tokens,
+        prompt_report={**first.report.to_dict(), "summary": first.report.summary()},
         stage=f"Writing {request.n} option{'s' if request.n > 1 else ''}",
     )
 
     expected_tokens = request.n * request.max_new_tokens
+    done_before = [0]  # tokens of the groups already written
     last_write = [0.0]
 
     def on_progress(tokens: int) -> None:
         now = time.monotonic()
         if now - last_write[0] >= PROGRESS_EVERY_SECONDS:
             last_write[0] = now
-            _set_progress(
-                request_id,
-                progress_tokens=min(tokens, expected_tokens),
-                stage=f"Writing: {min(tokens, expected_tokens)} of up to {expected_tokens} tokens",
-            )
+            total = min(done_before[0] + tokens, expected_tokens)
+            _set_progress(request_id, progress_tokens=total, stage=f"Writing: {total} of up to {expected_tokens} tokens")
 
     prefill = REASONING_START if settings.WRITER_PREFILL_REASONING else ""
-    result = engine.generate(
-        built.messages,
-        n=request.n,
-        sampling=Sampling(
-            max_tokens=request.max_new_tokens,
-            temperature=settings.WRITER_TEMPERATURE,
-            top_p=settings.WRITER_TOP_P,
-            prefill=prefill,
-        ),
-        adapter=adapter,
-        on_progress=on_progress,
+    sampling = Sampling(
+        max_tokens=request.max_new_tokens,
+        temperature=settings.WRITER_TEMPERATURE,
+        top_p=settings.WRITER_TOP_P,
+        prefill=prefill,
     )
-    if len(result.completions) != request.n:
-        raise EngineError(
-            f"The writer returned {len(result.completions)} options instead of {request.n}.", retryable=True
-        )
+    written: list[tuple[OptionPlan, Completion]] = []
+    model_name = ""
+    for index, (plan, count) in enumerate(groups):
+        built = first if index == 0 else prompt_for(plan)
+        result = engine.generate(built.messages, n=count, sampling=sampling, adapter=adapter, on_progress=on_progress)
+        if len(result.completions) != count:
+            raise EngineError(
+                f"The writer returned {len(result.completions)} options instead of {count}.", retryable=True
+            )
+        written += [(plan, completion) for completion in result.completions]
+        done_before[0] += sum(c.tokens for c in result.completions)
+        model_name = result.model
 
     with transaction.atomic():
         locked = GenerationRequest.objects.select_for_update().get(pk=request_id)
         if locked.options.exists():  # another run of the same task got here first
             return locked
-        options = []
-        for index, completion in enumerate(result.completions):
-            parsed = parse_output(completion.text)
-            options.append(
-                GenerationOption(
-                    request=locked,
-                    index=index,
-                    raw_output=completion.text,
-                    reasoning=parsed.reasoning,
-                    text=parsed.text,
-                    format_ok=parsed.format_ok,
-                    warning=parsed.warning[:300],
-                    tokens=completion.tokens,
-                    finish_reason=completion.finish_reason[:32],
-                )
-            )
-        GenerationOption.objects.bulk_create(options)
+        GenerationOption.objects.bulk_create(
+            _option_row(locked, index, plan, completion) for index, (plan, completion) in enumerate(written)
+        )
         locked.status = GenerationRequest.Status.SUCCEEDED
         locked.stage = "Done"
-        locked.progress_tokens = sum(c.tokens for c in result.completions)
-        locked.model_name = result.model[:128]
+        locked.progress_tokens = done_before[0]
+        locked.model_name = model_name[:128]
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "stage", "progress_tokens", "model_name", "finished_at"])
     return locked
+
+
+@dataclass(frozen=True)
+class OptionPlan:
+    """What one option is asked to carry: nothing, or one brand asset placed a given way."""
+
+    brand_id: int | None = None
+    asset_id: int | None = None
+    hint: str = ""
+    brief: str = ""
+    terms: tuple[str, ...] = ()
+
+
+def _option_plans(request: GenerationRequest) -> list[OptionPlan]:
+    """Spread the matched brands over the options (nearest first; with fewer brands than options, the
+    same brand placed another way). No safe match: plain options, and the request says why."""
+    from brands.selectors import brand_match_for_story, brief_parts
+    from brands.services import assets_embed_missing
+
+    assets_embed_missing()  # a brand saved a moment ago may not have its vector from the queue yet
+    matches = brand_match_for_story(story=request.story, preference=request.preference, k=max(5, 2 * request.n))
+    best_per_brand = {}
+    for match in matches:
+        best_per_brand.setdefault(match.brand.pk, match)
+    chosen = list(best_per_brand.values())
+    if not chosen:
+        _set_progress(
+            request.pk,
+            brand_note="No brand matched this story safely (nearest too far, excluded, or banned themes): plain options.",
+        )
+        return [OptionPlan()] * request.n
+    _set_progress(
+        request.pk,
+        brand_note="Matched: " + ", ".join(f"{m.brand.name} ({m.asset.name}, distance {m.distance:.2f})" for m in chosen),
+    )
+    plans = []
+    for i in range(request.n):
+        match = chosen[i % len(chosen)]
+        hint = PLACEMENT_HINTS[i % len(PLACEMENT_HINTS)]
+        brief_brand, brief_asset = brief_parts(brand=match.brand, asset=match.asset)
+        plans.append(
+            OptionPlan(
+                brand_id=match.brand.pk,
+                asset_id=match.asset.pk,
+                hint=hint,
+                brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint),
+                terms=placement_terms(brief_brand, brief_asset),
+            )
+        )
+    return plans
+
+
+def _option_row(request: GenerationRequest, index: int, plan: OptionPlan, completion: Completion) -> GenerationOption:
+    parsed = parse_output(completion.text)
+    mentions = mention_spans(find_mentions(parsed.text, plan.terms)) if plan.brand_id else []
+    if plan.brand_id is None:
+        review = ReviewStatus.NONE
+    else:
+        review = ReviewStatus.PENDING if mentions else ReviewStatus.NOT_SENT
+    return GenerationOption(
+        request=request,
+        index=index,
+        raw_output=completion.text,
+        reasoning=parsed.reasoning,
+        text=parsed.text,
+        format_ok=parsed.format_ok,
+        warning=parsed.warning[:300],
+        tokens=completion.tokens,
+        finish_reason=completion.finish_reason[:32],
+        brand_id=plan.brand_id,
+        asset_id=plan.asset_id,
+        placement_hint=plan.hint[:200],
+        mentions=mentions,
+        placement_found=bool(mentions),
+        review_status=review,
+    )
 
 
 def generation_request_note_retry(*, request_id: int, error: str, delay_seconds: float) -> None:
@@ -446,6 +547,11 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
         raise ApplicationError("This request has not finished.")
     if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exists():
         raise ApplicationError("An option of this request was already accepted.")
+    if option.review_status in (ReviewStatus.PENDING, ReviewStatus.REJECTED):
+        raise ApplicationError(
+            "This option carries a brand placement that its brand has not approved; choose another option "
+            "or wait for the brand's review."
+        )
     body = option.text if text is None else text
     chapter = chapter_add(
         story=story,
@@ -456,3 +562,11 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
     GenerationOption.objects.filter(pk=option.pk).update(accepted_chapter=chapter)
     option.accepted_chapter = chapter
     return chapter
+
+
+def notification_create(*, user_id: int, message: str, url: str = "") -> Notification:
+    return Notification.objects.create(user_id=user_id, message=message[:300], url=url[:300])
+
+
+def notifications_mark_read(*, user: AbstractBaseUser) -> int:
+    return Notification.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())

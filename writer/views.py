@@ -11,6 +11,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
+from brands import services as brand_services
 from mesu_web.errors import ApplicationError
 from writer import selectors, services
 from writer.forms import (
@@ -157,6 +158,7 @@ def chapter_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse
     story = selectors.story_get_for_viewer(slug=slug, user=request.user)
     chapter = selectors.chapter_get(story=story, number=number)
     last = selectors.chapter_count(story=story)
+    sponsor = selectors.chapter_sponsor(chapter=chapter)
     return render(
         request,
         "writer/chapter_detail.html",
@@ -166,6 +168,7 @@ def chapter_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse
             "is_owner": request.user.is_authenticated and story.owner_id == request.user.pk,
             "previous_number": number - 1 if number > 1 else None,
             "next_number": number + 1 if number < last else None,
+            "sponsor": sponsor,
         },
     )
 
@@ -272,14 +275,21 @@ def personalise(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _request_context(request: HttpRequest, gen: GenerationRequest) -> dict:
     is_owner = gen.story.owner_id == request.user.pk
-    is_author_request = gen.kind == GenerationRequest.Kind.AUTHOR
     options = list(selectors.option_list(request=gen)) if gen.status == GenerationRequest.Status.SUCCEEDED else []
+    # The author sees every option with its review state; a reader only what a brand has let through.
+    shown = options if is_owner or request.user.is_staff else [o for o in options if o.visible_to_requester]
+    for option in shown:
+        if option.is_sponsored and request.user.pk == gen.requested_by_id and not is_owner:
+            brand_services.placement_view_record(option=option, user=request.user)
     return {
         "gen": gen,
         "story": gen.story,
-        "options": options,
+        "options": shown,
+        "hidden_count": len(options) - len(shown),
         "is_owner": is_owner,
-        "can_accept": is_owner and is_author_request and not any(o.accepted_chapter_id for o in options),
+        "can_accept": is_owner
+        and gen.kind == GenerationRequest.Kind.AUTHOR
+        and not any(o.accepted_chapter_id for o in options),
     }
 
 
@@ -329,3 +339,11 @@ def option_accept(request: HttpRequest, pk: int) -> HttpResponse:
         return redirect(option.request)
     messages.success(request, f"{option.label} is now chapter {chapter.number}.")
     return redirect(chapter)
+
+
+@login_required
+@require_GET
+def notifications(request: HttpRequest) -> HttpResponse:
+    items = selectors.notification_list(user=request.user)
+    services.notifications_mark_read(user=request.user)
+    return render(request, "writer/notifications.html", {"items": items})

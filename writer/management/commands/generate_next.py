@@ -27,6 +27,12 @@ class Command(BaseCommand):
         parser.add_argument(
             "--reader", default="", help="Ask as this reader (a personalised chapter) instead of the author."
         )
+        brands = parser.add_mutually_exclusive_group()
+        brands.add_argument(
+            "--brands", dest="use_brands", action="store_const", const=True, default=None,
+            help="Place matched brands in the options (where the story's opt-in and the reader allow it).",
+        )
+        brands.add_argument("--no-brands", dest="use_brands", action="store_const", const=False)
 
     def handle(self, *args, **options) -> None:
         story = Story.objects.filter(slug=options["story"]).first()
@@ -48,6 +54,7 @@ class Command(BaseCommand):
                 engine=options["engine"],
                 adapter=options["adapter"],
                 max_new_tokens=options["max_new_tokens"],
+                use_brands=options["use_brands"],
                 enqueue=False,
             )
         except ApplicationError as exc:
@@ -62,6 +69,7 @@ class Command(BaseCommand):
             "status": request.status,
             "error": request.error,
             "prompt_tokens": request.prompt_tokens,
+            "brand_note": request.brand_note,
             "options": [
                 {
                     "id": o.pk,
@@ -69,8 +77,13 @@ class Command(BaseCommand):
                     "reasoning": o.reasoning,
                     "text": o.text,
                     "tokens": o.tokens,
+                    "brand": o.brand.name if o.brand else None,
+                    "asset": o.asset.name if o.asset else None,
+                    "mentions": o.mentions,
+                    "placement_found": o.placement_found,
+                    "review_status": o.review_status,
                 }
-                for o in request.options.order_by("index")
+                for o in request.options.select_related("brand", "asset").order_by("index")
             ],
         }
         self.stdout.write(json.dumps(payload, ensure_ascii=False))
