@@ -19,7 +19,19 @@ def text_hash(text: str) -> str:
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
-class Brand(models.Model):
+class EmbeddedRow(models.Model):
+    """A row with a cached embedding of its text, and what made it (re-embedded when the text changes)."""
+
+    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
+    embedding_model = models.CharField(max_length=160, blank=True, help_text="The embedder that made the vector.")
+    embedded_text_hash = models.CharField(max_length=64, blank=True)
+    embedding_error = models.TextField(blank=True, help_text="Why the last embedding failed; empty when it worked.")
+
+    class Meta:
+        abstract = True
+
+
+class Brand(EmbeddedRow):
     """A brand profile, owned by its managers (one or more); a manager sees only their brands."""
 
     name = models.CharField(max_length=120, unique=True)
@@ -38,16 +50,6 @@ class Brand(models.Model):
     max_placements_per_chapter = models.PositiveSmallIntegerField(default=1)
     managers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="managed_brands", blank=True)
     is_active = models.BooleanField(default=True)
-
-    # The brand's own vector (name, description, tone, audience); matching ranks the assets' vectors.
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
-    embedding_model = models.CharField(
-        max_length=160, blank=True, help_text="The embedder that made the vector."
-    )
-    embedded_text_hash = models.CharField(max_length=64, blank=True)
-    embedding_error = models.TextField(
-        blank=True, help_text="Why the last embedding failed; empty when it worked."
-    )
 
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
@@ -72,7 +74,7 @@ class Brand(models.Model):
         return "\n".join(lines)
 
 
-class BrandAsset(models.Model):
+class BrandAsset(EmbeddedRow):
     """A product, mascot, character or slogan, and the exact terms that name it in text."""
 
     class Kind(models.TextChoices):
@@ -88,15 +90,6 @@ class BrandAsset(models.Model):
     terms = ArrayField(
         models.CharField(max_length=80),
         help_text="The exact words that identify the asset in a chapter, e.g. its product name.",
-    )
-
-    embedding = VectorField(dimensions=EMBEDDING_DIMENSIONS, null=True, blank=True)
-    embedding_model = models.CharField(
-        max_length=160, blank=True, help_text="The embedder that made the vector."
-    )
-    embedded_text_hash = models.CharField(max_length=64, blank=True)
-    embedding_error = models.TextField(
-        blank=True, help_text="Why the last embedding failed; empty when it worked."
     )
 
     created_at = models.DateTimeField(auto_now_add=True)

@@ -49,3 +49,11 @@ def client_for(client, users):
         return c
 
     return make
+
+
+@pytest.fixture
+def local_engine(settings, model_dir):
+    """The in-process engine on the real SmolLM2 folder."""
+    settings.WRITER_ENGINE = "local"
+    settings.WRITER_MODEL_PATH = model_dir
+    settings.WRITER_TOKENIZER_PATH = str(model_dir)

@@ -58,3 +58,9 @@ def story_with_chapters(*, owner=None, chapters: int = 3, **kwargs) -> Story:  #
     for number in range(1, chapters + 1):
         ChapterFactory(story=story, number=number, text=f"Chapter {number} begins. {CHAPTER_TEXT}")
     return story
+
+
+def run_generation(story, user, **kwargs):  # noqa: ANN001, ANN201
+    """A generation request run synchronously through the task's service; returns the request."""
+    request = services.generation_request_create(story=story, user=user, enqueue=False, **kwargs)
+    return services.generation_request_run(request_id=request.pk)

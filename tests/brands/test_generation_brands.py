@@ -17,7 +17,7 @@ from brands.demo import seed_brands
 from brands.models import PlacementDecision, PlacementView
 from brands.placements import find_mentions, mention_spans
 from mesu_web.errors import ApplicationError
-from tests.factories import UserFactory, story_with_chapters
+from tests.factories import UserFactory, run_generation, story_with_chapters
 from writer import services
 from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus
 
@@ -51,20 +51,8 @@ def surf_story(users, brands):
     return story
 
 
-@pytest.fixture
-def local_engine(settings, model_dir):
-    settings.WRITER_ENGINE = "local"
-    settings.WRITER_MODEL_PATH = model_dir
-    settings.WRITER_TOKENIZER_PATH = str(model_dir)
-
-
-def _run(story, user, **kwargs) -> GenerationRequest:
-    request = services.generation_request_create(story=story, user=user, enqueue=False, **kwargs)
-    return services.generation_request_run(request_id=request.pk)
-
-
 def test_an_opted_in_story_gets_its_matched_brand_placed_differently_per_option(users, surf_story, local_engine):
-    request = _run(surf_story, users["alice"], n=2, max_new_tokens=32)
+    request = run_generation(surf_story, users["alice"], n=2, max_new_tokens=32)
     assert request.use_brands and request.brand_note.startswith("Matched: Tidewave Surf Co.")
     options = list(request.options.select_related("brand", "asset"))
     assert {o.brand.name for o in options} == {"Tidewave Surf Co."}
@@ -91,12 +79,12 @@ def test_no_opt_in_or_a_reader_who_said_no_gets_plain_chapters(users, surf_story
     brand_services.reader_sponsorship_set(user=users["rita"], enabled=False)
     surf_story.is_published = True
     surf_story.save()
-    request = _run(surf_story, users["rita"], kind=GenerationRequest.Kind.READER, preference="more waves", use_brands=True)
+    request = run_generation(surf_story, users["rita"], kind=GenerationRequest.Kind.READER, preference="more waves", use_brands=True)
     assert not request.use_brands and "turned sponsored chapters off" in request.brand_note
     assert not request.options.filter(brand__isnull=False).exists()
 
     brand_services.story_brand_settings_update(story=surf_story, opt_in=False)
-    request = _run(surf_story, users["alice"], n=1, max_new_tokens=8)
+    request = run_generation(surf_story, users["alice"], n=1, max_new_tokens=8)
     assert not request.use_brands
     assert request.options.get().review_status == ReviewStatus.NONE
 
@@ -109,14 +97,14 @@ def test_a_chapter_cannot_talk_the_writer_into_an_unmatched_brand(users, surf_st
     )
     # The author excluded the brand: however loudly a chapter asks for it, it is never placed.
     brand_services.story_brand_settings_update(story=surf_story, opt_in=True, excluded_brand_ids=[bobalicious.pk])
-    request = _run(surf_story, users["alice"], n=2, max_new_tokens=24)
+    request = run_generation(surf_story, users["alice"], n=2, max_new_tokens=24)
     assert not request.options.filter(brand=bobalicious).exists()
     for option in request.options.exclude(brand=None):
         for start, end in option.mentions:  # only the assigned brand's terms are looked for
             assert "bobalicious" not in option.text[start:end].lower()
     # A story that did not opt in gets no brand at all.
     brand_services.story_brand_settings_update(story=surf_story, opt_in=False)
-    request = _run(surf_story, users["alice"], n=1, max_new_tokens=8)
+    request = run_generation(surf_story, users["alice"], n=1, max_new_tokens=8)
     assert not request.options.exclude(brand=None).exists()
     assert not GenerationOption.objects.filter(brand=bobalicious).exists()
 
@@ -175,8 +163,7 @@ def test_the_author_accepts_only_an_approved_placement_and_the_chapter_is_labell
     ]
     pending.refresh_from_db()
     chapter = services.option_accept(option=pending, user=users["alice"])
-    html = client_for("ross").get(chapter.get_absolute_url()).content.decode() if surf_story.is_published else ""
-    html = html or client_for("alice").get(chapter.get_absolute_url()).content.decode()
+    html = client_for("alice").get(chapter.get_absolute_url()).content.decode()
     assert "Includes a paid placement by Tidewave Surf Co." in html
 
 

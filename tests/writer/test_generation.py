@@ -12,28 +12,16 @@ from django.core.management import call_command
 from django.urls import reverse
 
 from mesu_web.errors import ApplicationError
-from tests.factories import story_with_chapters
+from tests.factories import run_generation, story_with_chapters
 from writer import services
 from writer.models import GenerationOption, GenerationRequest
 
 pytestmark = pytest.mark.slow
 
 
-@pytest.fixture
-def local_engine(settings, model_dir):
-    settings.WRITER_ENGINE = "local"
-    settings.WRITER_MODEL_PATH = model_dir
-    settings.WRITER_TOKENIZER_PATH = str(model_dir)
-
-
-def _run(story, user, **kwargs) -> GenerationRequest:
-    request = services.generation_request_create(story=story, user=user, enqueue=False, **kwargs)
-    return services.generation_request_run(request_id=request.pk)
-
-
 def test_author_gets_three_options_by_default_and_a_rerun_adds_none(users, local_engine):
     story = story_with_chapters(owner=users["alice"], chapters=3)
-    request = _run(story, users["alice"])
+    request = run_generation(story, users["alice"])
     assert request.status == GenerationRequest.Status.SUCCEEDED
     options = list(request.options.order_by("index"))
     assert [o.index for o in options] == [0, 1, 2]
@@ -52,7 +40,7 @@ def test_author_gets_three_options_by_default_and_a_rerun_adds_none(users, local
 
 def test_options_are_shown_side_by_side_and_one_is_accepted_edited(users, local_engine, client_for):
     story = story_with_chapters(owner=users["alice"], chapters=2)
-    request = _run(story, users["alice"], n=2)
+    request = run_generation(story, users["alice"], n=2)
     c = client_for("alice")
     html = c.get(reverse("writer:request_detail", args=[request.pk])).content.decode()
     assert html.count('class="card option') == 2
@@ -76,7 +64,7 @@ def test_output_without_tags_is_kept_and_flagged(users, local_engine, settings, 
     settings.WRITER_PREFILL_REASONING = False
     story = story_with_chapters(owner=users["alice"], chapters=1)
     # 8 new tokens cannot hold a reasoning block and a closed <SOLUTION> block.
-    request = _run(story, users["alice"], n=1, max_new_tokens=8)
+    request = run_generation(story, users["alice"], n=1, max_new_tokens=8)
     option = request.options.get()
     assert option.format_ok is False
     assert option.raw_output and option.warning
@@ -88,7 +76,7 @@ def test_reader_preference_reaches_the_prompt_and_only_they_and_the_author_see_i
     users, local_engine, client_for, settings
 ):
     story = story_with_chapters(owner=users["alice"], chapters=2)
-    request = _run(story, users["rita"], kind=GenerationRequest.Kind.READER, preference="a bit sad, not a tragedy")
+    request = run_generation(story, users["rita"], kind=GenerationRequest.Kind.READER, preference="a bit sad, not a tragedy")
     assert request.status == GenerationRequest.Status.SUCCEEDED and request.options.count() == 1
     url = reverse("writer:request_detail", args=[request.pk])
     assert client_for("rita").get(url).status_code == 200
@@ -127,7 +115,7 @@ def test_two_hundred_chapters_fit_the_budget(users, local_engine, settings):
     Chapter.objects.bulk_create(
         Chapter(story=story, number=i, title=f"Day {i}", text=f"Day {i}. {paragraph}") for i in range(1, 201)
     )
-    request = _run(story, users["alice"], n=1, max_new_tokens=8)
+    request = run_generation(story, users["alice"], n=1, max_new_tokens=8)
     report = request.prompt_report
     assert request.status == GenerationRequest.Status.SUCCEEDED
     assert report["used_tokens"] <= report["budget_tokens"] <= 2048 - 8
