@@ -234,7 +234,9 @@ _WORD = re.compile(r"\S+")
 
 def _is_abbreviation(text: str, dot: int) -> bool:
     """Whether the full stop at `dot` ends "Mr", "e.g" or an initial ("J. K. Rowling")."""
-    before = text[:dot].rsplit(None, 1)
+    # Only the word before the dot matters: look back a bounded window (40 characters), not the whole
+    # text so far, or splitting a long chapter costs the square of its length.
+    before = text[max(0, dot - 40) : dot].rsplit(None, 1)
     word = before[-1].lstrip("\"'“‘(") if before else ""
     return word.lower() in _ABBREVIATIONS or (len(word) == 1 and word.isupper())
 

@@ -1,0 +1,146 @@
+"""python manage.py train_grpo --dataset DIR --out DIR [...]: GRPO-train a LoRA writer, print JSON."""
+
+from __future__ import annotations
+
+import json
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from mesu_web.errors import ApplicationError
+from training.config import BACKENDS, GRPOJobConfig
+from training.trainer import run_grpo
+from writer.model_files import prepare_model
+
+# Command-line flag -> GRPOJobConfig field; a flag left out keeps the config's default (the seed's).
+_FIELD_FLAGS: dict[str, tuple[str, type]] = {
+    "max_steps": ("--max-steps", int),
+    "num_generations": ("--num-generations", int),
+    "max_completion_length": ("--max-completion-length", int),
+    "max_prompt_length": ("--max-prompt-length", int),
+    "lora_rank": ("--lora-rank", int),
+    "lora_alpha": ("--lora-alpha", int),
+    "learning_rate": ("--learning-rate", float),
+    "warmup_ratio": ("--warmup-ratio", float),
+    "gradient_accumulation_steps": ("--gradient-accumulation-steps", int),
+    "per_device_train_batch_size": ("--per-device-train-batch-size", int),
+    "save_steps": ("--save-steps", int),
+    "temperature": ("--temperature", float),
+    "beta": ("--beta", float),
+    "seed": ("--seed", int),
+}
+
+
+def _names(value: str) -> list[str]:
+    return [part.strip() for part in value.split(",") if part.strip()]
+
+
+class Command(BaseCommand):
+    help = (
+        "Train a LoRA writer with GRPO on <dataset>/train.jsonl (made by build_dataset), through the same "
+        "code as the gpu task. Checkpoints go to <out>/checkpoints and are resumed on the next run; the "
+        "adapter goes to <out>/adapter with its resolved config (mesu_job_config.json). Prints JSON: "
+        "adapter_path, steps, step_logs (per-step loss and rewards), lora_nonzero, base_unchanged, backend. "
+        "Progress goes to stderr; Ctrl-C once stops after the current step with a checkpoint."
+    )
+
+    def add_arguments(self, parser) -> None:
+        help_texts = GRPOJobConfig.help_texts()
+        parser.add_argument("--dataset", required=True, help="Folder with train.jsonl (from build_dataset).")
+        parser.add_argument("--out", required=True, help="Output folder: checkpoints/ and adapter/.")
+        parser.add_argument(
+            "--base-model",
+            default=None,
+            help="Hugging Face model folder (default: WRITER_MODEL_PATH, made from the packaged GGUF if missing).",
+        )
+        parser.add_argument("--backend", choices=BACKENDS, default=None, help=help_texts["backend"])
+        parser.add_argument(
+            "--rewards", default=None, help="Comma-separated reward names (default: the registry's)."
+        )
+        parser.add_argument(
+            "--reward-weights",
+            default=None,
+            help="Comma-separated weights, one per reward (default: each reward's default weight, else 1).",
+        )
+        parser.add_argument("--use-vllm", action="store_true", default=None, help=help_texts["use_vllm"])
+        parser.add_argument("--no-resume", action="store_true", help="Start over, deleting old checkpoints.")
+        for name, (flag, kind) in _FIELD_FLAGS.items():
+            parser.add_argument(flag, dest=name, type=kind, default=None, help=help_texts[name])
+
+    def handle(self, *args, **options) -> None:
+        try:
+            config = self._config(options)
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+
+        stop = {"requested": False}
+
+        def on_sigint(signum, frame) -> None:
+            if stop["requested"]:
+                raise KeyboardInterrupt
+            stop["requested"] = True
+            sys.stderr.write("Stopping after this step (Ctrl-C again to abort at once)...\n")
+
+        def on_step(entry: dict) -> None:
+            rewards = ", ".join(f"{k}={v}" for k, v in entry["rewards"].items())
+            self.stderr.write(
+                f"step {entry['step']}/{config.max_steps}: reward={entry['reward']} ({rewards}) "
+                f"loss={entry['loss']} {entry['seconds']} s"
+            )
+
+        try:
+            previous = signal.signal(signal.SIGINT, on_sigint)
+        except ValueError:  # not the main thread (called from a worker thread): no Ctrl-C handling
+            previous = None
+        try:
+            result = run_grpo(
+                config=config,
+                dataset_dir=Path(options["dataset"]),
+                out_dir=Path(options["out"]),
+                on_step=on_step,
+                should_stop=lambda: stop["requested"],
+                resume=not options["no_resume"],
+            )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGINT, previous)
+        self.stdout.write(json.dumps(result.to_dict(), indent=2))
+
+    def _config(self, options: dict[str, Any]) -> GRPOJobConfig:
+        values: dict[str, Any] = {
+            name: options[name] for name in _FIELD_FLAGS if options.get(name) is not None
+        }
+        if options.get("backend"):
+            values["backend"] = options["backend"]
+        if options.get("use_vllm"):
+            values["use_vllm"] = True
+        if options.get("base_model"):
+            values["base_model"] = str(Path(options["base_model"]).resolve())
+        else:
+            values["base_model"] = str(prepare_model(Path(settings.WRITER_MODEL_PATH)))
+        if options.get("rewards"):
+            names = _names(options["rewards"])
+            values["reward_names"] = names
+            if options.get("reward_weights") is None:
+                values["reward_weights"] = [_default_weight(name) for name in names]
+        if options.get("reward_weights") is not None:
+            try:
+                values["reward_weights"] = [float(w) for w in _names(options["reward_weights"])]
+            except ValueError as exc:
+                raise ApplicationError(f"--reward-weights must be numbers: {exc}") from exc
+        return GRPOJobConfig(**values)
+
+
+def _default_weight(name: str) -> float:
+    try:
+        from training.rewards import DEFAULT_WEIGHTS
+    except ImportError:
+        return 1.0
+    weights = DEFAULT_WEIGHTS if isinstance(DEFAULT_WEIGHTS, dict) else dict(DEFAULT_WEIGHTS)
+    return float(weights.get(name, 1.0))
