@@ -240,3 +240,22 @@ def test_a_manager_sees_only_their_brands(surf, users):
     assert selectors.user_can_manage_brands(user=users["mia"]) and not selectors.user_can_manage_brands(
         user=users["alice"]
     )
+
+
+@pytest.mark.slow
+def test_a_real_worker_embeds_a_saved_asset_from_the_embeddings_queue(users, celery_worker_process):
+    """The brand is saved and committed; the worker process takes the task from Redis's `embeddings` queue."""
+    import time
+
+    brand = services.brand_create(name="Kelp & Co", managers=[users["mia"]], description="Seaweed snacks for beach days.")
+    asset = services.asset_create(brand=brand, kind="product", name="Kelp Crisps", terms=["Kelp Crisps"])
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        asset.refresh_from_db()
+        if asset.embedding is not None:
+            break
+        time.sleep(0.5)
+    log = celery_worker_process.log_path.read_text()
+    assert asset.embedding is not None, log[-3000:]
+    assert len(asset.embedding) == 384 and asset.embedded_text_hash == text_hash(asset.embedding_text())
+    assert "brands.tasks" in log
