@@ -54,6 +54,7 @@ import django  # noqa: E402
 django.setup()
 
 from django.conf import settings  # noqa: E402
+from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
 
 from brands.embedder import EmbedderSettings, SentenceTransformerEmbedder  # noqa: E402
 from brands.models import EMBEDDING_DIMENSIONS, BrandAsset  # noqa: E402
@@ -591,17 +592,6 @@ def render(
         )
     lines.append(f"- App's HNSW_EF_SEARCH: {HNSW_EF_SEARCH}. Whole run: {total_s / 60:.1f} min.")
     return "\n".join(lines) + "\n"
-
-
-def append_report(path: Path, report: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(
-            "# Benchmarks\n\nMeasured runs, newest last. Each section names the machine; compare numbers only "
-            "within one section.\n"
-        )
-    with path.open("a") as handle:
-        handle.write("\n" + report)
 
 
 # --- Main -------------------------------------------------------------------------------------------

@@ -25,6 +25,8 @@ sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
+from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
+
 from writer.engines.base import Adapter, Sampling  # noqa: E402
 from writer.engines.local import LocalEngine, LocalSettings, reset_caches  # noqa: E402
 from writer.engines.vllm import VLLMEngine, VLLMSettings  # noqa: E402
@@ -231,17 +233,6 @@ def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], arg
         )
     )
     return "\n".join(lines) + "\n"
-
-
-def append_report(path: Path, report: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    if not path.exists():
-        path.write_text(
-            "# Benchmarks\n\nMeasured runs, newest last. Each section names the machine; compare numbers only "
-            "within one section.\n"
-        )
-    with path.open("a") as handle:
-        handle.write("\n" + report)
 
 
 if __name__ == "__main__":
