@@ -9,6 +9,7 @@ urlpatterns = [
     path("admin/", admin.site.urls),
     path("accounts/", include("django.contrib.auth.urls")),
     path("healthz", healthz, name="healthz"),
+    path("training/", include("training.urls")),
     path("brands/", include("brands.urls")),
     path("", include("writer.urls")),
 ]

@@ -26,7 +26,7 @@ def _ping(app, name: str) -> bool:  # noqa: ANN001
 
 @pytest.fixture
 def celery_worker_process(transactional_db, tmp_path):
-    """Start `celery worker -Q generation,embeddings` against the test database; yield it; stop it.
+    """Start `celery worker -Q generation,embeddings,gpu` against the test database; yield it; stop it.
 
     The test must commit its rows (transactional_db) so that the worker, another process, sees them.
     """
@@ -47,7 +47,7 @@ def celery_worker_process(transactional_db, tmp_path):
     app.control.purge()  # the suite's own broker database: nothing of value is queued there
     log = tmp_path / "worker.log"
     proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mesu_web", "worker", "-Q", "generation,embeddings", "-c", "1", "-n", name,
+        [sys.executable, "-m", "celery", "-A", "mesu_web", "worker", "-Q", "generation,embeddings,gpu", "-c", "1", "-n", name,
          "--without-gossip", "--without-mingle", "-l", "info"],
         cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
     )

@@ -224,7 +224,7 @@ def test_resume_refuses_a_checkpoint_of_another_shape(base_model, tmp_path):
 
 
 @pytest.mark.slow
-def test_train_grpo_command_prints_the_result(base_model, tmp_path, capsys):
+def test_train_grpo_command_prints_the_result(db, base_model, tmp_path, capsys):
     from django.core.management import call_command
 
     ds, out = write_dataset(tmp_path / "ds"), tmp_path / "out"

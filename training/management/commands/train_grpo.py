@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import signal
 import sys
 from pathlib import Path
@@ -13,7 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from training.config import BACKENDS, GRPOJobConfig
-from training.trainer import run_grpo
+from training.services import training_job_create, training_job_fail, training_job_run
 from writer.model_files import prepare_model
 
 # Command-line flag -> GRPOJobConfig field; a flag left out keeps the config's default (the seed's).
@@ -96,21 +97,24 @@ class Command(BaseCommand):
             previous = signal.signal(signal.SIGINT, on_sigint)
         except ValueError:  # not the main thread (called from a worker thread): no Ctrl-C handling
             previous = None
+        out_dir = Path(options["out"])
+        if options["no_resume"]:
+            shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
+        job = None
         try:
-            result = run_grpo(
-                config=config,
-                dataset_dir=Path(options["dataset"]),
-                out_dir=Path(options["out"]),
-                on_step=on_step,
-                should_stop=lambda: stop["requested"],
-                resume=not options["no_resume"],
+            # The same job row and service as the `gpu` task, run here synchronously.
+            job = training_job_create(
+                user=None, config=config, dataset_dir=Path(options["dataset"]), out_dir=out_dir, enqueue=False
             )
+            result = training_job_run(job_id=job.pk, should_stop=lambda: stop["requested"], on_step=on_step)
         except ApplicationError as exc:
+            if job is not None:
+                training_job_fail(job_id=job.pk, error=exc.message)
             raise CommandError(exc.message) from exc
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        self.stdout.write(json.dumps(result.to_dict(), indent=2))
+        self.stdout.write(json.dumps({"job": job.pk, **result.to_dict()}, indent=2))
 
     def _config(self, options: dict[str, Any]) -> GRPOJobConfig:
         values: dict[str, Any] = {

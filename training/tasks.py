@@ -1,0 +1,35 @@
+"""The `gpu` queue's task: thin, takes a primary key; the failure hook writes the reason on the row."""
+
+from __future__ import annotations
+
+import logging
+
+from celery import Task, shared_task
+
+from mesu_web.errors import ApplicationError
+from training import services
+
+logger = logging.getLogger(__name__)
+
+
+class TrainingTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True  # a killed worker's job goes back to the queue and resumes from its checkpoint
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
+        job_id = args[0] if args else kwargs.get("job_id")
+        if isinstance(exc, ApplicationError):
+            reason = exc.message
+        else:
+            logger.error("Training job %s crashed", job_id, exc_info=einfo.exc_info if einfo else None)
+            reason = f"Training crashed ({type(exc).__name__}: {str(exc)[:300]}). It resumes from its last checkpoint when started again."
+        services.training_job_fail(job_id=job_id, error=reason)
+
+
+# A GRPO job runs for hours on a GPU, far past the generation queue's limits: 48 h here (seconds).
+TRAINING_TIME_LIMIT = 48 * 3600
+
+
+@shared_task(bind=True, base=TrainingTask, soft_time_limit=TRAINING_TIME_LIMIT - 60, time_limit=TRAINING_TIME_LIMIT)
+def training_job_run_task(self: Task, job_id: int) -> None:
+    services.training_job_run(job_id=job_id)

@@ -1,0 +1,87 @@
+"""Admin pages for training jobs: start one, watch it live (htmx polling, reward chart), cancel it."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from django.conf import settings
+from django.contrib import messages
+from django.contrib.admin.views.decorators import staff_member_required
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import redirect, render
+from django.views.decorators.http import require_GET, require_http_methods, require_POST
+from django_htmx.http import HttpResponseStopPolling
+
+from mesu_web.errors import ApplicationError
+from training import selectors, services
+from training.config import GRPOJobConfig
+from training.forms import TrainingJobForm
+from training.models import TrainingJob
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def job_list(request: HttpRequest) -> HttpResponse:
+    form = TrainingJobForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        names = [n.strip() for n in data["rewards"].split(",") if n.strip()]
+        try:
+            config = GRPOJobConfig(
+                base_model=str(settings.WRITER_MODEL_PATH),
+                max_steps=data["max_steps"],
+                num_generations=data["num_generations"],
+                per_device_train_batch_size=data["num_generations"],
+                max_completion_length=data["max_completion_length"],
+                lora_rank=data["lora_rank"],
+                gradient_accumulation_steps=data["gradient_accumulation_steps"],
+                reward_names=names,
+                reward_weights=[1.0] * len(names),
+            )
+            job = services.training_job_create(
+                user=request.user,
+                config=config,
+                dataset_dir=Path(data["dataset_dir"]),
+                out_dir=Path(data["out_dir"]),
+                name=data["name"],
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Training job “{job.name}” is queued on the gpu workers.")
+            return redirect("training:job_detail", pk=job.pk)
+    return render(request, "training/job_list.html", {"jobs": selectors.training_job_list()[:50], "form": form})
+
+
+def _context(job: TrainingJob) -> dict:
+    last = job.step_logs[-1] if job.step_logs else {}
+    return {"job": job, "last": last, "chart": selectors.reward_chart(job=job)}
+
+
+@staff_member_required
+@require_GET
+def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.training_job_get(pk=pk)
+    return render(request, "training/job_detail.html", _context(job))
+
+
+@staff_member_required
+@require_GET
+def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    """The htmx-polled fragment; 286 (stop polling) once the job has ended."""
+    job = selectors.training_job_get(pk=pk)
+    response = render(request, "training/_job_body.html", _context(job))
+    return HttpResponseStopPolling(response.content) if job.is_finished else response
+
+
+@staff_member_required
+@require_POST
+def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
+    job = selectors.training_job_get(pk=pk)
+    try:
+        services.training_job_cancel(job=job)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "Cancelling: the job stops after its current step and keeps a checkpoint.")
+    return redirect("training:job_detail", pk=pk)
