@@ -407,11 +407,21 @@ def asset_embedding_fail(*, asset_id: int, error: str) -> None:
 # --- The review queue ------------------------------------------------------------------------------
 
 
-def _check_reviewer(option: GenerationOption, reviewer: AbstractBaseUser) -> None:
+def _lock_pending(option: GenerationOption, reviewer: AbstractBaseUser, *, verb: str) -> GenerationOption:
+    """Lock the option's request, then the option (in that order, so decisions on one request queue
+    up), and check that `reviewer` manages its brand and that it still waits for a decision."""
+    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+    option = GenerationOption.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.pk)
+    option.request = request
     if option.brand_id is None:
         raise ApplicationError("This option carries no brand placement.")
     if not (reviewer.is_staff or option.brand.managers.filter(pk=reviewer.pk).exists()):
         raise ApplicationError("Only a manager of this brand can review its placements.")
+    if option.review_status != ReviewStatus.PENDING:
+        raise ApplicationError(
+            f"This placement is {option.get_review_status_display().lower()}; only a waiting one can be {verb}."
+        )
+    return option
 
 
 def _notify_decision(option: GenerationOption, text: str) -> None:
@@ -426,12 +436,8 @@ def _notify_decision(option: GenerationOption, text: str) -> None:
 def option_approve(*, option: GenerationOption, reviewer: AbstractBaseUser) -> GenerationOption:
     """Approve one placement. Serialised per request (row lock) and guarded by a database constraint,
     so of two managers clicking at the same moment exactly one succeeds."""
-    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
-    option = GenerationOption.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.pk)
-    option.request = request
-    _check_reviewer(option, reviewer)
-    if option.review_status != ReviewStatus.PENDING:
-        raise ApplicationError(f"This placement is {option.get_review_status_display().lower()}; only a waiting one can be approved.")
+    option = _lock_pending(option, reviewer, verb="approved")
+    request = option.request
     if GenerationOption.objects.filter(request=request, review_status=ReviewStatus.APPROVED).exists():
         raise ApplicationError("Another option of this request was already approved.")
     option.review_status = ReviewStatus.APPROVED
@@ -458,12 +464,8 @@ def option_reject(*, option: GenerationOption, reviewer: AbstractBaseUser, reaso
     reason = reason.strip()
     if not reason:
         raise ApplicationError("Say why the placement is rejected: the author and the writer learn from it.")
-    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
-    option = GenerationOption.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.pk)
-    option.request = request
-    _check_reviewer(option, reviewer)
-    if option.review_status != ReviewStatus.PENDING:
-        raise ApplicationError(f"This placement is {option.get_review_status_display().lower()}; only a waiting one can be rejected.")
+    option = _lock_pending(option, reviewer, verb="rejected")
+    request = option.request
     option.review_status = ReviewStatus.REJECTED
     option.reviewed_by = reviewer
     option.reviewed_at = timezone.now()

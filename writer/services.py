@@ -547,7 +547,7 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
         raise ApplicationError("This request has not finished.")
     if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exists():
         raise ApplicationError("An option of this request was already accepted.")
-    if option.review_status in (ReviewStatus.PENDING, ReviewStatus.REJECTED):
+    if not option.visible_to_requester:  # a placement its brand has not (yet) let through
         raise ApplicationError(
             "This option carries a brand placement that its brand has not approved; choose another option "
             "or wait for the brand's review."
