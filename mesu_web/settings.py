@@ -142,6 +142,10 @@ WRITER_MODEL = env_str("WRITER_MODEL", "smollm2")  # the served base model name
 WRITER_MODEL_PATH = Path(env_str("WRITER_MODEL_PATH", str(MODEL_DIR / "smollm2")))
 WRITER_TOKENIZER_PATH = env_str("WRITER_TOKENIZER_PATH", str(WRITER_MODEL_PATH))
 WRITER_ADAPTER_DIR = Path(env_str("WRITER_ADAPTER_DIR", str(VAR_DIR / "adapters")))
+# Training files: the book library (import_books), datasets (build_dataset) and job outputs.
+TRAINING_BOOKS_DIR = Path(env_str("TRAINING_BOOKS_DIR", str(VAR_DIR / "books")))
+TRAINING_DATASETS_DIR = Path(env_str("TRAINING_DATASETS_DIR", str(VAR_DIR / "datasets")))
+TRAINING_RUNS_DIR = Path(env_str("TRAINING_RUNS_DIR", str(VAR_DIR / "runs")))
 WRITER_DEFAULT_ADAPTER = env_str("WRITER_DEFAULT_ADAPTER", "")
 WRITER_TIMEOUT = env_float("WRITER_TIMEOUT", 300.0, minimum=0.1)  # seconds per engine call
 WRITER_MAX_RETRIES = env_int("WRITER_MAX_RETRIES", 3, minimum=0)
@@ -189,3 +193,20 @@ BRAND_EMBEDDING_SEND_DIMENSIONS = env_bool("BRAND_EMBEDDING_SEND_DIMENSIONS", Fa
 # vs anything >= 0.95); incidental overlaps fall between (lighthouse story vs surfboard 0.73, rainy
 # cyberpunk city vs surfboard 0.76-0.80). 0.75 keeps the on-topic ones and the nearer half of that gap.
 BRAND_MATCH_MAX_DISTANCE = env_float("BRAND_MATCH_MAX_DISTANCE", 0.75, minimum=0.0)
+
+# --- Distillation (teacher model) ------------------------------------------------------------------
+# `manage.py distill` asks a reasoning model WHY each real next chapter is the way it is. "openai" = any
+# OpenAI-compatible endpoint (Venice.AI's DeepSeek R1 at https://api.venice.ai/api/v1, or the writer's
+# own vLLM server, the default); "local" = the in-process engine on WRITER_MODEL_PATH.
+TEACHER_ENGINE = env_choice("TEACHER_ENGINE", "openai", ("openai", "local"))
+TEACHER_BASE_URL = env_str("TEACHER_BASE_URL", WRITER_BASE_URL)
+TEACHER_API_KEY = env_str("TEACHER_API_KEY", "")  # never printed; the command can read another variable
+TEACHER_MODEL = env_str("TEACHER_MODEL", WRITER_MODEL)
+# Seconds per call: an R1 thinking through a 3,500-token prompt and a chapter takes minutes.
+TEACHER_TIMEOUT = env_float("TEACHER_TIMEOUT", 600.0, minimum=0.1)
+TEACHER_MAX_RETRIES = env_int("TEACHER_MAX_RETRIES", 3, minimum=0)  # timeouts, 5xx, 408/409/429
+TEACHER_RETRY_BACKOFF = env_float("TEACHER_RETRY_BACKOFF", 2.0, minimum=0.0)  # seconds, doubled each retry
+TEACHER_CONCURRENCY = env_int("TEACHER_CONCURRENCY", 4, minimum=1)  # pairs asked at the same time
+# New tokens per answer, the <think> section included (an R1 often thinks 1,000+ tokens first).
+TEACHER_MAX_TOKENS = env_int("TEACHER_MAX_TOKENS", 2048, minimum=1)
+TEACHER_TEMPERATURE = env_float("TEACHER_TEMPERATURE", 0.6, minimum=0.0)  # DeepSeek advises 0.5-0.7 for R1

@@ -5,7 +5,9 @@ from django import forms
 
 class TrainingJobForm(forms.Form):
     name = forms.CharField(max_length=120, required=False)
-    dataset_dir = forms.CharField(max_length=500, help_text="A folder with train.jsonl, made by build_dataset.")
+    dataset_dir = forms.CharField(
+        max_length=500, help_text="A folder with train.jsonl, made by build_dataset."
+    )
     out_dir = forms.CharField(max_length=500, help_text="Checkpoints and the adapter go here.")
     max_steps = forms.IntegerField(min_value=1, initial=50)
     num_generations = forms.IntegerField(min_value=2, initial=4)
@@ -15,3 +17,30 @@ class TrainingJobForm(forms.Form):
     rewards = forms.CharField(
         max_length=300, initial="format_partial,rouge1,bleu", help_text="Comma-separated reward names."
     )
+
+
+class AdapterRegisterForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="The served name: letters, digits, '.', '_' or '-'.")
+    path = forms.CharField(
+        max_length=500, help_text="A LoRA folder on this machine (adapter_config.json ...)."
+    )
+
+
+class EvaluationForm(forms.Form):
+    target = forms.ChoiceField(help_text="The base model or a registered adapter.")
+    dataset_dir = forms.CharField(
+        max_length=500, help_text="A folder with test.jsonl, made by build_dataset."
+    )
+    limit = forms.IntegerField(
+        min_value=1, required=False, initial=10, help_text="Pairs to score (empty: all)."
+    )
+    max_new_tokens = forms.IntegerField(min_value=8, initial=256)
+    rewards = forms.CharField(
+        max_length=300,
+        initial="format_exact,format_partial,bleu,rouge1,rouge2,rougeL,meteor,embedding_cosine",
+        help_text="Comma-separated reward names.",
+    )
+
+    def __init__(self, *args, targets: list[tuple[str, str]], **kwargs) -> None:
+        super().__init__(*args, **kwargs)
+        self.fields["target"].choices = targets

@@ -54,3 +54,91 @@ class TrainingJob(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.CANCELLED, self.Status.FAILED)
+
+
+class WriterAdapter(models.Model):
+    """A registered LoRA the writer can serve: its folder sits in settings.WRITER_ADAPTER_DIR/<name>,
+    the path the vLLM server loads it from (`/v1/load_lora_adapter`, `model=<name>` per request).
+
+    At most one row is active: the adapter new generation requests use (none active: the base model,
+    or settings.WRITER_DEFAULT_ADAPTER)."""
+
+    name = models.CharField(max_length=64, unique=True, help_text="The served model name; never reused.")
+    base_model = models.CharField(max_length=500)
+    path = models.CharField(max_length=500, help_text="The registered copy, in WRITER_ADAPTER_DIR.")
+    source_path = models.CharField(max_length=500, blank=True, help_text="Where it was registered from.")
+    job = models.ForeignKey(
+        TrainingJob, null=True, blank=True, on_delete=models.SET_NULL, related_name="adapters"
+    )
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    config = models.JSONField(default=dict, blank=True, help_text="The job config saved beside the adapter.")
+    metrics = models.JSONField(default=dict, blank=True, help_text="Training: last rewards, steps, checks.")
+    lora_rank = models.PositiveIntegerField(null=True, blank=True)
+    lora_nonzero = models.BooleanField(default=False)
+    is_active = models.BooleanField(default=False)
+    loaded_at = models.DateTimeField(null=True, blank=True, help_text="Last loaded into the writer server.")
+    load_error = models.TextField(blank=True)
+    activated_at = models.DateTimeField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["is_active"], condition=models.Q(is_active=True), name="one_active_writer_adapter"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return self.name
+
+
+class EvaluationRun(models.Model):
+    """One target (the base model or an adapter) generated through the writer engine on a dataset's
+    held-out test split and scored with every chosen reward; the leaderboard reads these rows."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Running"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    adapter = models.ForeignKey(
+        WriterAdapter, null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
+    )  # None: the base model
+    target_name = models.CharField(max_length=64, help_text="The adapter's name, or the base model's.")
+    dataset_dir = models.CharField(max_length=500)
+    split = models.CharField(max_length=10, default="test")
+    engine = models.CharField(max_length=16)
+    reward_names = models.JSONField(default=list)
+    limit = models.PositiveIntegerField(null=True, blank=True, help_text="Pairs scored at most (None: all).")
+    max_new_tokens = models.PositiveIntegerField()
+    seed = models.IntegerField(default=0)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    done = models.PositiveIntegerField(default=0)
+    total = models.PositiveIntegerField(default=0)
+    metrics = models.JSONField(default=dict, blank=True, help_text="{reward: mean over the scored pairs}.")
+    format_ok = models.FloatField(null=True, blank=True, help_text="Share of answers in the exact format.")
+    samples = models.JSONField(default=list, blank=True, help_text="Per pair: book, k, scores, an excerpt.")
+    tokens = models.PositiveIntegerField(default=0)
+    seconds = models.FloatField(default=0.0)
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    started_at = models.DateTimeField(null=True, blank=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.target_name} on {self.dataset_dir} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)

@@ -1,9 +1,11 @@
 from __future__ import annotations
 
+from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 
-from training.models import TrainingJob
+from mesu_web.errors import ApplicationError
+from training.models import EvaluationRun, TrainingJob, WriterAdapter
 
 
 def training_job_list() -> QuerySet[TrainingJob]:
@@ -40,4 +42,93 @@ def reward_chart(*, job: TrainingJob, width: int = 640, height: int = 220) -> di
         ]
         if coords:
             lines.append({"name": name, "points": " ".join(coords), "last": points[-1][1]})
-    return {"lines": lines, "width": width, "height": height, "low": low, "high": high, "last_step": last_step}
+    return {
+        "lines": lines,
+        "width": width,
+        "height": height,
+        "low": low,
+        "high": high,
+        "last_step": last_step,
+    }
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters and the leaderboard
+
+
+def active_adapter_name() -> str:
+    """The adapter new generation requests use: the registry's active one, else
+    settings.WRITER_DEFAULT_ADAPTER ("" = the base model)."""
+    name = WriterAdapter.objects.filter(is_active=True).values_list("name", flat=True).first()
+    return name or settings.WRITER_DEFAULT_ADAPTER
+
+
+def adapter_list() -> QuerySet[WriterAdapter]:
+    return WriterAdapter.objects.select_related("job").order_by("-is_active", "-created_at")
+
+
+def adapter_get(*, pk: int) -> WriterAdapter:
+    adapter = WriterAdapter.objects.filter(pk=pk).first()
+    if adapter is None:
+        raise Http404("No such adapter.")
+    return adapter
+
+
+def adapter_by_name(*, name: str) -> WriterAdapter | None:
+    return WriterAdapter.objects.filter(name=name).first()
+
+
+def evaluation_run_get(*, pk: int) -> EvaluationRun:
+    run = EvaluationRun.objects.select_related("adapter").filter(pk=pk).first()
+    if run is None:
+        raise Http404("No such evaluation.")
+    return run
+
+
+def evaluation_datasets() -> list[str]:
+    """Datasets with at least one finished evaluation, newest first."""
+    rows = (
+        EvaluationRun.objects.filter(status=EvaluationRun.Status.SUCCEEDED)
+        .order_by("-finished_at")
+        .values_list("dataset_dir", flat=True)
+    )
+    return list(dict.fromkeys(rows))
+
+
+# Rewards where a lower mean is better; every reward in the registry is "higher is better".
+LOWER_IS_BETTER: frozenset[str] = frozenset()
+
+
+def leaderboard(*, dataset_dir: str | None, metric: str) -> dict:
+    """The latest finished run of each target on a dataset, sorted by `metric` (best first; targets
+    without that metric last). Also the metrics any row has, for the column headers and the sort menu."""
+    from training.rewards import REWARDS
+
+    if metric not in REWARDS and metric != "format_ok":
+        raise ApplicationError(f"Unknown metric {metric!r}. Choose one of: format_ok, {', '.join(REWARDS)}.")
+    datasets = evaluation_datasets()
+    dataset_dir = dataset_dir if dataset_dir in datasets else (datasets[0] if datasets else None)
+    runs = list(
+        EvaluationRun.objects.filter(status=EvaluationRun.Status.SUCCEEDED, dataset_dir=dataset_dir)
+        .select_related("adapter")
+        .order_by("target_name", "-finished_at")
+        .distinct("target_name")
+    )
+
+    def value(run: EvaluationRun) -> float | None:
+        return run.format_ok if metric == "format_ok" else run.metrics.get(metric)
+
+    sign = 1 if metric in LOWER_IS_BETTER else -1
+    runs.sort(key=lambda r: (value(r) is None, sign * (value(r) or 0.0), r.target_name))
+    names = [n for n in REWARDS if any(n in r.metrics for r in runs)]
+    rows = [
+        {"run": r, "rank": i, "values": [r.metrics.get(n) for n in names]}
+        for i, r in enumerate(runs, start=1)
+    ]
+    return {
+        "rows": rows,
+        "metrics": names,
+        "metric": metric,
+        "dataset_dir": dataset_dir,
+        "datasets": datasets,
+    }

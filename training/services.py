@@ -1,18 +1,31 @@
-"""Training jobs: create, run (the `gpu` task and `train_grpo` call the same function), cancel, fail."""
+"""Training jobs (create, run, cancel, fail: the `gpu` task and `train_grpo` call the same functions),
+the adapter registry (register, hot-load, make active) and evaluation runs on the held-out split."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import filecmp
+import json
+import os
+import shutil
+import tempfile
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
+from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
+from django.utils.text import slugify
 
 from mesu_web.errors import ApplicationError
-from training.config import GRPOJobConfig
-from training.models import TrainingJob
-from training.trainer import GRPOResult, read_pairs, run_grpo
+from training.config import CONFIG_FILENAME, GRPOJobConfig
+from training.dataset import read_jsonl
+from training.evaluation import evaluate_pairs, reward_names
+from training.models import EvaluationRun, TrainingJob, WriterAdapter
+from training.trainer import GRPOResult, check_adapter_nonzero, read_pairs, run_grpo
+from writer.engines.base import Sampling
+
+TEST_FILE = "test.jsonl"
 
 
 def training_job_create(
@@ -83,7 +96,11 @@ def training_job_run(
         return cancelled or (should_stop is not None and should_stop())
 
     result = run_grpo(
-        config=config, dataset_dir=Path(job.dataset_dir), out_dir=Path(job.out_dir), on_step=record_step, should_stop=stop
+        config=config,
+        dataset_dir=Path(job.dataset_dir),
+        out_dir=Path(job.out_dir),
+        on_step=record_step,
+        should_stop=stop,
     )
     TrainingJob.objects.filter(pk=job_id).update(
         status=TrainingJob.Status.CANCELLED if result.cancelled else TrainingJob.Status.SUCCEEDED,
@@ -95,6 +112,11 @@ def training_job_run(
         resumed_from=result.resumed_from or "",
         finished_at=timezone.now(),
     )
+    if not result.cancelled and result.adapter_path is not None:
+        try:
+            _register_job_adapter(job_id)
+        except ApplicationError as exc:  # trained and saved: say why it is not in the registry
+            TrainingJob.objects.filter(pk=job_id).update(error=f"Trained, but not registered: {exc.message}")
     return result
 
 
@@ -112,5 +134,304 @@ def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
 
 def training_job_fail(*, job_id: int, error: str) -> None:
     TrainingJob.objects.filter(pk=job_id).exclude(status=TrainingJob.Status.SUCCEEDED).update(
-        status=TrainingJob.Status.FAILED, error=error or "Training failed for an unknown reason.", finished_at=timezone.now()
+        status=TrainingJob.Status.FAILED,
+        error=error or "Training failed for an unknown reason.",
+        finished_at=timezone.now(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The adapter registry: register (copy into WRITER_ADAPTER_DIR), hot-load, make active
+
+
+def _adapter_name_for_job(job: TrainingJob) -> str:
+    """A served name for a job's adapter: '<slug of the job name>-j<id>', unique in the registry."""
+    slug = slugify(job.name)[:50].strip("-._") or "writer"
+    name = f"{slug}-j{job.pk}"
+    candidate, n = name, 1
+    while (
+        WriterAdapter.objects.filter(name=candidate).exists()
+        or (settings.WRITER_ADAPTER_DIR / candidate).exists()
+    ):
+        n += 1
+        candidate = f"{name}-{n}"
+    return candidate
+
+
+def _read_json(path: Path) -> dict:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        raise ApplicationError(f"{path.name} in the adapter folder is not readable JSON ({exc}).") from exc
+    return data if isinstance(data, dict) else {}
+
+
+def _same_files(a: Path, b: Path) -> bool:
+    names = {p.name for p in a.iterdir() if p.is_file()}
+    if names != {p.name for p in b.iterdir() if p.is_file()}:
+        return False
+    return all(filecmp.cmp(a / n, b / n, shallow=False) for n in names)
+
+
+def adapter_register(
+    *,
+    name: str,
+    source_dir: Path,
+    user: AbstractBaseUser | None = None,
+    job: TrainingJob | None = None,
+    metrics: dict | None = None,
+    load: bool = True,
+) -> WriterAdapter:
+    """Check a saved LoRA (files, the seed's non-zero check), copy it to WRITER_ADAPTER_DIR/<name>
+    (the folder the writer server loads it from) and record it; then load it into the writer server
+    when `load` (a server that is down leaves `load_error`, not a failed registration)."""
+    from writer.engines import resolve_adapter
+
+    name = (name or "").strip()
+    if not name:
+        raise ApplicationError("Give the adapter a name: 1-64 letters, digits, '.', '_' or '-'.")
+    adapter = resolve_adapter(name)  # validates the name (a vLLM model name and a folder name)
+    if adapter is None:
+        raise ApplicationError(f"{name!r} is the base model's name; choose another adapter name.")
+    source = Path(source_dir).resolve()
+    if not (source / "adapter_config.json").is_file():
+        raise ApplicationError(f"{source} is not a LoRA adapter folder (no adapter_config.json).")
+    adapter_config = _read_json(source / "adapter_config.json")
+    job_config = _read_json(source / CONFIG_FILENAME)
+    nonzero, zero = check_adapter_nonzero(source)  # ApplicationError when the weights file is missing
+    if WriterAdapter.objects.filter(name=name).exists():
+        raise ApplicationError(f"An adapter called {name!r} is already registered; names are never reused.")
+    target = adapter.path
+    if target.resolve() != source:
+        if target.exists():
+            # vLLM keeps the first weights it loaded under a name: a folder with other weights under a
+            # taken name would be served as the old ones.
+            if not (target.is_dir() and _same_files(source, target)):
+                raise ApplicationError(
+                    f"{target} already holds different files; choose another name (served names are never reused)."
+                )
+        else:
+            target.parent.mkdir(parents=True, exist_ok=True)
+            tmp = Path(tempfile.mkdtemp(prefix=f".{name}.tmp-", dir=target.parent))
+            try:
+                for item in source.iterdir():
+                    if item.is_file():
+                        shutil.copy2(item, tmp / item.name)
+                os.chmod(tmp, 0o755)  # the vLLM server may run as another user
+                tmp.rename(target)
+            except BaseException:
+                shutil.rmtree(tmp, ignore_errors=True)
+                raise
+    row = WriterAdapter.objects.create(
+        name=name,
+        base_model=str(job_config.get("base_model") or adapter_config.get("base_model_name_or_path") or ""),
+        path=str(target),
+        source_path=str(source),
+        job=job,
+        created_by=user,
+        config=job_config,
+        metrics={**(metrics or {}), "lora_zero_tensors": zero[:20]},
+        lora_rank=adapter_config.get("r") if isinstance(adapter_config.get("r"), int) else None,
+        lora_nonzero=nonzero,
+    )
+    if load:
+        adapter_load(adapter=row)
+    return row
+
+
+def adapter_load(*, adapter: WriterAdapter) -> bool:
+    """Load the adapter into the writer server now (vLLM's /v1/load_lora_adapter; the local engine
+    loads it on first use). Records loaded_at or the reason it could not load; True when loaded."""
+    from writer.engines import get_engine, resolve_adapter
+
+    engine = get_engine()
+    ensure = getattr(engine, "ensure_adapter", None)
+    health = getattr(engine, "health", None)
+    try:
+        spec = resolve_adapter(adapter.name)
+        if not spec.path.is_dir():
+            raise ApplicationError(f"The adapter folder {spec.path} is missing.")
+        if health is not None and not health():  # one quick try instead of the retries with backoff
+            raise ApplicationError(
+                "The writer server is not answering; load the adapter from the adapters page once it is up."
+            )
+        if ensure is not None:
+            ensure(spec)
+    except ApplicationError as exc:
+        WriterAdapter.objects.filter(pk=adapter.pk).update(load_error=exc.message[:2000])
+        adapter.refresh_from_db()
+        return False
+    WriterAdapter.objects.filter(pk=adapter.pk).update(loaded_at=timezone.now(), load_error="")
+    adapter.refresh_from_db()
+    return True
+
+
+def adapter_activate(*, adapter: WriterAdapter) -> WriterAdapter:
+    """Make `adapter` the writer's adapter for new requests (one click). It must pass the non-zero
+    check and load into the writer server first: readers never get a request that cannot be served."""
+    if not adapter.lora_nonzero:
+        raise ApplicationError(
+            f"{adapter.name} failed the LoRA check (some A or B matrices are all zero): it did not learn; "
+            "it cannot be made active."
+        )
+    if not adapter_load(adapter=adapter):
+        raise ApplicationError(f"{adapter.name} could not be loaded into the writer: {adapter.load_error}")
+    with transaction.atomic():
+        # Lock every row: two admins activating at once serialize here instead of hitting the constraint.
+        list(WriterAdapter.objects.select_for_update().order_by("pk").values_list("pk", flat=True))
+        WriterAdapter.objects.filter(is_active=True).exclude(pk=adapter.pk).update(is_active=False)
+        WriterAdapter.objects.filter(pk=adapter.pk).update(is_active=True, activated_at=timezone.now())
+    adapter.refresh_from_db()
+    return adapter
+
+
+def adapter_deactivate() -> None:
+    """Back to the base model (or settings.WRITER_DEFAULT_ADAPTER) for new requests."""
+    WriterAdapter.objects.filter(is_active=True).update(is_active=False)
+
+
+def _register_job_adapter(job_id: int) -> WriterAdapter | None:
+    """After a successful job: register its adapter under a fresh name and try to load it."""
+    job = TrainingJob.objects.get(pk=job_id)
+    if not job.adapter_path or WriterAdapter.objects.filter(job=job).exists():
+        return None
+    last = job.step_logs[-1] if job.step_logs else {}
+    metrics = {
+        "steps": job.step,
+        "reward": last.get("reward"),
+        "rewards": last.get("rewards") or {},
+        "base_unchanged": job.base_unchanged,
+        "backend": job.backend,
+    }
+    return adapter_register(
+        name=_adapter_name_for_job(job),
+        source_dir=Path(job.adapter_path),
+        user=job.created_by,
+        job=job,
+        metrics=metrics,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation on the held-out split
+
+
+def evaluation_run_create(
+    *,
+    user: AbstractBaseUser | None,
+    adapter: WriterAdapter | None,
+    dataset_dir: Path,
+    rewards: Sequence[str] | str,
+    limit: int | None = None,
+    max_new_tokens: int | None = None,
+    engine: str | None = None,
+    seed: int = 0,
+    enqueue: bool = True,
+) -> EvaluationRun:
+    """Check everything a run needs (the test split, the rewards, the engine), record it, queue it."""
+    from writer.engines import get_engine
+
+    pairs = _test_pairs(Path(dataset_dir))  # a missing or empty split fails now
+    names = reward_names(rewards)
+    engine_name = engine or settings.WRITER_ENGINE
+    get_engine(engine_name)
+    max_new = max_new_tokens or settings.WRITER_MAX_NEW_TOKENS
+    if not 8 <= max_new <= settings.WRITER_CONTEXT_TOKENS // 2:
+        raise ApplicationError(
+            f"New tokens per answer must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}."
+        )
+    if limit is not None and limit < 1:
+        raise ApplicationError("Evaluate at least one pair (or leave the limit empty for all).")
+    total = len(pairs) if limit is None else min(limit, len(pairs))
+    run = EvaluationRun.objects.create(
+        adapter=adapter,
+        target_name=adapter.name if adapter else settings.WRITER_MODEL,
+        dataset_dir=str(Path(dataset_dir).resolve()),
+        engine=engine_name,
+        reward_names=names,
+        limit=limit,
+        max_new_tokens=max_new,
+        seed=seed,
+        created_by=user,
+        total=total,
+    )
+    if enqueue:
+        from training.tasks import evaluation_run_task
+
+        run_id = run.pk
+        transaction.on_commit(lambda: evaluation_run_task.delay(run_id))
+    return run
+
+
+def _test_pairs(dataset_dir: Path) -> list:
+    path = dataset_dir / TEST_FILE
+    if not path.is_file():
+        raise ApplicationError(f"No {TEST_FILE} in {dataset_dir}: build the dataset first (build_dataset).")
+    pairs = read_jsonl(path)
+    if not pairs:
+        raise ApplicationError(
+            f"{path} holds no pairs: the held-out books gave none (each needs at least 2 chapters)."
+        )
+    return pairs
+
+
+def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:
+    """Generate and score; progress lands on the row after each pair. None if it already finished."""
+    from writer.engines import get_engine, resolve_adapter
+    from writer.prompting import REASONING_START
+
+    with transaction.atomic():
+        run = EvaluationRun.objects.select_for_update(of=("self",)).select_related("adapter").get(pk=run_id)
+        if run.is_finished:
+            return None
+        run.status = EvaluationRun.Status.RUNNING
+        run.started_at = timezone.now()
+        run.done = 0
+        run.error = ""
+        run.save(update_fields=["status", "started_at", "done", "error"])
+    pairs = _test_pairs(Path(run.dataset_dir))
+    if run.limit is not None:
+        pairs = pairs[: run.limit]
+    adapter = resolve_adapter(run.adapter.name) if run.adapter else None
+    sampling = Sampling(
+        max_tokens=run.max_new_tokens,
+        temperature=settings.WRITER_TEMPERATURE,
+        top_p=settings.WRITER_TOP_P,
+        seed=run.seed,  # the same draws for every target: differences come from the weights
+        prefill=REASONING_START if settings.WRITER_PREFILL_REASONING else "",
+    )
+
+    def on_pair(done: int, sample: dict) -> None:
+        EvaluationRun.objects.filter(pk=run_id).update(done=done)
+
+    result = evaluate_pairs(
+        pairs,
+        engine=get_engine(run.engine),
+        adapter=adapter,
+        sampling=sampling,
+        rewards=run.reward_names,
+        on_pair=on_pair,
+    )
+    EvaluationRun.objects.filter(pk=run_id).update(
+        status=EvaluationRun.Status.SUCCEEDED,
+        done=len(result.samples),
+        total=len(result.samples),
+        metrics=result.metrics,
+        format_ok=result.format_ok,
+        samples=result.samples,
+        tokens=result.tokens,
+        seconds=result.seconds,
+        finished_at=timezone.now(),
+    )
+    run.refresh_from_db()
+    return run
+
+
+def evaluation_run_fail(*, run_id: int, error: str) -> None:
+    EvaluationRun.objects.filter(pk=run_id).exclude(status=EvaluationRun.Status.SUCCEEDED).update(
+        status=EvaluationRun.Status.FAILED,
+        error=error or "Evaluation failed for an unknown reason.",
+        finished_at=timezone.now(),
     )

@@ -14,7 +14,9 @@ logger = logging.getLogger(__name__)
 
 class TrainingTask(Task):
     acks_late = True
-    reject_on_worker_lost = True  # a killed worker's job goes back to the queue and resumes from its checkpoint
+    reject_on_worker_lost = (
+        True  # a killed worker's job goes back to the queue and resumes from its checkpoint
+    )
 
     def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
         job_id = args[0] if args else kwargs.get("job_id")
@@ -30,6 +32,36 @@ class TrainingTask(Task):
 TRAINING_TIME_LIMIT = 48 * 3600
 
 
-@shared_task(bind=True, base=TrainingTask, soft_time_limit=TRAINING_TIME_LIMIT - 60, time_limit=TRAINING_TIME_LIMIT)
+@shared_task(
+    bind=True, base=TrainingTask, soft_time_limit=TRAINING_TIME_LIMIT - 60, time_limit=TRAINING_TIME_LIMIT
+)
 def training_job_run_task(self: Task, job_id: int) -> None:
     services.training_job_run(job_id=job_id)
+
+
+class EvaluationTask(Task):
+    acks_late = True
+    reject_on_worker_lost = True
+
+    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
+        run_id = args[0] if args else kwargs.get("run_id")
+        if isinstance(exc, ApplicationError):
+            reason = exc.message
+        else:
+            logger.error("Evaluation %s crashed", run_id, exc_info=einfo.exc_info if einfo else None)
+            reason = f"Evaluation crashed ({type(exc).__name__}: {str(exc)[:300]})."
+        services.evaluation_run_fail(run_id=run_id, error=reason)
+
+
+# Generating hundreds of chapters takes hours on a CPU, minutes on a GPU.
+EVALUATION_TIME_LIMIT = 12 * 3600
+
+
+@shared_task(
+    bind=True,
+    base=EvaluationTask,
+    soft_time_limit=EVALUATION_TIME_LIMIT - 60,
+    time_limit=EVALUATION_TIME_LIMIT,
+)
+def evaluation_run_task(self: Task, run_id: int) -> None:
+    services.evaluation_run_execute(run_id=run_id)

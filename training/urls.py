@@ -12,3 +12,13 @@ urlpatterns = [
     path("<int:pk>/progress/", views.job_progress, name="job_progress"),
     path("<int:pk>/cancel/", views.job_cancel, name="job_cancel"),
 ]
+
+urlpatterns += [
+    path("adapters/", views.adapter_list, name="adapter_list"),
+    path("adapters/<int:pk>/activate/", views.adapter_activate, name="adapter_activate"),
+    path("adapters/<int:pk>/load/", views.adapter_load, name="adapter_load"),
+    path("adapters/deactivate/", views.adapter_deactivate, name="adapter_deactivate"),
+    path("leaderboard/", views.leaderboard, name="leaderboard"),
+    path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation_detail"),
+    path("evaluations/<int:pk>/progress/", views.evaluation_progress, name="evaluation_progress"),
+]

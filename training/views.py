@@ -15,7 +15,7 @@ from django_htmx.http import HttpResponseStopPolling
 from mesu_web.errors import ApplicationError
 from training import selectors, services
 from training.config import GRPOJobConfig
-from training.forms import TrainingJobForm
+from training.forms import AdapterRegisterForm, EvaluationForm, TrainingJobForm
 from training.models import TrainingJob
 
 
@@ -50,7 +50,9 @@ def job_list(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Training job “{job.name}” is queued on the gpu workers.")
             return redirect("training:job_detail", pk=job.pk)
-    return render(request, "training/job_list.html", {"jobs": selectors.training_job_list()[:50], "form": form})
+    return render(
+        request, "training/job_list.html", {"jobs": selectors.training_job_list()[:50], "form": form}
+    )
 
 
 def _context(job: TrainingJob) -> dict:
@@ -85,3 +87,119 @@ def job_cancel(request: HttpRequest, pk: int) -> HttpResponse:
     else:
         messages.success(request, "Cancelling: the job stops after its current step and keeps a checkpoint.")
     return redirect("training:job_detail", pk=pk)
+
+
+# ---------------------------------------------------------------------------------------------
+# Adapters
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def adapter_list(request: HttpRequest) -> HttpResponse:
+    form = AdapterRegisterForm(request.POST or None)
+    if request.method == "POST" and form.is_valid():
+        try:
+            adapter = services.adapter_register(
+                name=form.cleaned_data["name"], source_dir=Path(form.cleaned_data["path"]), user=request.user
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            if adapter.load_error:
+                messages.warning(request, f"Registered {adapter.name}, not loaded yet: {adapter.load_error}")
+            else:
+                messages.success(request, f"Registered {adapter.name} and loaded it into the writer.")
+            return redirect("training:adapter_list")
+    context = {
+        "adapters": selectors.adapter_list(),
+        "active_name": selectors.active_adapter_name(),
+        "form": form,
+    }
+    return render(request, "training/adapter_list.html", context)
+
+
+@staff_member_required
+@require_POST
+def adapter_activate(request: HttpRequest, pk: int) -> HttpResponse:
+    adapter = selectors.adapter_get(pk=pk)
+    try:
+        services.adapter_activate(adapter=adapter)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"{adapter.name} now writes every new chapter.")
+    return redirect("training:adapter_list")
+
+
+@staff_member_required
+@require_POST
+def adapter_load(request: HttpRequest, pk: int) -> HttpResponse:
+    adapter = selectors.adapter_get(pk=pk)
+    if services.adapter_load(adapter=adapter):
+        messages.success(request, f"{adapter.name} is loaded into the writer.")
+    else:
+        messages.error(request, f"{adapter.name} could not be loaded: {adapter.load_error}")
+    return redirect("training:adapter_list")
+
+
+@staff_member_required
+@require_POST
+def adapter_deactivate(request: HttpRequest) -> HttpResponse:
+    services.adapter_deactivate()
+    messages.success(request, "New chapters use the base model again.")
+    return redirect("training:adapter_list")
+
+
+# ---------------------------------------------------------------------------------------------
+# Evaluation and the leaderboard
+
+
+def _targets() -> list[tuple[str, str]]:
+    base = [("base", f"Base model ({settings.WRITER_MODEL})")]
+    return base + [(str(a.pk), a.name) for a in selectors.adapter_list()]
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def leaderboard(request: HttpRequest) -> HttpResponse:
+    form = EvaluationForm(request.POST or None, targets=_targets())
+    if request.method == "POST" and form.is_valid():
+        data = form.cleaned_data
+        adapter = None if data["target"] == "base" else selectors.adapter_get(pk=int(data["target"]))
+        try:
+            run = services.evaluation_run_create(
+                user=request.user,
+                adapter=adapter,
+                dataset_dir=Path(data["dataset_dir"]),
+                rewards=data["rewards"],
+                limit=data["limit"],
+                max_new_tokens=data["max_new_tokens"],
+            )
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(request, f"Evaluating {run.target_name} on {run.total} held-out pair(s).")
+            return redirect("training:evaluation_detail", pk=run.pk)
+    try:
+        board = selectors.leaderboard(
+            dataset_dir=request.GET.get("dataset"), metric=request.GET.get("metric") or "format_ok"
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+        board = selectors.leaderboard(dataset_dir=request.GET.get("dataset"), metric="format_ok")
+    return render(request, "training/leaderboard.html", {"board": board, "form": form})
+
+
+@staff_member_required
+@require_GET
+def evaluation_detail(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.evaluation_run_get(pk=pk)
+    return render(request, "training/evaluation_detail.html", {"run": run})
+
+
+@staff_member_required
+@require_GET
+def evaluation_progress(request: HttpRequest, pk: int) -> HttpResponse:
+    run = selectors.evaluation_run_get(pk=pk)
+    response = render(request, "training/_evaluation_body.html", {"run": run})
+    return HttpResponseStopPolling(response.content) if run.is_finished else response

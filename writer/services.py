@@ -259,7 +259,11 @@ def generation_request_create(
         raise ApplicationError("Keep the preference under 1,000 characters.")
     engine_name = engine or settings.WRITER_ENGINE
     get_engine(engine_name)  # fails now, with the valid names, on a typo
-    adapter_name = settings.WRITER_DEFAULT_ADAPTER if adapter is None else adapter
+    if adapter is None:
+        from training.selectors import active_adapter_name
+
+        adapter = active_adapter_name()
+    adapter_name = adapter
     resolve_adapter(adapter_name)
     max_new = max_new_tokens or settings.WRITER_MAX_NEW_TOKENS
     if not 8 <= max_new <= settings.WRITER_CONTEXT_TOKENS // 2:

@@ -10,7 +10,7 @@ from django.contrib.auth import get_user_model
 from mesu_web.errors import ApplicationError
 from tests.training.test_trainer import tiny_config, write_dataset
 from training import services
-from training.models import TrainingJob
+from training.models import TrainingJob, WriterAdapter
 
 pytestmark = pytest.mark.slow
 
@@ -25,7 +25,13 @@ def admin_user(transactional_db):
     return get_user_model().objects.create_user(username="root", password="x", is_staff=True)
 
 
-def test_a_real_worker_trains_the_job_from_the_gpu_queue(admin_user, base_model, tmp_path, celery_worker_process):
+@pytest.fixture
+def adapter_dir(settings, tmp_path):
+    settings.WRITER_ADAPTER_DIR = tmp_path / "adapters"  # before the worker starts: it reads it from env
+    return settings.WRITER_ADAPTER_DIR
+
+
+def test_a_real_worker_trains_the_job_from_the_gpu_queue(admin_user, base_model, tmp_path, adapter_dir, celery_worker_process):
     config = tiny_config(base_model, max_steps=2)
     job = services.training_job_create(
         user=admin_user, config=config, dataset_dir=write_dataset(tmp_path / "ds"), out_dir=tmp_path / "out", name="smoke"
@@ -45,6 +51,11 @@ def test_a_real_worker_trains_the_job_from_the_gpu_queue(admin_user, base_model,
     assert all(set(entry["rewards"]) == {"rouge1", "format_partial"} for entry in job.step_logs)
     assert job.lora_nonzero is True and job.base_unchanged is True
     assert (tmp_path / "out" / "adapter" / "adapter_model.safetensors").is_file()
+    # The adapter is registered under a fresh served name, ready to be made active.
+    adapter = WriterAdapter.objects.get(job=job)
+    assert adapter.name == f"smoke-j{job.pk}" and adapter.lora_nonzero and not adapter.is_active
+    assert (adapter_dir / adapter.name / "adapter_model.safetensors").is_file()
+    assert adapter.metrics["steps"] == 2 and set(adapter.metrics["rewards"]) == {"rouge1", "format_partial"}
     # A redelivered task for the finished job changes nothing.
     assert services.training_job_run(job_id=job.pk) is None
 

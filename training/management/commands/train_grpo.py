@@ -14,6 +14,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from training.config import BACKENDS, GRPOJobConfig
+from training.models import WriterAdapter
 from training.services import training_job_create, training_job_fail, training_job_run
 from writer.model_files import prepare_model
 
@@ -45,7 +46,8 @@ class Command(BaseCommand):
         "Train a LoRA writer with GRPO on <dataset>/train.jsonl (made by build_dataset), through the same "
         "code as the gpu task. Checkpoints go to <out>/checkpoints and are resumed on the next run; the "
         "adapter goes to <out>/adapter with its resolved config (mesu_job_config.json). Prints JSON: "
-        "adapter_path, steps, step_logs (per-step loss and rewards), lora_nonzero, base_unchanged, backend. "
+        "adapter_path, steps, step_logs (per-step loss and rewards), lora_nonzero, base_unchanged, backend, and "
+        "adapter_name: the adapter is registered under that name (make it active on the adapters page). "
         "Progress goes to stderr; Ctrl-C once stops after the current step with a checkpoint."
     )
 
@@ -114,7 +116,11 @@ class Command(BaseCommand):
         finally:
             if previous is not None:
                 signal.signal(signal.SIGINT, previous)
-        self.stdout.write(json.dumps({"job": job.pk, **result.to_dict()}, indent=2))
+        registered = WriterAdapter.objects.filter(job_id=job.pk).first()
+        extra = {"adapter_name": registered.name if registered else None}
+        if registered is not None and registered.load_error:
+            extra["adapter_load_error"] = registered.load_error
+        self.stdout.write(json.dumps({"job": job.pk, **result.to_dict(), **extra}, indent=2))
 
     def _config(self, options: dict[str, Any]) -> GRPOJobConfig:
         values: dict[str, Any] = {
