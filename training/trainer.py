@@ -156,10 +156,16 @@ def _build_dataset(rows: list[dict[str, Any]]):
     from datasets import Dataset
 
     # Dataset.from_list takes its columns from the first row; rows may differ (a brand brief on some).
+    # Columns TRL reads as a dataset type (prompt-completion, preference) are renamed: a distilled
+    # row's `completion` is the teacher's reference, not something to train on as a target.
+    rows = [{(f"reference_{k}" if k in _TRL_RESERVED else k): v for k, v in row.items()} for row in rows]
     keys: list[str] = []
     for row in rows:
         keys.extend(k for k in row if k not in keys)
     return Dataset.from_list([{k: row.get(k) for k in keys} for row in rows])
+
+
+_TRL_RESERVED = frozenset({"completion", "chosen", "rejected", "messages"})
 
 
 def _prompt_tokens(tokenizer, messages: list[dict[str, Any]]) -> int:

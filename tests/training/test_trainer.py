@@ -272,3 +272,26 @@ def test_two_grpo_steps_on_cuda(base_model, tmp_path):
     assert result.lora_nonzero and result.base_unchanged
     saved = GRPOJobConfig.load(result.config_path, check_device=False)
     assert saved.optim == "adamw_torch_fused" and saved.backend == result.backend
+
+
+@pytest.mark.slow
+def test_a_distilled_dataset_trains_with_its_extra_columns(base_model, tmp_path):
+    """`distill` adds existing_chapters, output_chapter, reasoning and completion to each row; GRPO
+    takes such a dataset as it is (TRL would read a `completion` column as a training target)."""
+    rows = [
+        {
+            "prompt": [{"role": "user", "content": f"Write one sentence about {topic}."}],
+            "answer": f"The chapter continues with {topic}.",
+            "book": "b",
+            "k": 1,
+            "existing_chapters": "Chapter 1 ...",
+            "output_chapter": f"The chapter continues with {topic}.",
+            "reasoning": "<start_working_out>Because the sea calls.<end_working_out>",
+            "completion": f"<start_working_out>x<end_working_out><SOLUTION>{topic}</SOLUTION>",
+        }
+        for topic in TOPICS
+    ]
+    result = run_grpo(
+        config=tiny_config(base_model, max_steps=1), dataset_dir=write_dataset(tmp_path / "ds", rows), out_dir=tmp_path / "out"
+    )
+    assert result.steps == 1 and result.adapter_path is not None
