@@ -71,6 +71,13 @@ DATABASES = {
         "TEST": {"NAME": env_str("POSTGRES_TEST_DB", "test_mesu")},
     }
 }
+# A GPU box that only trains (`manage.py migrate training` then `train_grpo`, see scripts/gpu/README.md)
+# may have no PostgreSQL: MESU_SQLITE_PATH=/path/to/file.sqlite3 keeps its job and adapter rows in
+# SQLite instead. Only the training app's migrations run there (brands needs pgvector); the app and
+# its tests always use PostgreSQL.
+MESU_SQLITE_PATH = env_str("MESU_SQLITE_PATH", "")
+if MESU_SQLITE_PATH:
+    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": MESU_SQLITE_PATH}}
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [
@@ -146,6 +153,8 @@ WRITER_ADAPTER_DIR = Path(env_str("WRITER_ADAPTER_DIR", str(VAR_DIR / "adapters"
 TRAINING_BOOKS_DIR = Path(env_str("TRAINING_BOOKS_DIR", str(VAR_DIR / "books")))
 TRAINING_DATASETS_DIR = Path(env_str("TRAINING_DATASETS_DIR", str(VAR_DIR / "datasets")))
 TRAINING_RUNS_DIR = Path(env_str("TRAINING_RUNS_DIR", str(VAR_DIR / "runs")))
+# A whole book uploaded to the training library (a long novel is 1-3 MB of text; an EPUB with images more).
+TRAINING_BOOK_MAX_BYTES = env_int("TRAINING_BOOK_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 WRITER_DEFAULT_ADAPTER = env_str("WRITER_DEFAULT_ADAPTER", "")
 WRITER_TIMEOUT = env_float("WRITER_TIMEOUT", 300.0, minimum=0.1)  # seconds per engine call
 WRITER_MAX_RETRIES = env_int("WRITER_MAX_RETRIES", 3, minimum=0)

@@ -44,3 +44,16 @@ class EvaluationForm(forms.Form):
     def __init__(self, *args, targets: list[tuple[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["target"].choices = targets
+
+
+class BookUploadForm(forms.Form):
+    file = forms.FileField(help_text="A .txt, .md or .epub book; chapters are found by their headings.")
+    author = forms.CharField(max_length=200, required=False, help_text="Overrides the book's own.")
+    version = forms.CharField(max_length=50, required=False)
+    overwrite = forms.BooleanField(required=False, help_text="Replace a book of the same title.")
+
+
+class DatasetForm(forms.Form):
+    name = forms.CharField(max_length=64, help_text="A folder name: letters, digits, '.', '_' or '-'.")
+    test_fraction = forms.FloatField(min_value=0.05, max_value=0.95, initial=0.3, help_text="Share of books held out.")
+    seed = forms.IntegerField(initial=0)

@@ -1,5 +1,9 @@
 from __future__ import annotations
 
+import json
+from datetime import UTC, datetime
+from pathlib import Path
+
 from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
@@ -132,3 +136,50 @@ def leaderboard(*, dataset_dir: str | None, metric: str) -> dict:
         "dataset_dir": dataset_dir,
         "datasets": datasets,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The book library and datasets
+
+
+def library_books() -> list:
+    from training.library import list_books
+
+    folder = settings.TRAINING_BOOKS_DIR
+    return list_books(folder) if folder.is_dir() else []
+
+
+def _lines(path: Path) -> int:
+    with path.open("rb") as handle:
+        return sum(1 for line in handle if line.strip())
+
+
+def datasets() -> list[dict]:
+    """Each folder of settings.TRAINING_DATASETS_DIR holding a train.jsonl, newest first, with counts."""
+    root = settings.TRAINING_DATASETS_DIR
+    if not root.is_dir():
+        return []
+    out = []
+    for folder in root.iterdir():
+        train = folder / "train.jsonl"
+        if not train.is_file():
+            continue
+        test = folder / "test.jsonl"
+        split = {}
+        try:
+            split = json.loads((folder / "split.json").read_text(encoding="utf-8"))
+        except (OSError, ValueError):
+            pass
+        out.append(
+            {
+                "name": folder.name,
+                "path": str(folder.resolve()),
+                "train": _lines(train),
+                "test": _lines(test) if test.is_file() else 0,
+                "train_books": len(split.get("train") or []),
+                "test_books": len(split.get("test") or []),
+                "distilled": (folder / "distilled" / "train.jsonl").is_file(),
+                "modified": datetime.fromtimestamp(train.stat().st_mtime, tz=UTC),
+            }
+        )
+    return sorted(out, key=lambda d: d["modified"], reverse=True)

@@ -6,6 +6,7 @@ from __future__ import annotations
 import filecmp
 import json
 import os
+import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
@@ -19,8 +20,9 @@ from django.utils.text import slugify
 
 from mesu_web.errors import ApplicationError
 from training.config import CONFIG_FILENAME, GRPOJobConfig
-from training.dataset import read_jsonl
+from training.dataset import build_dataset, read_jsonl
 from training.evaluation import evaluate_pairs, reward_names
+from training.library import ImportedBook, delete_book, import_book_file
 from training.models import EvaluationRun, TrainingJob, WriterAdapter
 from training.trainer import GRPOResult, check_adapter_nonzero, read_pairs, run_grpo
 from writer.engines.base import Sampling
@@ -434,4 +436,89 @@ def evaluation_run_fail(*, run_id: int, error: str) -> None:
         status=EvaluationRun.Status.FAILED,
         error=error or "Evaluation failed for an unknown reason.",
         finished_at=timezone.now(),
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# The book library and datasets (the pages; import_books and build_dataset run the same code)
+
+
+def serving_token_counter() -> Callable[[str], int]:
+    """The writer's tokenizer, without the model: WRITER_TOKENIZER_PATH's tokenizer files when there
+    are some, else the local engine's count_tokens (which reads the packaged GGUF's tokenizer)."""
+    from writer.model_files import is_model_folder
+
+    folder = Path(settings.WRITER_TOKENIZER_PATH)
+    if (folder / "tokenizer.json").is_file() or is_model_folder(folder):
+        from transformers import AutoTokenizer
+
+        tokenizer = AutoTokenizer.from_pretrained(folder)
+
+        def count(text: str) -> int:
+            return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
+
+        return count
+    from writer.engines import get_engine
+
+    return get_engine("local").count_tokens
+
+
+def serving_prompt_budget() -> int:
+    """The prompt budget the writer gives a prompt, so training prompts match served ones."""
+    from writer.services import PROMPT_SAFETY_TOKENS
+
+    return settings.WRITER_CONTEXT_TOKENS - settings.WRITER_MAX_NEW_TOKENS - PROMPT_SAFETY_TOKENS
+
+
+def book_import(
+    *,
+    data: bytes,
+    filename: str,
+    author: str | None = None,
+    version: str | None = None,
+    overwrite: bool = False,
+) -> ImportedBook:
+    """One uploaded book into settings.TRAINING_BOOKS_DIR (the library build_dataset reads)."""
+    if len(data) > settings.TRAINING_BOOK_MAX_BYTES:
+        raise ApplicationError(
+            f"{filename} is {len(data) / 2**20:.1f} MiB; the largest book is "
+            f"{settings.TRAINING_BOOK_MAX_BYTES / 2**20:.0f} MiB."
+        )
+    return import_book_file(
+        data,
+        filename=filename,
+        library_dir=settings.TRAINING_BOOKS_DIR,
+        author=author or None,
+        version=version or None,
+        overwrite=overwrite,
+        max_bytes=settings.TRAINING_BOOK_MAX_BYTES,
+    )
+
+
+def book_delete(*, slug: str) -> None:
+    delete_book(settings.TRAINING_BOOKS_DIR, slug)
+
+
+DATASET_NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+
+
+def dataset_build(*, name: str, test_fraction: float = 0.3, seed: int = 0) -> dict:
+    """build_dataset over the whole library into settings.TRAINING_DATASETS_DIR/<name>."""
+    name = (name or "").strip()
+    if not DATASET_NAME_RE.match(name):
+        raise ApplicationError("Name the dataset with 1-64 letters, digits, '.', '_' or '-'.")
+    if not 0 < test_fraction < 1:
+        raise ApplicationError("The held-out share must be between 0 and 1 (0.3 holds out 30 % of the books).")
+    out = settings.TRAINING_DATASETS_DIR / name
+    if (out / "train.jsonl").exists():
+        raise ApplicationError(f"A dataset called {name!r} exists; choose another name (trained jobs point at it).")
+    if not settings.TRAINING_BOOKS_DIR.is_dir():
+        raise ApplicationError("The book library is empty: import books first.")
+    return build_dataset(
+        books_dir=settings.TRAINING_BOOKS_DIR,
+        out_dir=out,
+        count_tokens=serving_token_counter(),
+        budget_tokens=serving_prompt_budget(),
+        test_fraction=test_fraction,
+        seed=seed,
     )

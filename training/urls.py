@@ -22,3 +22,9 @@ urlpatterns += [
     path("evaluations/<int:pk>/", views.evaluation_detail, name="evaluation_detail"),
     path("evaluations/<int:pk>/progress/", views.evaluation_progress, name="evaluation_progress"),
 ]
+
+urlpatterns += [
+    path("books/", views.book_list, name="book_list"),
+    path("books/<str:slug>/delete/", views.book_delete, name="book_delete"),
+    path("datasets/", views.dataset_build, name="dataset_build"),
+]

@@ -9,20 +9,25 @@ from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
+from django.utils import timezone
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
 from mesu_web.errors import ApplicationError
 from training import selectors, services
 from training.config import GRPOJobConfig
-from training.forms import AdapterRegisterForm, EvaluationForm, TrainingJobForm
+from training.forms import AdapterRegisterForm, BookUploadForm, DatasetForm, EvaluationForm, TrainingJobForm
 from training.models import TrainingJob
 
 
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def job_list(request: HttpRequest) -> HttpResponse:
-    form = TrainingJobForm(request.POST or None)
+    dataset = request.GET.get("dataset", "")
+    initial = {"dataset_dir": dataset}
+    if dataset:
+        initial["out_dir"] = str(settings.TRAINING_RUNS_DIR / f"{Path(dataset).name}-{timezone.now():%Y%m%d-%H%M%S}")
+    form = TrainingJobForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         names = [n.strip() for n in data["rewards"].split(",") if n.strip()]
@@ -162,7 +167,7 @@ def _targets() -> list[tuple[str, str]]:
 @staff_member_required
 @require_http_methods(["GET", "POST"])
 def leaderboard(request: HttpRequest) -> HttpResponse:
-    form = EvaluationForm(request.POST or None, targets=_targets())
+    form = EvaluationForm(request.POST or None, targets=_targets(), initial={"dataset_dir": request.GET.get("evaluate", "")})
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
         adapter = None if data["target"] == "base" else selectors.adapter_get(pk=int(data["target"]))
@@ -203,3 +208,78 @@ def evaluation_progress(request: HttpRequest, pk: int) -> HttpResponse:
     run = selectors.evaluation_run_get(pk=pk)
     response = render(request, "training/_evaluation_body.html", {"run": run})
     return HttpResponseStopPolling(response.content) if run.is_finished else response
+
+
+# ---------------------------------------------------------------------------------------------
+# Books and datasets
+
+
+def _library_context(upload_form: BookUploadForm, dataset_form: DatasetForm) -> dict:
+    return {
+        "books": selectors.library_books(),
+        "datasets": selectors.datasets(),
+        "upload_form": upload_form,
+        "dataset_form": dataset_form,
+        "library_dir": settings.TRAINING_BOOKS_DIR,
+    }
+
+
+@staff_member_required
+@require_http_methods(["GET", "POST"])
+def book_list(request: HttpRequest) -> HttpResponse:
+    form = BookUploadForm(request.POST or None, request.FILES or None)
+    if request.method == "POST" and form.is_valid():
+        upload = form.cleaned_data["file"]
+        try:
+            if upload.size > settings.TRAINING_BOOK_MAX_BYTES:  # before reading it into memory
+                raise ApplicationError(
+                    f"{upload.name} is {upload.size / 2**20:.1f} MiB; the largest book is "
+                    f"{settings.TRAINING_BOOK_MAX_BYTES / 2**20:.0f} MiB."
+                )
+            book = services.book_import(
+                data=upload.read(),
+                filename=upload.name,
+                author=form.cleaned_data["author"],
+                version=form.cleaned_data["version"],
+                overwrite=form.cleaned_data["overwrite"],
+            )
+        except ApplicationError as exc:
+            form.add_error("file", exc.message)
+        else:
+            notes = f" ({'; '.join(book.notes)})" if book.notes else ""
+            messages.success(
+                request, f"Imported “{book.metadata.title}”: {len(book.chapters)} chapters, {book.pairs} pairs{notes}."
+            )
+            return redirect("training:book_list")
+    return render(request, "training/books.html", _library_context(form, DatasetForm()))
+
+
+@staff_member_required
+@require_POST
+def book_delete(request: HttpRequest, slug: str) -> HttpResponse:
+    try:
+        services.book_delete(slug=slug)
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, "The book is out of the library (datasets built from it keep their pairs).")
+    return redirect("training:book_list")
+
+
+@staff_member_required
+@require_POST
+def dataset_build(request: HttpRequest) -> HttpResponse:
+    form = DatasetForm(request.POST)
+    if form.is_valid():
+        try:
+            result = services.dataset_build(**form.cleaned_data)
+        except ApplicationError as exc:
+            form.add_error(None, exc.message)
+        else:
+            messages.success(
+                request,
+                f"Dataset {form.cleaned_data['name']}: {result['train']} training and {result['test']} held-out pairs "
+                f"({result['skipped']} skipped, {result['trimmed']} trimmed to the prompt budget).",
+            )
+            return redirect("training:book_list")
+    return render(request, "training/books.html", _library_context(BookUploadForm(), form), status=400)

@@ -3,34 +3,13 @@
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from training.dataset import DEFAULT_MAX_ANSWER_CHARS, build_dataset
-from writer.model_files import is_model_folder
-from writer.services import PROMPT_SAFETY_TOKENS
-
-
-def serving_token_counter() -> Callable[[str], int]:
-    """The writer's tokenizer, without the model: WRITER_TOKENIZER_PATH's tokenizer files when there
-    are some, else the local engine's count_tokens (which reads the packaged GGUF's tokenizer)."""
-    folder = Path(settings.WRITER_TOKENIZER_PATH)
-    if (folder / "tokenizer.json").is_file() or is_model_folder(folder):
-        from transformers import AutoTokenizer
-
-        tokenizer = AutoTokenizer.from_pretrained(folder)
-
-        def count(text: str) -> int:
-            return len(tokenizer(text, add_special_tokens=False)["input_ids"]) if text else 0
-
-        return count
-    from writer.engines import get_engine
-
-    return get_engine("local").count_tokens
+from training.services import serving_prompt_budget, serving_token_counter
 
 
 class Command(BaseCommand):
@@ -65,7 +44,7 @@ class Command(BaseCommand):
         budget = options["budget_tokens"]
         if budget is None:
             # The same budget the writer gives a prompt, so training prompts match served ones.
-            budget = settings.WRITER_CONTEXT_TOKENS - settings.WRITER_MAX_NEW_TOKENS - PROMPT_SAFETY_TOKENS
+            budget = serving_prompt_budget()
         if budget < 1:
             raise CommandError(f"--budget-tokens must be positive, got {budget}.")
         try:
