@@ -153,6 +153,7 @@ WRITER_ADAPTER_DIR = Path(env_str("WRITER_ADAPTER_DIR", str(VAR_DIR / "adapters"
 TRAINING_BOOKS_DIR = Path(env_str("TRAINING_BOOKS_DIR", str(VAR_DIR / "books")))
 TRAINING_DATASETS_DIR = Path(env_str("TRAINING_DATASETS_DIR", str(VAR_DIR / "datasets")))
 TRAINING_RUNS_DIR = Path(env_str("TRAINING_RUNS_DIR", str(VAR_DIR / "runs")))
+TRAINING_EXPORTS_DIR = Path(env_str("TRAINING_EXPORTS_DIR", str(VAR_DIR / "exports")))
 # A whole book uploaded to the training library (a long novel is 1-3 MB of text; an EPUB with images more).
 TRAINING_BOOK_MAX_BYTES = env_int("TRAINING_BOOK_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 WRITER_DEFAULT_ADAPTER = env_str("WRITER_DEFAULT_ADAPTER", "")

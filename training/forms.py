@@ -57,3 +57,17 @@ class DatasetForm(forms.Form):
     name = forms.CharField(max_length=64, help_text="A folder name: letters, digits, '.', '_' or '-'.")
     test_fraction = forms.FloatField(min_value=0.05, max_value=0.95, initial=0.3, help_text="Share of books held out.")
     seed = forms.IntegerField(initial=0)
+
+
+class ExportForm(forms.Form):
+    formats = forms.MultipleChoiceField(
+        choices=[("lora", "LoRA only"), ("merged16", "Merged 16-bit"), ("merged4", "Merged 4-bit (GPU)"), ("gguf", "GGUF")],
+        widget=forms.CheckboxSelectMultiple,
+        initial=["lora", "merged16"],
+    )
+    gguf_types = forms.MultipleChoiceField(
+        choices=[("f16", "f16"), ("q8_0", "q8_0"), ("q4_k_m", "q4_k_m")],
+        widget=forms.CheckboxSelectMultiple,
+        required=False,
+        initial=["q8_0"],
+    )

@@ -142,3 +142,38 @@ class EvaluationRun(models.Model):
     @property
     def is_finished(self) -> bool:
         return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
+
+
+class AdapterExport(models.Model):
+    """One export of a registered adapter (training.export), run on the `gpu` queue: merging loads the
+    base model, and merged 4-bit needs CUDA."""
+
+    class Status(models.TextChoices):
+        QUEUED = "queued", "Queued"
+        RUNNING = "running", "Exporting"
+        SUCCEEDED = "succeeded", "Done"
+        FAILED = "failed", "Failed"
+
+    adapter = models.ForeignKey(WriterAdapter, on_delete=models.CASCADE, related_name="exports")
+    formats = models.JSONField(help_text="training.export.EXPORT_FORMATS names.")
+    gguf_types = models.JSONField(default=list, blank=True)
+    out_dir = models.CharField(max_length=500)
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
+    stage = models.CharField(max_length=200, blank=True)
+    entries = models.JSONField(default=list, blank=True, help_text="ExportEntry.to_dict() per format and type.")
+    error = models.TextField(blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+    finished_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+
+    def __str__(self) -> str:
+        return f"{self.adapter} → {', '.join(self.formats)} ({self.status})"
+
+    @property
+    def is_finished(self) -> bool:
+        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)

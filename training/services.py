@@ -23,7 +23,7 @@ from training.config import CONFIG_FILENAME, GRPOJobConfig
 from training.dataset import build_dataset, read_jsonl
 from training.evaluation import evaluate_pairs, reward_names
 from training.library import ImportedBook, delete_book, import_book_file
-from training.models import EvaluationRun, TrainingJob, WriterAdapter
+from training.models import AdapterExport, EvaluationRun, TrainingJob, WriterAdapter
 from training.trainer import GRPOResult, check_adapter_nonzero, read_pairs, run_grpo
 from writer.engines.base import Sampling
 
@@ -521,4 +521,78 @@ def dataset_build(*, name: str, test_fraction: float = 0.3, seed: int = 0) -> di
         budget_tokens=serving_prompt_budget(),
         test_fraction=test_fraction,
         seed=seed,
+    )
+
+
+# ---------------------------------------------------------------------------------------------
+# Export of a registered adapter (the page; export_adapter runs training.export directly)
+
+
+def adapter_export_create(
+    *, adapter: WriterAdapter, formats: Sequence[str], gguf_types: Sequence[str] = (), user: AbstractBaseUser | None = None
+) -> AdapterExport:
+    """Validate the choice now (names, the adapter folder) and queue the export on `gpu`."""
+    from training.export import parse_formats, parse_gguf_types
+
+    names = parse_formats(list(formats))
+    types = parse_gguf_types(list(gguf_types)) if "gguf" in names else []
+    if "gguf" in names and not types:
+        raise ApplicationError("Choose at least one GGUF type (f16, q8_0, q4_k_m).")
+    if not (Path(adapter.path) / "adapter_config.json").is_file():
+        raise ApplicationError(f"The adapter folder {adapter.path} is missing; register the adapter again.")
+    stamp = timezone.now().strftime("%Y%m%d-%H%M%S")
+    export = AdapterExport.objects.create(
+        adapter=adapter,
+        formats=names,
+        gguf_types=types,
+        out_dir=str(settings.TRAINING_EXPORTS_DIR / adapter.name / stamp),
+        created_by=user,
+    )
+    from training.tasks import adapter_export_task
+
+    export_id = export.pk
+    transaction.on_commit(lambda: adapter_export_task.delay(export_id))
+    return export
+
+
+def adapter_export_run(*, export_id: int) -> AdapterExport | None:
+    """Run one queued export; each format's outcome lands on the row as it ends."""
+    from training.export import default_base_model, export_adapter
+
+    with transaction.atomic():
+        export = AdapterExport.objects.select_for_update(of=("self",)).select_related("adapter").get(pk=export_id)
+        if export.is_finished:
+            return None
+        export.status = AdapterExport.Status.RUNNING
+        export.save(update_fields=["status"])
+
+    def on_progress(event: dict) -> None:
+        AdapterExport.objects.filter(pk=export_id).update(
+            stage=f"{event['key']}: {event['status']} ({event['index']} of {event['total']})"[:200]
+        )
+
+    adapter_dir = Path(export.adapter.path)
+    result = export_adapter(
+        adapter_dir=adapter_dir,
+        base_model=default_base_model(adapter_dir, Path(settings.WRITER_MODEL_PATH)),
+        out_dir=Path(export.out_dir),
+        formats=export.formats,
+        gguf_types=export.gguf_types or (),
+        on_progress=on_progress,
+    )
+    failed = [entry.key for entry in result.entries if not entry.ok and not entry.skipped]
+    AdapterExport.objects.filter(pk=export_id).update(
+        status=AdapterExport.Status.FAILED if failed else AdapterExport.Status.SUCCEEDED,
+        entries=[entry.to_dict() for entry in result.entries],
+        error=f"Failed: {', '.join(failed)} (see each format's message)." if failed else "",
+        stage="Done",
+        finished_at=timezone.now(),
+    )
+    export.refresh_from_db()
+    return export
+
+
+def adapter_export_fail(*, export_id: int, error: str) -> None:
+    AdapterExport.objects.filter(pk=export_id).exclude(status=AdapterExport.Status.SUCCEEDED).update(
+        status=AdapterExport.Status.FAILED, error=error or "Export failed for an unknown reason.", finished_at=timezone.now()
     )

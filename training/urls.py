@@ -28,3 +28,7 @@ urlpatterns += [
     path("books/<str:slug>/delete/", views.book_delete, name="book_delete"),
     path("datasets/", views.dataset_build, name="dataset_build"),
 ]
+
+urlpatterns += [
+    path("adapters/<int:pk>/export/", views.adapter_export, name="adapter_export"),
+]

@@ -16,7 +16,14 @@ from django_htmx.http import HttpResponseStopPolling
 from mesu_web.errors import ApplicationError
 from training import selectors, services
 from training.config import GRPOJobConfig
-from training.forms import AdapterRegisterForm, BookUploadForm, DatasetForm, EvaluationForm, TrainingJobForm
+from training.forms import (
+    AdapterRegisterForm,
+    BookUploadForm,
+    DatasetForm,
+    EvaluationForm,
+    ExportForm,
+    TrainingJobForm,
+)
 from training.models import TrainingJob
 
 
@@ -116,9 +123,10 @@ def adapter_list(request: HttpRequest) -> HttpResponse:
                 messages.success(request, f"Registered {adapter.name} and loaded it into the writer.")
             return redirect("training:adapter_list")
     context = {
-        "adapters": selectors.adapter_list(),
+        "adapters": selectors.adapter_list().prefetch_related("exports"),
         "active_name": selectors.active_adapter_name(),
         "form": form,
+        "export_form": ExportForm(),
     }
     return render(request, "training/adapter_list.html", context)
 
@@ -283,3 +291,22 @@ def dataset_build(request: HttpRequest) -> HttpResponse:
             )
             return redirect("training:book_list")
     return render(request, "training/books.html", _library_context(BookUploadForm(), form), status=400)
+
+
+@staff_member_required
+@require_POST
+def adapter_export(request: HttpRequest, pk: int) -> HttpResponse:
+    adapter = selectors.adapter_get(pk=pk)
+    form = ExportForm(request.POST)
+    if not form.is_valid():
+        messages.error(request, "Choose at least one export format.")
+        return redirect("training:adapter_list")
+    try:
+        export = services.adapter_export_create(
+            adapter=adapter, formats=form.cleaned_data["formats"], gguf_types=form.cleaned_data["gguf_types"], user=request.user
+        )
+    except ApplicationError as exc:
+        messages.error(request, exc.message)
+    else:
+        messages.success(request, f"Exporting {adapter.name} ({', '.join(export.formats)}) to {export.out_dir}.")
+    return redirect("training:adapter_list")

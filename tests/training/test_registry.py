@@ -209,3 +209,34 @@ def test_register_adapter_command(db, adapter_dir, lora_adapter_dir, local_engin
     assert data["name"] == "cli" and data["active"] is True and data["lora_nonzero"] is True
     with pytest.raises(CommandError, match="already registered"):
         call_command("register_adapter", "--path", str(lora_adapter_dir), "--name", "cli")
+
+
+def test_export_from_the_adapters_page(db, users, adapter_dir, lora_adapter_dir, local_engine, settings, tmp_path,
+                                        django_capture_on_commit_callbacks):
+    settings.TRAINING_EXPORTS_DIR = tmp_path / "exports"
+    adapter = services.adapter_register(name="shipit", source_dir=lora_adapter_dir)
+    client = Client()
+    client.force_login(users["root"])
+    url = reverse("training:adapter_export", args=[adapter.pk])
+    with django_capture_on_commit_callbacks(execute=False) as callbacks:
+        response = client.post(url, {"formats": ["lora", "merged4"]}, follow=True)
+    assert "Exporting shipit (lora, merged4)" in response.content.decode() and len(callbacks) == 1
+    export = adapter.exports.get()
+    from training.tasks import adapter_export_task
+
+    adapter_export_task.apply(args=[export.pk])  # the real task, in this process
+    export.refresh_from_db()
+    entries = {e["key"]: e for e in export.entries}
+    assert export.status == "succeeded", export.error
+    assert entries["lora"]["ok"] and Path(entries["lora"]["path"], "adapter_model.safetensors").is_file()
+    assert entries["merged4"]["skipped"] and "CUDA" in entries["merged4"]["message"]
+    page = client.get(reverse("training:adapter_list")).content.decode()
+    assert entries["lora"]["path"] in page and "CUDA" in page
+    # Bad choices are refused before anything is queued.
+    assert "Choose at least one" in client.post(url, {"formats": []}, follow=True).content.decode()
+    with pytest.raises(ApplicationError, match="GGUF type"):
+        services.adapter_export_create(adapter=adapter, formats=["gguf"], gguf_types=[])
+    shutil.rmtree(adapter_dir / "shipit")
+    with pytest.raises(ApplicationError, match="register the adapter again"):
+        services.adapter_export_create(adapter=adapter, formats=["lora"])
+    assert adapter.exports.count() == 1
