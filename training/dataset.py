@@ -377,11 +377,22 @@ def read_jsonl(path: Path | str) -> list[Pair]:
 # The whole build
 
 
+# Files a folder of books often holds that are not books (samples/README.md, LICENSE.txt, ...).
+NOT_BOOK_STEMS = frozenset(
+    {"readme", "license", "licence", "copying", "changelog", "changes", "contributing", "authors", "notice"}
+)
+
+
 def find_books(books_dir: Path | str) -> list[Path]:
+    """The book files of a folder: .txt/.md/.epub, README/LICENSE-like files left out."""
     folder = Path(books_dir)
     if not folder.is_dir():
         raise ApplicationError(f"No such folder of books: {folder}")
-    return sorted(p for p in folder.iterdir() if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES)
+    return sorted(
+        p
+        for p in folder.iterdir()
+        if p.is_file() and p.suffix.lower() in BOOK_SUFFIXES and p.stem.lower() not in NOT_BOOK_STEMS
+    )
 
 
 def build_dataset(

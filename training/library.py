@@ -56,6 +56,7 @@ from training.dataset import (
     BOOK_MAX_BYTES,
     BOOK_SUFFIXES,
     DEFAULT_MAX_ANSWER_CHARS,
+    NOT_BOOK_STEMS,
     SUMMARY_CHARS,
     _plain,
     _title_from_stem,
@@ -79,10 +80,6 @@ SLUG_MAX_CHARS = 80
 SHORT_CHAPTER_WORDS = 30
 # An EPUB is a ZIP archive: its unpacked size is bounded as well as its own (a "zip bomb").
 EPUB_UNPACKED_FACTOR = 4
-# Files a folder of books often holds that are not books (samples/README.md, LICENSE.txt, ...).
-NOT_BOOK_STEMS = frozenset(
-    {"readme", "license", "licence", "copying", "changelog", "changes", "contributing", "authors", "notice"}
-)
 
 # Chapter 0 fields after title and author: label as written -> field. The first label of each field
 # is the one the library writes.

@@ -18,6 +18,7 @@ from training.dataset import (
     book_pairs,
     build_dataset,
     build_pairs,
+    find_books,
     load_book_file,
     read_jsonl,
     split_books,
@@ -103,17 +104,12 @@ def test_chapter_zero_comes_from_the_front_matter(tmp_path):
     assert load_book_file(bare)[0].title == "Salt And Iron"  # no front matter: the file's name
 
 
-def test_epub_needs_ebooklib(tmp_path):
-    try:
-        import ebooklib  # noqa: F401
-    except ImportError:
-        pass
-    else:
-        pytest.skip("ebooklib is installed here")
-    book = tmp_path / "book.epub"
-    book.write_bytes(b"PK\x03\x04")
-    with pytest.raises(ApplicationError, match="ebooklib"):
-        load_book_file(book)
+def test_a_folder_skips_readme_and_license_files(tmp_path):
+    (tmp_path / "README.md").write_text("# About these books\n", encoding="utf-8")
+    (tmp_path / "LICENSE.txt").write_text("Free to use.\n", encoding="utf-8")
+    (tmp_path / "book.md").write_text("# Book\n\n## Chapter 1\n\nOne.\n\n## Chapter 2\n\nTwo.\n", encoding="utf-8")
+    assert [p.name for p in find_books(tmp_path)] == ["book.md"]
+    assert "README" not in [p.stem for p in find_books(SAMPLES)]
 
 
 def test_a_book_with_one_chapter_gives_no_pairs_and_says_why(tmp_path):
