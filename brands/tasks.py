@@ -2,14 +2,11 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Task, shared_task
 
 from brands import services
-from mesu_web.errors import ApplicationError, EngineError
-
-logger = logging.getLogger(__name__)
+from mesu_web.errors import EngineError
+from mesu_web.tasks import RowTask
 
 RETRY_DELAYS_SECONDS = (10, 60, 300)  # an embedding server that is down for minutes still catches up
 # MiniLM loads in ~1 s and embeds a brand's assets in well under a second on one CPU core; an HTTP
@@ -17,23 +14,8 @@ RETRY_DELAYS_SECONDS = (10, 60, 300)  # an embedding server that is down for min
 SOFT_TIME_LIMIT_SECONDS = 120
 
 
-class _EmbeddingTask(Task):
-    acks_late = True
-    reject_on_worker_lost = True
-
-    def record_failure(self, pk: int, reason: str) -> None:
-        raise NotImplementedError
-
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
-        pk = args[0] if args else next(iter(kwargs.values()), None)
-        if isinstance(exc, ApplicationError):
-            reason = exc.message
-        else:
-            logger.error(
-                "Embedding task %s crashed for %s", self.name, pk, exc_info=einfo.exc_info if einfo else None
-            )
-            reason = f"Embedding crashed unexpectedly ({type(exc).__name__}). The team has the details in the logs."
-        self.record_failure(pk, reason)
+class _EmbeddingTask(RowTask):
+    what = "Embedding"
 
 
 class BrandEmbeddingTask(_EmbeddingTask):

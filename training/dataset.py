@@ -333,44 +333,59 @@ def _load_epub(path: Path) -> tuple[StoryMeta, list[ChapterText]]:
 # JSONL
 
 
-def write_jsonl(pairs: Iterable[Pair], path: Path | str) -> int:
-    """Write one pair per line (UTF-8, fields `prompt`, `answer`, `book`, `k`); returns the count."""
+def write_rows(rows: Iterable[dict[str, Any]], path: Path | str) -> int:
+    """Write one JSON object per line (UTF-8) under a temporary name, then rename; returns the count."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     count = 0
     tmp = path.with_name(path.name + ".tmp")
     with tmp.open("w", encoding="utf-8") as fh:
-        for pair in pairs:
-            fh.write(json.dumps(pair.to_json(), ensure_ascii=False) + "\n")
+        for row in rows:
+            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
             count += 1
     tmp.replace(path)  # a crash mid-write never leaves a half file under the real name
     return count
 
 
-def read_jsonl(path: Path | str) -> list[Pair]:
-    """The pairs of a file written by `write_jsonl`; ApplicationError naming the line on a bad one."""
+def write_jsonl(pairs: Iterable[Pair], path: Path | str) -> int:
+    """Write one pair per line (fields `prompt`, `answer`, `book`, `k`); returns the count."""
+    return write_rows((pair.to_json() for pair in pairs), path)
+
+
+def read_rows(path: Path | str) -> list[dict[str, Any]]:
+    """The rows of a pairs file, every field kept (distillation adds some), each checked to be a pair:
+    a JSON object with `prompt` (chat messages), `answer`, `book` and an integer `k`. ApplicationError
+    naming the line on a bad one."""
     path = Path(path)
-    pairs: list[Pair] = []
+    rows: list[dict[str, Any]] = []
     with path.open(encoding="utf-8") as fh:
         for number, line in enumerate(fh, start=1):
             if not line.strip():
                 continue
             try:
                 row = json.loads(line)
+                if not isinstance(row, dict):
+                    raise ValueError("not a JSON object")
                 missing = [f for f in JSONL_FIELDS if f not in row]
                 if missing:
                     raise ValueError(f"missing {', '.join(missing)}")
-                prompt = row["prompt"]
-                if not isinstance(prompt, list) or not all(
-                    isinstance(m, dict) and {"role", "content"} <= m.keys() for m in prompt
+                if not isinstance(row["prompt"], list) or not all(
+                    isinstance(m, dict) and {"role", "content"} <= m.keys() for m in row["prompt"]
                 ):
                     raise ValueError("prompt is not a list of chat messages")
-                pairs.append(
-                    Pair(prompt=prompt, answer=str(row["answer"]), book=str(row["book"]), k=int(row["k"]))
-                )
+                row["k"] = int(row["k"])
             except (ValueError, TypeError) as exc:
                 raise ApplicationError(f"{path.name} line {number} is not a training pair: {exc}.") from exc
-    return pairs
+            rows.append(row)
+    return rows
+
+
+def read_jsonl(path: Path | str) -> list[Pair]:
+    """The pairs of a file written by `write_jsonl`; ApplicationError naming the line on a bad one."""
+    return [
+        Pair(prompt=row["prompt"], answer=str(row["answer"]), book=str(row["book"]), k=row["k"])
+        for row in read_rows(path)
+    ]
 
 
 # ---------------------------------------------------------------------------------------------

@@ -53,7 +53,7 @@ from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
 from mesu_web.errors import ApplicationError, EngineError
-from training.dataset import JSONL_FIELDS
+from training.dataset import read_rows, write_rows
 from writer.prompting import (
     REASONING_END,
     REASONING_START,
@@ -652,41 +652,17 @@ def write_cached(cache_dir: Path, key: str, data: dict[str, Any]) -> Path:
 
 
 def _read_rows(path: Path) -> list[dict[str, Any]]:
-    """The rows of a build_dataset JSONL file, every field kept; ApplicationError naming a bad line."""
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-                if not isinstance(row, dict):
-                    raise ValueError("not a JSON object")
-                missing = [f for f in JSONL_FIELDS if f not in row]
-                if missing:
-                    raise ValueError(f"missing {', '.join(missing)}")
-                if not isinstance(row["prompt"], list) or not all(
-                    isinstance(m, dict) and {"role", "content"} <= m.keys() for m in row["prompt"]
-                ):
-                    raise ValueError("prompt is not a list of chat messages")
-                if not any(m["role"] == "user" for m in row["prompt"]):
-                    raise ValueError("prompt has no user message")
-                if not isinstance(row["answer"], str) or not row["answer"].strip():
-                    raise ValueError("answer is not a chapter's text")
-                row["k"] = int(row["k"])
-            except (ValueError, TypeError) as exc:
-                raise ApplicationError(f"{path.name} line {number} is not a training pair: {exc}.") from exc
-            rows.append(row)
+    """The rows of a build_dataset JSONL file, every field kept, with what a teacher needs to see."""
+    rows = read_rows(path)
+    for number, row in enumerate(rows, start=1):
+        problem = ""
+        if not any(m["role"] == "user" for m in row["prompt"]):
+            problem = "prompt has no user message"
+        elif not isinstance(row["answer"], str) or not row["answer"].strip():
+            problem = "answer is not a chapter's text"
+        if problem:
+            raise ApplicationError(f"{path.name} pair {number} is not a training pair: {problem}.")
     return rows
-
-
-def _write_rows(rows: list[dict[str, Any]], path: Path) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as fh:
-        for row in rows:
-            fh.write(json.dumps(row, ensure_ascii=False) + "\n")
-    tmp.replace(path)  # a crash mid-write never leaves a half file under the real name
 
 
 # ---------------------------------------------------------------------------------------------
@@ -913,7 +889,7 @@ def distill_dataset(
                     "teacher": teacher.model_id,
                 }
             )
-        _write_rows(kept, out / f"{split}.jsonl")
+        write_rows(kept, out / f"{split}.jsonl")
         summary["splits"][split]["written"] = len(kept)
     (out / SUMMARY_FILENAME).write_text(
         json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"

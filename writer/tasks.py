@@ -2,30 +2,20 @@
 
 from __future__ import annotations
 
-import logging
-
 from celery import Task, shared_task
 
-from mesu_web.errors import ApplicationError, EngineError
+from mesu_web.errors import EngineError
+from mesu_web.tasks import RowTask
 from writer import services
-
-logger = logging.getLogger(__name__)
 
 RETRY_DELAYS_SECONDS = (15, 60)  # after the engine's own quick retries: two slower ones
 
 
-class GenerationTask(Task):
-    acks_late = True
-    reject_on_worker_lost = True  # a killed worker's request goes back to the queue
+class GenerationTask(RowTask):
+    what = "The writer"
 
-    def on_failure(self, exc, task_id, args, kwargs, einfo) -> None:  # noqa: ANN001 (Celery's signature)
-        request_id = args[0] if args else kwargs.get("request_id")
-        if isinstance(exc, ApplicationError):
-            reason = exc.message
-        else:
-            logger.error("Generation request %s crashed", request_id, exc_info=einfo.exc_info if einfo else None)
-            reason = f"The writer crashed unexpectedly ({type(exc).__name__}). The team has the details in the logs."
-        services.generation_request_fail(request_id=request_id, error=reason)
+    def record_failure(self, pk: int, reason: str) -> None:
+        services.generation_request_fail(request_id=pk, error=reason)
 
 
 @shared_task(bind=True, base=GenerationTask, max_retries=len(RETRY_DELAYS_SECONDS))
