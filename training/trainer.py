@@ -14,6 +14,7 @@ weights did not change.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -23,7 +24,7 @@ import shutil
 import sys
 import tempfile
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -314,6 +315,57 @@ def run_grpo(
     `reward_funcs` defaults to `training.rewards.get_reward_funcs(config.reward_names)`; passing
     callables (one per reward name, same order) is for benchmarks and tests.
     """
+    # Unsloth, and the vLLM engine it starts for fast_inference, print banners and logs on stdout
+    # (seen on the GPU host: ~80 lines before train_grpo's JSON, which made that output unparseable).
+    with _stdout_to_stderr(enabled=_may_use_unsloth(config)):
+        return _run_grpo(
+            config=config,
+            dataset_dir=dataset_dir,
+            out_dir=out_dir,
+            on_step=on_step,
+            should_stop=should_stop,
+            resume=resume,
+            reward_funcs=reward_funcs,
+        )
+
+
+def _may_use_unsloth(config: GRPOJobConfig) -> bool:
+    return config.backend in ("unsloth", "auto") and config.device != "cpu" and cuda_available()
+
+
+@contextlib.contextmanager
+def _stdout_to_stderr(*, enabled: bool) -> Iterator[None]:
+    """Point file descriptor 1 at stderr meanwhile (Python prints and C/C++ writes alike), so stdout
+    keeps only what the caller prints after training (the train_grpo command's JSON)."""
+    saved = None
+    if enabled:
+        sys.stdout.flush()
+        try:
+            saved = os.dup(1)
+        except OSError:  # no file descriptor 1 (a daemon): nothing to keep clean
+            saved = None
+    if saved is None:
+        yield
+        return
+    try:
+        os.dup2(2, 1)
+        yield
+    finally:
+        sys.stdout.flush()
+        os.dup2(saved, 1)
+        os.close(saved)
+
+
+def _run_grpo(
+    *,
+    config: GRPOJobConfig,
+    dataset_dir: Path,
+    out_dir: Path,
+    on_step: Callable[[dict], None] | None,
+    should_stop: Callable[[], bool] | None,
+    resume: bool,
+    reward_funcs: Sequence[Callable[..., list[float]]] | None,
+) -> GRPOResult:
     started = time.perf_counter()
     dataset_dir, out_dir = Path(dataset_dir).resolve(), Path(out_dir).resolve()
     rows = read_pairs(dataset_dir)  # before any heavy import: a bad dataset fails in milliseconds

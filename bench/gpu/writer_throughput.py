@@ -1,0 +1,266 @@
+"""Writer throughput on the GPU: vLLM (base, one LoRA, four LoRAs mixed) against HF `generate`.
+
+    python3 bench/gpu/writer_throughput.py bandwidth --json F            # HBM copy bandwidth (nothing else on the GPU)
+    python3 bench/gpu/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
+        --loras /tmp/models/llama3b-loras --json F                      # against a running server
+    python3 bench/gpu/writer_throughput.py hf --model-dir /tmp/models/llama3b-shape \
+        --lora /tmp/models/llama3b-loras/lora1 --json F [--save-weights DIR]
+
+The workload is the writer's: 32 requests at once, each asking for 4 options (`n=4`) of 1024 new
+tokens (`ignore_eos`, so every option is exactly 1024 tokens) for the same chapter prompt (the first
+pair of the demo dataset, the writer's prompt format), i.e. 128 sequences decoding together.
+
+vLLM (`vllm`): one warm-up request per model, then the base model, one LoRA for all 32 requests,
+four LoRAs mixed (request i uses LoRA i mod 4), and the base again (the spread between the two base
+runs says how much noise there is). Output tokens come from each response's usage. Decode step time
+comes from the server's own inter-token latency histogram (/metrics), read before and after each
+run, so it is the time per step with 128 sequences in flight. Time to first option: one request
+alone, streamed, n=4 x 1024 tokens: first token, and first option complete.
+
+HF (`hf`): the same shape built from config.json on the GPU with random bf16 weights, the LoRA
+attached with PEFT (adapter weights kept in bf16), `generate` on the batch of 32 prompts x 4
+return sequences (sampling, `min_new_tokens` = `max_new_tokens` = 1024). A run longer than
+--cap-s seconds is stopped by a stopping criterion and the tokens made so far count: rates compare,
+and the report says how many tokens HF made.
+
+`bandwidth`: a device-to-device copy of 4 GiB, bytes read + written over time (median of 20),
+the ceiling for the roofline.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import sys
+import time
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE))
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from shapes import shape_numbers  # noqa: E402
+
+REQUESTS, OPTIONS, NEW_TOKENS = 32, 4, 1024  # = 128 sequences of 1024 tokens
+
+
+def prompt_messages(dataset: Path) -> list[dict]:
+    row = json.loads((dataset / "train.jsonl").read_text(encoding="utf-8").splitlines()[0])
+    return row["prompt"]
+
+
+# ---------------------------------------------------------------------------------------------
+# bandwidth
+
+
+def bandwidth() -> dict:
+    import torch
+
+    n = 4 * 2**30 // 2
+    src = torch.randn(n, dtype=torch.bfloat16, device="cuda")
+    dst = torch.empty_like(src)
+    times = []
+    for i in range(25):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        dst.copy_(src)
+        end.record()
+        torch.cuda.synchronize()
+        if i >= 5:
+            times.append(start.elapsed_time(end) / 1000)
+    assert torch.equal(dst[:1024], src[:1024])
+    t = statistics.median(times)
+    return {"copy_bytes": 2 * n * 2, "median_s": t, "bandwidth_gbs": round(2 * n * 2 / t / 1e9, 1),
+            "gpu": torch.cuda.get_device_name(0)}
+
+
+# ---------------------------------------------------------------------------------------------
+# vLLM client
+
+
+def _metrics_latency(url: str) -> tuple[float, float]:
+    """(sum, count) of the server's inter-token latency histogram (seconds), over all labels."""
+    import httpx
+
+    text = httpx.get(f"{url}/metrics", timeout=30).text
+    total = count = 0.0
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in ("vllm:inter_token_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum"):
+            total += float(line.rsplit(" ", 1)[1])
+        elif name in ("vllm:inter_token_latency_seconds_count", "vllm:time_per_output_token_seconds_count"):
+            count += float(line.rsplit(" ", 1)[1])
+    return total, count
+
+
+async def _batch(url: str, models: list[str], messages: list[dict], requests: int, n: int, tokens: int) -> dict:
+    import httpx
+
+    async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=requests + 8)) as client:
+        async def one(i: int) -> tuple[int, float]:
+            body = {"model": models[i % len(models)], "messages": messages, "n": n, "max_tokens": tokens,
+                    "temperature": 0.8, "top_p": 0.95, "ignore_eos": True, "seed": i}
+            r = await client.post(f"{url}/v1/chat/completions", json=body)
+            r.raise_for_status()
+            data = r.json()
+            assert len(data["choices"]) == n, data
+            return data["usage"]["completion_tokens"], data["usage"]["prompt_tokens"]
+
+        before = _metrics_latency(url)
+        t0 = time.perf_counter()
+        results = await asyncio.gather(*(one(i) for i in range(requests)))
+        wall = time.perf_counter() - t0
+        after = _metrics_latency(url)
+    out_tokens = sum(r[0] for r in results)
+    itl_n = after[1] - before[1]
+    return {
+        "models": sorted(set(models)),
+        "requests": requests,
+        "n": n,
+        "new_tokens": tokens,
+        "wall_s": round(wall, 3),
+        "output_tokens": out_tokens,
+        "prompt_tokens": results[0][1],
+        "tokens_per_s": round(out_tokens / wall, 1),
+        "decode_step_ms": round(1000 * (after[0] - before[0]) / itl_n, 3) if itl_n else None,
+    }
+
+
+async def _first_option(url: str, model: str, messages: list[dict], n: int, tokens: int) -> dict:
+    import httpx
+
+    body = {"model": model, "messages": messages, "n": n, "max_tokens": tokens, "temperature": 0.8,
+            "top_p": 0.95, "ignore_eos": True, "stream": True}
+    first_token = first_done = None
+    t0 = time.perf_counter()
+    async with httpx.AsyncClient(timeout=600) as client:
+        async with client.stream("POST", f"{url}/v1/chat/completions", json=body) as r:
+            r.raise_for_status()
+            async for line in r.aiter_lines():
+                if not line.startswith("data: ") or line.strip() == "data: [DONE]":
+                    continue
+                for choice in json.loads(line[6:]).get("choices", []):
+                    if first_token is None and (choice.get("delta") or {}).get("content"):
+                        first_token = time.perf_counter() - t0
+                    if first_done is None and choice.get("finish_reason"):
+                        first_done = time.perf_counter() - t0
+    return {"model": model, "n": n, "new_tokens": tokens, "first_token_s": round(first_token, 4),
+            "first_option_s": round(first_done, 3), "all_options_s": round(time.perf_counter() - t0, 3)}
+
+
+def run_vllm(args) -> dict:
+    import httpx
+
+    url = args.url.rstrip("/")
+    messages = prompt_messages(args.dataset)
+    loras = sorted(p for p in Path(args.loras).iterdir() if (p / "adapter_config.json").is_file())[:4]
+    names = []
+    for p in loras:
+        r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": p.name, "lora_path": str(p)}, timeout=120)
+        if r.status_code != 200 and "already" not in r.text:
+            raise SystemExit(f"loading {p}: HTTP {r.status_code} {r.text[:300]}")
+        names.append(p.name)
+    result: dict = {"url": url, "loras": names}
+    for model in [args.model, *names]:  # warm-up: CUDA graphs, the LoRA slots
+        asyncio.run(_batch(url, [model], messages, 2, OPTIONS, 32))
+    runs = [("base", [args.model]), ("lora1", names[:1]), ("lora4_mixed", names), ("base_again", [args.model])]
+    for label, models in runs:
+        result[label] = asyncio.run(_batch(url, models, messages, REQUESTS, OPTIONS, args.new_tokens))
+        print(f"vllm {label}: {json.dumps(result[label])}", flush=True)
+    result["first_option_base"] = asyncio.run(_first_option(url, args.model, messages, OPTIONS, args.new_tokens))
+    result["first_option_lora1"] = asyncio.run(_first_option(url, names[0], messages, OPTIONS, args.new_tokens))
+    print(f"vllm first option: {result['first_option_base']} {result['first_option_lora1']}", flush=True)
+    return result
+
+
+# ---------------------------------------------------------------------------------------------
+# HF generate
+
+
+def run_hf(args) -> dict:
+    import torch
+    from peft import PeftModel
+    from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer, StoppingCriteria
+
+    tok = AutoTokenizer.from_pretrained(args.model_dir)
+    config = AutoConfig.from_pretrained(args.model_dir)
+    torch.manual_seed(0)
+    t = time.perf_counter()
+    with torch.device("cuda"):
+        model = AutoModelForCausalLM.from_config(config, dtype=torch.bfloat16)
+    model.eval()
+    init_s = time.perf_counter() - t
+    if args.save_weights:  # the GRPO benchmark loads these (Unsloth and vLLM need a folder with weights)
+        t = time.perf_counter()
+        model.save_pretrained(args.save_weights, safe_serialization=True)
+        tok.save_pretrained(args.save_weights)
+        print(f"hf: saved random weights to {args.save_weights} in {time.perf_counter() - t:.1f} s", flush=True)
+    if args.lora:
+        model = PeftModel.from_pretrained(model, args.lora, autocast_adapter_dtype=False).eval()
+    text = tok.apply_chat_template(prompt_messages(args.dataset), tokenize=False, add_generation_prompt=True)
+    ids = tok([text] * REQUESTS, return_tensors="pt").to("cuda")
+    prompt_len = ids["input_ids"].shape[1]
+
+    class Deadline(StoppingCriteria):
+        def __init__(self, seconds: float) -> None:
+            self.end = time.perf_counter() + seconds
+
+        def __call__(self, input_ids, scores, **kwargs):
+            return torch.full((input_ids.shape[0],), time.perf_counter() > self.end, device=input_ids.device)
+
+    def generate(new_tokens: int, cap_s: float) -> dict:
+        torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            out = model.generate(**ids, do_sample=True, temperature=0.8, top_p=0.95, num_return_sequences=OPTIONS,
+                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.eos_token_id,
+                                 stopping_criteria=[Deadline(cap_s)])
+        torch.cuda.synchronize()
+        wall = time.perf_counter() - t0
+        made = out.shape[1] - prompt_len
+        return {"sequences": out.shape[0], "new_tokens_each": made, "output_tokens": made * out.shape[0],
+                "wall_s": round(wall, 3), "tokens_per_s": round(made * out.shape[0] / wall, 1),
+                "step_ms": round(1000 * wall / max(1, made), 2), "capped": made < new_tokens}
+
+    generate(8, 60)  # warm-up
+    result = {"model_dir": str(args.model_dir), "lora": args.lora, "init_s": round(init_s, 1),
+              "prompt_tokens": prompt_len, "params": sum(p.numel() for p in model.parameters())}
+    result["run"] = generate(args.new_tokens, args.cap_s)
+    result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
+    print(f"hf: {json.dumps(result)}", flush=True)
+    return result
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("what", choices=["bandwidth", "vllm", "hf"])
+    ap.add_argument("--url", default="http://127.0.0.1:8100")
+    ap.add_argument("--model", default="llama3b")
+    ap.add_argument("--loras", default="/tmp/models/llama3b-loras")
+    ap.add_argument("--model-dir", default="/tmp/models/llama3b-shape")
+    ap.add_argument("--lora", default="")
+    ap.add_argument("--save-weights", default="")
+    ap.add_argument("--dataset", type=Path, default=Path("/tmp/mesu/datasets/demo"))
+    ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
+    ap.add_argument("--cap-s", type=float, default=120.0)
+    ap.add_argument("--json", required=True)
+    args = ap.parse_args()
+    if args.what == "bandwidth":
+        result = bandwidth()
+    elif args.what == "vllm":
+        result = run_vllm(args)
+        result["shape"] = shape_numbers(json.loads((Path(args.model_dir) / "config.json").read_text()))
+    else:
+        result = run_hf(args)
+    Path(args.json).write_text(json.dumps(result, indent=1))
+    print("RESULT " + json.dumps(result)[:3000])
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
