@@ -18,12 +18,12 @@ import logging
 import math
 import os
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any, Protocol
 
 import httpx
 
-from mesu_web.errors import EngineError
+from mesu_web.errors import EngineError, redact
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class EmbedderSettings:
     model_path: str = ""  # sentence-transformers: a model folder; empty = the packaged MiniLM
     model: str = "all-MiniLM-L6-v2"  # openai: the model name sent to the endpoint
     url: str = ""  # openai: the API root ending in /v1, e.g. https://api.openai.com/v1
-    api_key: str = ""  # openai: sent as a bearer token when set
+    api_key: str = field(default="", repr=False)  # openai: sent as a bearer token when set
     send_dimensions: bool = False  # openai: ask the server to shorten vectors to `dimensions`
     timeout: float = 30.0  # seconds per HTTP request
     threads: int = 1  # torch CPU threads for sentence-transformers (1 on the 2-core dev box)
@@ -196,7 +196,7 @@ class OpenAIEmbedder:
                 f"Could not reach the embedding server at {url}: {exc}", retryable=True
             ) from exc
         if response.status_code != 200:
-            detail = response.text[:300].strip()
+            detail = redact(response.text, self.settings.api_key)[:300].strip()
             raise EngineError(
                 f"The embedding server answered {response.status_code}: {detail or response.reason_phrase}",
                 retryable=response.status_code in RETRYABLE_STATUSES or response.status_code >= 500,

@@ -31,6 +31,7 @@ INSTALLED_APPS = [
 MIDDLEWARE = [
     "django.middleware.security.SecurityMiddleware",
     "whitenoise.middleware.WhiteNoiseMiddleware",
+    "mesu_web.availability.DatabaseUnavailableMiddleware",  # PostgreSQL down: 503 "back in a moment"
     "django.contrib.sessions.middleware.SessionMiddleware",
     "django.middleware.common.CommonMiddleware",
     "django.middleware.csrf.CsrfViewMiddleware",
@@ -68,13 +69,14 @@ DATABASES = {
         "HOST": env_str("POSTGRES_HOST", "127.0.0.1"),
         "PORT": env_str("POSTGRES_PORT", "5432"),
         "CONN_MAX_AGE": env_int("POSTGRES_CONN_MAX_AGE", 60, minimum=0),
+        "CONN_HEALTH_CHECKS": True,  # a connection broken by a PostgreSQL restart is replaced, not used
         "TEST": {"NAME": env_str("POSTGRES_TEST_DB", "test_mesu")},
     }
 }
 # A GPU box that only trains (`manage.py migrate training` then `train_grpo`, see scripts/gpu/README.md)
 # may have no PostgreSQL: MESU_SQLITE_PATH=/path/to/file.sqlite3 keeps its job and adapter rows in
 # SQLite instead. Only the training app's migrations run there (brands needs pgvector); the app and
-# its tests always use PostgreSQL.
+# its test suite use PostgreSQL (tests/gpu touch no database).
 MESU_SQLITE_PATH = env_str("MESU_SQLITE_PATH", "")
 if MESU_SQLITE_PATH:
     DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": MESU_SQLITE_PATH}}
@@ -114,6 +116,43 @@ SESSION_COOKIE_HTTPONLY = True
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
     CSRF_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
+
+# --- Security (production) and the cache ---------------------------------------------------------
+# `manage.py check --deploy` is clean with DJANGO_DEBUG=0, a DJANGO_SECRET_KEY of 50+ random characters
+# and DJANGO_ALLOWED_HOSTS. Production is served over HTTPS: DJANGO_SECURE_COOKIES=false (a plain-HTTP
+# run, like docker-compose's local default) turns off what would break without it (secure cookies, the
+# redirect to https, HSTS). Behind a proxy that terminates TLS, set DJANGO_SECURE_PROXY_SSL_HEADER=true
+# so that its X-Forwarded-Proto: https counts as HTTPS (only where the proxy always sets that header).
+if not DEBUG:
+    _https = env_bool("DJANGO_SECURE_COOKIES", True)
+    SECURE_SSL_REDIRECT = env_bool("DJANGO_SECURE_SSL_REDIRECT", _https)
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$"]  # load balancers probe over plain HTTP
+    # Seconds a browser keeps to HTTPS only: one year, subdomains included, preload-list ready.
+    SECURE_HSTS_SECONDS = env_int("DJANGO_SECURE_HSTS_SECONDS", 365 * 24 * 3600 if _https else 0, minimum=0)
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_SECURE_HSTS_INCLUDE_SUBDOMAINS", True)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_SECURE_HSTS_PRELOAD", True)
+    if env_bool("DJANGO_SECURE_PROXY_SSL_HEADER", False):
+        SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+
+# A request body above the largest upload plus the form fields is refused (413) before it is read.
+MIDDLEWARE = ["mesu_web.request_limits.RequestSizeLimitMiddleware", *MIDDLEWARE]
+
+# The cache holds the login rate limit's counters (mesu_web/ratelimit.py): Redis, shared by every web
+# process (REDIS_URL, the broker's server; keys prefixed "mesu" never clash with Celery's).
+CACHES = {
+    "default": {
+        "BACKEND": "django.core.cache.backends.redis.RedisCache",
+        "LOCATION": env_str("REDIS_URL", "redis://127.0.0.1:6379/0"),
+        "KEY_PREFIX": "mesu",
+        "TIMEOUT": 300,  # seconds, for entries set without their own
+    }
+}
+# Failed logins per username and client address before the login page answers 429, and the window (s).
+LOGIN_RATE_LIMIT_ATTEMPTS = env_int("LOGIN_RATE_LIMIT_ATTEMPTS", 5, minimum=1)
+LOGIN_RATE_LIMIT_WINDOW = env_int("LOGIN_RATE_LIMIT_WINDOW", 15 * 60, minimum=1)
+# Reverse proxies in front of the app that append the client's address to X-Forwarded-For (0: none, the
+# client is REMOTE_ADDR). Behind one proxy that is 1; a wrong count lets clients pick their address.
+TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
 
 # --- Celery (JSON only, explicit time limits, named queues) -------------------------------------
 CELERY_BROKER_URL = env_str("REDIS_URL", "redis://127.0.0.1:6379/0")
@@ -220,3 +259,17 @@ TEACHER_CONCURRENCY = env_int("TEACHER_CONCURRENCY", 4, minimum=1)  # pairs aske
 # New tokens per answer, the <think> section included (an R1 often thinks 1,000+ tokens first).
 TEACHER_MAX_TOKENS = env_int("TEACHER_MAX_TOKENS", 2048, minimum=1)
 TEACHER_TEMPERATURE = env_float("TEACHER_TEMPERATURE", 0.6, minimum=0.0)  # DeepSeek advises 0.5-0.7 for R1
+
+# --- Recovery (mesu_web/recovery.py) ----------------------------------------------------------------
+# Every worker sweeps at its start and then every RECOVERY_SWEEP_INTERVAL seconds (0: only at its start;
+# `manage.py recover_stale` sweeps once): a `running` row whose worker died (its run lock is free) is
+# queued again at once; a `queued` row whose message the broker no longer has (Redis restarted empty) is
+# enqueued again once it is older than RECOVERY_STALE_AFTER seconds (its message may still be on its way
+# before that: a web process publishes it just after its commit). Worst case for a lost message: about
+# RECOVERY_STALE_AFTER + RECOVERY_SWEEP_INTERVAL = 2 minutes.
+RECOVERY_STALE_AFTER = env_int("RECOVERY_STALE_AFTER", 60, minimum=1)
+RECOVERY_SWEEP_INTERVAL = env_int("RECOVERY_SWEEP_INTERVAL", 60, minimum=0)
+# Starts of a request or training job after which a dead run is failed instead of queued again: a row
+# that kills its worker each time (out of memory) must not loop. A request's own retries count too
+# (3 starts when the writer server is down), so 8 leaves room for a few worker deaths.
+RECOVERY_MAX_ATTEMPTS = env_int("RECOVERY_MAX_ATTEMPTS", 8, minimum=1)

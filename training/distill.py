@@ -52,7 +52,7 @@ from pathlib import Path
 from typing import Any, Protocol
 from urllib.parse import urlsplit, urlunsplit
 
-from mesu_web.errors import ApplicationError, EngineError
+from mesu_web.errors import ApplicationError, EngineError, redact, safe_cause, secret_free
 from training.dataset import read_rows, write_rows
 from writer.prompting import (
     REASONING_END,
@@ -298,6 +298,8 @@ class OpenAITeacher:
                 answer.attempts = attempt + 1
                 return answer
             except TeacherError as error:
+                secret_free(error, s.api_key)  # a provider may quote the key back: not in a message
+                error.__cause__ = safe_cause(error.__cause__, s.api_key)  # nor in a logged traceback
                 error.attempts = attempt + 1
                 if not error.retryable or attempt + 1 >= attempts:
                     if error.retryable and attempts > 1:
@@ -359,7 +361,7 @@ class OpenAITeacher:
             return TeacherError(f"{self._where} could not be reached ({cause}).", retryable=True)
         if isinstance(exc, openai.APIStatusError):
             status = exc.status_code
-            message = _error_body_message(exc.body) or exc.message
+            message = redact(_error_body_message(exc.body) or exc.message, self.settings.api_key)
             retryable = status in RETRYABLE_STATUSES or status >= 500
             fatal = status in FATAL_STATUSES
             verb = "failed" if status >= 500 else "refused the request"
@@ -383,7 +385,8 @@ class OpenAITeacher:
         if isinstance(exc, openai.APIResponseValidationError | ValueError):
             # ValueError: a 200 whose body is not JSON (json.JSONDecodeError is one).
             return TeacherError(
-                f"{self._where} sent a malformed answer: {_preview(str(exc))}.", retryable=False
+                f"{self._where} sent a malformed answer: {_preview(redact(str(exc), self.settings.api_key))}.",
+                retryable=False,
             )
         if isinstance(exc, openai.APIError):  # e.g. an error object inside a 200 answer
             return TeacherError(f"{self._where} failed while answering: {exc.message}.", retryable=True)

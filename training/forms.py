@@ -9,7 +9,7 @@ class TrainingJobForm(forms.Form):
         max_length=500, help_text="A folder with train.jsonl, made by build_dataset."
     )
     out_dir = forms.CharField(max_length=500, help_text="Checkpoints and the adapter go here.")
-    max_steps = forms.IntegerField(min_value=1, initial=50)
+    max_steps = forms.IntegerField(min_value=1, max_value=1_000_000, initial=50)  # the row's column is an int4
     num_generations = forms.IntegerField(min_value=2, initial=4)
     max_completion_length = forms.IntegerField(min_value=8, initial=64)
     lora_rank = forms.IntegerField(min_value=1, initial=16)
@@ -31,8 +31,8 @@ class EvaluationForm(forms.Form):
     dataset_dir = forms.CharField(
         max_length=500, help_text="A folder with test.jsonl, made by build_dataset."
     )
-    limit = forms.IntegerField(
-        min_value=1, required=False, initial=10, help_text="Pairs to score (empty: all)."
+    limit = forms.IntegerField(  # at most an int4, the row's column
+        min_value=1, max_value=1_000_000, required=False, initial=10, help_text="Pairs to score (empty: all)."
     )
     max_new_tokens = forms.IntegerField(min_value=8, initial=256)
     rewards = forms.CharField(

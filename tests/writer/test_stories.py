@@ -119,7 +119,8 @@ def test_html_and_script_in_chapters_render_escaped(client_for, users):
     services.chapter_add(story=story, text=evil, title="<i>Title</i>")
     html = client_for("alice").get(reverse("writer:chapter_detail", args=[story.slug, 1])).content.decode()
     assert "<script>alert" not in html and "<img src=x" not in html
-    assert "&lt;script&gt;alert(&quot;x&quot;)&lt;/script&gt;" in html
+    # The text goes through the markdown sanitiser (nh3), which leaves quotes literal in text, where they are inert.
+    assert '&lt;script&gt;alert("x")&lt;/script&gt;' in html
     assert "&lt;i&gt;Title&lt;/i&gt;" in html
     assert Chapter.objects.get(story=story).text == evil  # stored as written, escaped only on output
 

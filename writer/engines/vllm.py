@@ -16,14 +16,14 @@ import logging
 import math
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
 import httpx
 import openai
 
-from mesu_web.errors import EngineError
+from mesu_web.errors import EngineError, safe_cause, secret_free
 from writer.engines.base import (
     Adapter,
     Completion,
@@ -48,7 +48,7 @@ CHARS_PER_TOKEN_ESTIMATE = 4
 @dataclass(frozen=True)
 class VLLMSettings:
     base_url: str  # the OpenAI-compatible root, ending in /v1 (e.g. http://127.0.0.1:8001/v1)
-    api_key: str  # empty for a local vLLM server; a provider's key otherwise
+    api_key: str = field(repr=False)  # empty for a local vLLM server; a provider's key otherwise
     model: str  # the served base model name
     timeout: float  # seconds: one HTTP request, and the whole of one streamed generation
     max_retries: int  # further attempts after a transient failure
@@ -345,12 +345,13 @@ class VLLMEngine:
             hint = ""
             if message == "Not Found":  # the route itself is missing, not the adapter
                 hint = " (start the server with --enable-lora and VLLM_ALLOW_RUNTIME_LORA_UPDATING=True)"
-            raise EngineError(
+            error = EngineError(
                 f"The writer server at {settings.base_url} could not load the adapter {adapter.name!r} "
                 f"from {adapter.path} (HTTP {response.status_code}): {message}{hint}",
                 retryable=False,
                 extra={"status": response.status_code},
             )
+            raise secret_free(error, settings.api_key)
         logger.info("Loaded adapter %s from %s into %s", adapter.name, adapter.path, settings.base_url)
 
     # -- helpers ------------------------------------------------------------------------------
@@ -413,13 +414,14 @@ class VLLMEngine:
                 error = self._classify(exc)
                 if error is None:
                     raise
+                error = secret_free(error, settings.api_key)  # a provider may quote the key back
                 if not error.retryable:
-                    raise error from exc
+                    raise error from safe_cause(exc, settings.api_key)
                 if attempt + 1 >= attempts:
                     tries = f" after {attempts} attempts" if attempts > 1 else ""
                     raise EngineError(
                         f"{error.message}{tries} (trying to {what}).", retryable=True, extra=error.extra
-                    ) from exc
+                    ) from safe_cause(exc, settings.api_key)
                 delay = settings.retry_backoff * 2**attempt  # seconds: 2, 4, 8 with the default 2 s
                 logger.warning(
                     "%s; retrying in %.1f s (attempt %d of %d)", error.message, delay, attempt + 2, attempts

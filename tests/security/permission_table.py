@@ -1,0 +1,358 @@
+"""The permission table of every URL (who gets what, per role and method), the world it is about,
+and the helpers the URL walk and the CSRF test share. See test_url_permissions.py."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+from django.apps import apps
+from django.db import connection
+from django.test import Client
+from django.urls import URLPattern, URLResolver, get_resolver, reverse
+
+from brands import services as brand_services
+from brands.placements import find_mentions, mention_spans
+from tests.factories import UserFactory, story_with_chapters
+from training.models import EvaluationRun, TrainingJob, WriterAdapter
+from writer.models import GenerationOption, GenerationRequest, ReviewStatus
+
+ROLES = ("anon", "alice", "bob", "rita", "ross", "mia", "max", "root")
+LOGIN = "login"
+ADMIN_LOGIN = "admin-login"
+DENIED = {403, 404, 405, LOGIN, ADMIN_LOGIN}
+SKIPPED_PREFIXES = ("admin/",)  # Django's admin site
+
+
+def expect(default: object = None, **codes: object) -> dict[str, object]:
+    """Role -> outcome: `default` for every role not named."""
+    table = {role: default for role in ROLES}
+    table.update(codes)
+    missing = [role for role, code in table.items() if code is None]
+    assert not missing, f"no outcome for {missing}"
+    return table
+
+
+def logged_in(code: object, *, anon: object = LOGIN, **codes: object) -> dict[str, object]:
+    """Anonymous visitors go to the login page; every logged-in role gets `code` unless named."""
+    return expect(code, anon=anon, **codes)
+
+
+# Shapes that repeat -------------------------------------------------------------------------------
+
+
+def owner_page(ok: object, *, published: bool) -> dict[str, object]:
+    """A page only alice (the story's owner) may use: others get 403 on a published story (they can
+    see it exists) and 404 on a draft (they must not learn it exists); staff see drafts, so 403."""
+    others = 403 if published else 404
+    return logged_in(others, alice=ok, root=403)
+
+
+def reader_of(story_published: bool, ok: object) -> dict[str, object]:
+    """A story page anyone may read when published; a draft only its owner and staff."""
+    if story_published:
+        return expect(ok)
+    return expect(404, alice=ok, root=ok)
+
+
+def staff_only(ok: object) -> dict[str, object]:
+    return expect(ADMIN_LOGIN, root=ok)
+
+
+def manager_page(ok: object, *, manager: str) -> dict[str, object]:
+    """A brand page: its manager and staff; the other manager 404 (no hint the brand exists);
+    authors and readers 403 (not a brand manager at all)."""
+    other = "max" if manager == "mia" else "mia"
+    return logged_in(403, **{manager: ok, other: 404, "root": ok})
+
+
+WRONG_METHOD = logged_in(405)  # e.g. POST to a GET-only view (anonymous: to the login page first)
+
+
+@dataclass
+class Case:
+    """One concrete URL of a pattern, what GET and POST get per role, and the POST's form data."""
+
+    label: str
+    kwargs: dict[str, object]
+    get: dict[str, object]
+    post: dict[str, object]
+    data: dict[str, object] = field(default_factory=dict)
+
+
+def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: ANN001
+    settings.TRAINING_BOOKS_DIR = tmp_path / "books"
+    settings.TRAINING_DATASETS_DIR = tmp_path / "datasets"
+    settings.TRAINING_EXPORTS_DIR = tmp_path / "exports"
+    settings.WRITER_ADAPTER_DIR = tmp_path / "adapters"
+    settings.WRITER_BASE_URL = "http://127.0.0.1:9/v1"  # nothing listens: no request reaches a real server
+    settings.WRITER_MAX_RETRIES = 0
+    alice, rita = users["alice"], users["rita"]
+    max_user = UserFactory(username="max", roles=["brand_manager"])
+    pub = story_with_chapters(owner=alice, chapters=3, slug="walk-published", is_published=True)
+    draft = story_with_chapters(owner=alice, chapters=2, slug="walk-draft", is_published=False)
+    brand_a = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    asset_a = brand_services.asset_create(brand=brand_a, kind="product", name="Board", terms="Tidewave")
+    brand_b = brand_services.brand_create(name="Ledger Bank", managers=[max_user], description="A bank.")
+    asset_b = brand_services.asset_create(brand=brand_b, kind="mascot", name="Penny", terms="Penny")
+
+    def request(user, kind):  # noqa: ANN001, ANN202
+        return GenerationRequest.objects.create(
+            story=pub, requested_by=user, kind=kind, engine="vllm", max_new_tokens=24, next_number=4,
+            n=3, status=GenerationRequest.Status.SUCCEEDED, use_brands=True,
+        )
+
+    def option(gen, index, text, asset=None):  # noqa: ANN001, ANN202
+        mentions = mention_spans(find_mentions(text, asset.terms)) if asset else []
+        return GenerationOption.objects.create(
+            request=gen, index=index, text=text, format_ok=True, mentions=mentions,
+            brand=asset.brand if asset else None, asset=asset, placement_found=bool(mentions),
+            review_status=ReviewStatus.PENDING if mentions else ReviewStatus.NONE,
+        )
+
+    gen_alice = request(alice, GenerationRequest.Kind.AUTHOR)
+    gen_rita = request(rita, GenerationRequest.Kind.READER)
+    book_dir = settings.TRAINING_BOOKS_DIR
+    book_dir.mkdir(parents=True)
+    (book_dir / "walk-book.md").write_text("# Walk\n\n## Chapter 1\n\nText.\n", encoding="utf-8")
+    job = TrainingJob.objects.create(
+        name="walk", dataset_dir=str(tmp_path), out_dir=str(tmp_path / "out"), config={}, max_steps=2
+    )
+    adapter = WriterAdapter.objects.create(name="walk-lora", base_model="smollm2", path=str(tmp_path / "nope"))
+    evaluation = EvaluationRun.objects.create(
+        target_name="base", dataset_dir=str(tmp_path), engine="vllm", max_new_tokens=16
+    )
+    return SimpleNamespace(
+        pub=pub, draft=draft, a=brand_a, b=brand_b, asset_a=asset_a, asset_b=asset_b,
+        gen_alice=gen_alice, gen_rita=gen_rita,
+        plain=option(gen_alice, 0, "Lou opened the stall."),
+        opt_a=option(gen_alice, 1, "Lou waxed her Tidewave board.", asset_a),
+        opt_b=option(gen_alice, 2, "Pip fed Penny a coin.", asset_b),
+        rita_opt=option(gen_rita, 0, "A sad but gentle chapter."),
+        job=job, adapter=adapter, evaluation=evaluation, book="walk-book", max=max_user,
+    )
+
+
+def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
+    """{URL name: [Case, ...]}; None for a method means the view refuses it (405 once logged in)."""
+    pub, draft = w.pub.slug, w.draft.slug
+    chapter_form = {"title": "Walked", "text": "A walked chapter."}
+    story_form = {"title": "Walked story", "summary": "x"}
+    brand_form = {"name": "Walked brand", "max_placements_per_chapter": 1, "is_active": "on"}
+    asset_form = {"kind": "product", "name": "Walked asset", "terms": "Walkie"}
+
+    def either(ok: object, shape) -> dict[str, object]:  # noqa: ANN001
+        return WRONG_METHOD if ok is None else shape(ok)
+
+    def story_cases(get_ok: object, post_ok: object, data: dict | None = None, **extra: object) -> list[Case]:
+        """An owner-only page of the published story and of the draft."""
+        return [
+            Case(label, {"slug": slug, **extra},
+                 either(get_ok, lambda ok, p=published: owner_page(ok, published=p)),
+                 either(post_ok, lambda ok, p=published: owner_page(ok, published=p)), data or {})
+            for label, slug, published in (("published", pub, True), ("draft", draft, False))
+        ]
+
+    def brand_cases(get_ok: object, post_ok: object, data: dict | None = None) -> list[Case]:
+        """A page of brand A (mia's) and of brand B (max's)."""
+        return [
+            Case(label, {"slug": slug},
+                 either(get_ok, lambda ok, m=manager: manager_page(ok, manager=m)),
+                 either(post_ok, lambda ok, m=manager: manager_page(ok, manager=m)), data or {})
+            for label, slug, manager in (("brand A", w.a.slug, "mia"), ("brand B", w.b.slug, "max"))
+        ]
+
+    def review_cases(get_ok: object, post_ok: object, data: dict | None = None) -> list[Case]:
+        """An option of brand A (mia's), of brand B (max's), and one with no brand (nobody's)."""
+        nobody = logged_in(403, mia=404, max=404, root=404)
+        return [
+            Case("brand A option", {"pk": w.opt_a.pk}, either(get_ok, lambda ok: manager_page(ok, manager="mia")),
+                 either(post_ok, lambda ok: manager_page(ok, manager="mia")), data or {}),
+            Case("brand B option", {"pk": w.opt_b.pk}, either(get_ok, lambda ok: manager_page(ok, manager="max")),
+                 either(post_ok, lambda ok: manager_page(ok, manager="max")), data or {}),
+            Case("unbranded option", {"pk": w.plain.pk}, either(get_ok, lambda ok: nobody),
+                 either(post_ok, lambda ok: nobody), data or {}),
+        ]
+
+    # Who may see a request: who asked, the story's owner, staff. Nobody else learns it exists.
+    alice_request = logged_in(404, alice=200, root=200)
+    rita_request = logged_in(404, alice=200, rita=200, root=200)
+
+    return {
+        # --- Auth (django.contrib.auth.urls and the rate-limited login) ---------------------------
+        "login": [Case("", {}, expect(200), expect(200), {"username": "nobody", "password": "wrong"})],
+        "logout": [Case("", {}, expect(405), expect(302))],
+        "password_change": [Case("", {}, logged_in(200), logged_in(200))],
+        "password_change_done": [Case("", {}, logged_in(200), logged_in(405))],
+        "password_reset": [Case("", {}, expect(200), expect(302), {"email": "nobody@example.com"})],
+        "password_reset_done": [Case("", {}, expect(200), expect(405))],
+        "password_reset_confirm": [
+            Case("bad link", {"uidb64": "MQ", "token": "bad-token"}, expect(200), expect(200))
+        ],
+        "password_reset_complete": [Case("", {}, expect(200), expect(405))],
+        "healthz": [Case("", {}, expect(200), expect(405))],
+        # --- writer ----------------------------------------------------------------------------------
+        "writer:home": [Case("", {}, expect(200), expect(405))],
+        "writer:signup": [Case("", {}, expect(302, anon=200), expect(302, anon=200))],
+        "writer:story_create": [
+            Case("", {}, logged_in(403, alice=200, bob=200), logged_in(403, alice=302, bob=302), story_form)
+        ],
+        "writer:book_import": [Case("no file", {}, logged_in(403, alice=200, bob=200),
+                                    logged_in(403, alice=200, bob=200), {"title": "Walked book"})],
+        "writer:story_detail": [
+            Case("published", {"slug": pub}, reader_of(True, 200), expect(405)),
+            Case("draft", {"slug": draft}, reader_of(False, 200), expect(405)),
+            Case("missing", {"slug": "no-such-story"}, expect(404), expect(405)),
+        ],
+        "writer:story_edit": story_cases(200, 302, story_form),
+        "writer:story_publish": story_cases(None, 302, {"publish": "1"}),
+        "writer:generate": story_cases(None, 302, {"n": "1"}),
+        "writer:personalise": [
+            # Any logged-in user may ask for their own chapter of a published story (the owner too).
+            Case("published", {"slug": pub}, logged_in(405), logged_in(302), {"preference": "a bit sad"}),
+            # A draft: others must not learn it exists; staff see it and are told it is not published.
+            Case("draft", {"slug": draft}, logged_in(405), logged_in(404, alice=302, root=302),
+                 {"preference": "a bit sad"}),
+        ],
+        "writer:chapter_add": story_cases(200, 302, chapter_form),
+        "writer:chapter_detail": [
+            Case("published", {"slug": pub, "number": 1}, reader_of(True, 200), expect(405)),
+            Case("draft", {"slug": draft, "number": 1}, reader_of(False, 200), expect(405)),
+            Case("missing chapter", {"slug": pub, "number": 99}, expect(404), expect(405)),
+        ],
+        "writer:chapter_edit": story_cases(200, 302, chapter_form, number=1),
+        "writer:chapter_move": story_cases(None, 302, {"direction": "down"}, number=1),
+        "writer:chapter_delete": story_cases(None, 302, number=1),
+        "writer:request_detail": [
+            Case("alice's", {"pk": w.gen_alice.pk}, alice_request, WRONG_METHOD),
+            Case("rita's", {"pk": w.gen_rita.pk}, rita_request, WRONG_METHOD),
+        ],
+        "writer:request_progress": [  # finished requests: 286 tells htmx to stop polling
+            Case("alice's", {"pk": w.gen_alice.pk}, logged_in(404, alice=286, root=286), WRONG_METHOD),
+            Case("rita's", {"pk": w.gen_rita.pk}, logged_in(404, alice=286, rita=286, root=286), WRONG_METHOD),
+        ],
+        "writer:request_retry": [  # those who see it are told only a failed request can be retried
+            Case("alice's", {"pk": w.gen_alice.pk}, WRONG_METHOD, logged_in(404, alice=302, root=302)),
+            Case("rita's", {"pk": w.gen_rita.pk}, WRONG_METHOD, logged_in(404, alice=302, rita=302, root=302)),
+        ],
+        "writer:option_accept": [
+            # Only the story's owner accepts; others who may see the request get 403, the rest 404.
+            Case("alice's option", {"pk": w.plain.pk}, WRONG_METHOD, logged_in(404, alice=302, root=403),
+                 {"text": "Accepted."}),
+            # A reader's chapter never joins the story: the owner is told so (302 with a message).
+            Case("rita's option", {"pk": w.rita_opt.pk}, WRONG_METHOD,
+                 logged_in(404, alice=302, rita=403, root=403), {"text": "Accepted."}),
+        ],
+        "writer:notifications": [Case("", {}, logged_in(200), WRONG_METHOD)],
+        # --- brands ----------------------------------------------------------------------------------
+        "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
+        "brands:brand_create": [
+            Case("", {}, logged_in(403, mia=200, max=200, root=200),
+                 logged_in(403, mia=302, max=302, root=302), brand_form)
+        ],
+        "brands:review_queue": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
+        "brands:review_detail": review_cases(200, None),
+        "brands:option_approve": review_cases(None, 302),
+        "brands:option_reject": review_cases(None, 302, {"reason": "Not for us."}),
+        "brands:story_settings": story_cases(200, 302, {"opt_in": "on"}),
+        "brands:sponsorship": [Case("", {}, logged_in(200), logged_in(302), {"enabled": "0"})],
+        "brands:brand_detail": [
+            *brand_cases(200, None),
+            Case("missing", {"slug": "no-such-brand"}, logged_in(403, mia=404, max=404, root=404), WRONG_METHOD),
+        ],
+        "brands:brand_edit": brand_cases(200, 302, brand_form),
+        "brands:brand_dashboard": brand_cases(200, None),
+        "brands:asset_create": brand_cases(None, 302, asset_form),
+        "brands:asset_edit": [
+            Case("A's asset", {"slug": w.a.slug, "pk": w.asset_a.pk}, manager_page(200, manager="mia"),
+                 manager_page(302, manager="mia"), asset_form),
+            Case("B's asset", {"slug": w.b.slug, "pk": w.asset_b.pk}, manager_page(200, manager="max"),
+                 manager_page(302, manager="max"), asset_form),
+            # B's asset under A's address: nobody, not even staff, reaches it that way.
+            Case("B's asset via A", {"slug": w.a.slug, "pk": w.asset_b.pk},
+                 logged_in(403, mia=404, max=404, root=404), logged_in(403, mia=404, max=404, root=404),
+                 asset_form),
+        ],
+        "brands:asset_delete": [
+            Case("A's asset", {"slug": w.a.slug, "pk": w.asset_a.pk}, WRONG_METHOD, manager_page(302, manager="mia")),
+            Case("B's asset", {"slug": w.b.slug, "pk": w.asset_b.pk}, WRONG_METHOD, manager_page(302, manager="max")),
+            Case("B's asset via A", {"slug": w.a.slug, "pk": w.asset_b.pk}, WRONG_METHOD,
+                 logged_in(403, mia=404, max=404, root=404)),
+        ],
+        # --- training (staff only: everyone else is sent to the admin's login) ---------------------------
+        "training:job_list": [Case("", {}, staff_only(200), staff_only(200))],  # POST: form errors
+        "training:job_detail": [Case("", {"pk": w.job.pk}, staff_only(200), staff_only(405))],
+        "training:job_progress": [Case("", {"pk": w.job.pk}, staff_only(200), staff_only(405))],
+        "training:job_cancel": [Case("", {"pk": w.job.pk}, staff_only(405), staff_only(302))],
+        "training:adapter_list": [Case("", {}, staff_only(200), staff_only(200))],
+        "training:adapter_activate": [Case("", {"pk": w.adapter.pk}, staff_only(405), staff_only(302))],
+        "training:adapter_load": [Case("", {"pk": w.adapter.pk}, staff_only(405), staff_only(302))],
+        "training:adapter_deactivate": [Case("", {}, staff_only(405), staff_only(302))],
+        "training:adapter_export": [Case("", {"pk": w.adapter.pk}, staff_only(405), staff_only(302))],
+        "training:leaderboard": [Case("", {}, staff_only(200), staff_only(200))],
+        "training:evaluation_detail": [Case("", {"pk": w.evaluation.pk}, staff_only(200), staff_only(405))],
+        "training:evaluation_progress": [Case("", {"pk": w.evaluation.pk}, staff_only(200), staff_only(405))],
+        "training:book_list": [Case("", {}, staff_only(200), staff_only(200))],  # POST without a file
+        "training:book_delete": [Case("", {"slug": w.book}, staff_only(405), staff_only(302))],
+        "training:dataset_build": [Case("", {}, staff_only(405), staff_only(400))],  # POST: form errors
+    }
+
+
+# --- The resolver's patterns -----------------------------------------------------------------------
+
+
+def url_patterns() -> dict[str, set[str]]:
+    """Every named pattern outside the admin: {qualified name: {route, ...}}; unnamed ones as '?route'."""
+    found: dict[str, set[str]] = {}
+
+    def walk(patterns, prefix: str, namespace: str) -> None:  # noqa: ANN001
+        for pattern in patterns:
+            route = prefix + str(pattern.pattern)
+            if route.startswith(SKIPPED_PREFIXES):
+                continue
+            if isinstance(pattern, URLResolver):
+                ns = f"{namespace}{pattern.namespace}:" if pattern.namespace else namespace
+                walk(pattern.url_patterns, route, ns)
+            elif isinstance(pattern, URLPattern):
+                name = f"{namespace}{pattern.name}" if pattern.name else f"?{route}"
+                found.setdefault(name, set()).add(route)
+
+    walk(get_resolver().url_patterns, "", "")
+    return found
+
+
+# --- The walk ---------------------------------------------------------------------------------------
+
+TRACKED_APPS = ("auth", "writer", "brands", "training")
+
+
+def db_fingerprint() -> list[tuple[str, str]]:
+    """One md5 per table of the apps' rows (one query): a refused request must not change any."""
+    tables = [m._meta.db_table for label in TRACKED_APPS for m in apps.get_app_config(label).get_models()]
+    sql = " UNION ALL ".join(
+        f"SELECT '{t}', md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {connection.ops.quote_name(t)} x"
+        for t in tables
+    )
+    with connection.cursor() as cursor:
+        cursor.execute(sql)
+        return cursor.fetchall()
+
+
+def outcome_of(response) -> object:  # noqa: ANN001
+    if response.status_code == 302:
+        location = response["Location"]
+        if location.startswith(reverse("login") + "?"):
+            return LOGIN
+        if location.startswith(reverse("admin:login") + "?"):
+            return ADMIN_LOGIN
+    return response.status_code
+
+
+def clients_for(users: dict) -> dict[str, Client]:
+    clients = {"anon": Client()}
+    for role in ROLES[1:]:
+        clients[role] = Client()
+        clients[role].force_login(users[role])
+    return clients
+
+
