@@ -314,14 +314,14 @@ def brand_embedding_enqueue(*, brand: Brand) -> None:
     from brands.tasks import brand_embed_task
 
     brand_id = brand.pk
-    transaction.on_commit(lambda: brand_embed_task.delay(brand_id))
+    transaction.on_commit(lambda: brand_embed_task.delay(brand_id), robust=True)
 
 
 def asset_embedding_enqueue(*, asset: BrandAsset) -> None:
     from brands.tasks import asset_embed_task
 
     asset_id = asset.pk
-    transaction.on_commit(lambda: asset_embed_task.delay(asset_id))
+    transaction.on_commit(lambda: asset_embed_task.delay(asset_id), robust=True)
 
 
 def _store_vector(

@@ -45,7 +45,7 @@ class DatabaseUnavailableMiddleware:
             logger.error("Database error for %s %s", request.method, request.path, exc_info=exception)
         # A GET reloads itself; a form is never re-posted behind the user's back.
         refresh = f'<meta http-equiv="refresh" content="{RETRY_AFTER_SECONDS}">' if request.method == "GET" else ""
-        response = HttpResponse(PAGE.format(refresh=refresh), status=503, content_type="text/html; charset=utf-8")
+        response = HttpResponse(PAGE.format(refresh=refresh), status=503, content_type="text/html")
         response["Retry-After"] = str(RETRY_AFTER_SECONDS)
         response["Cache-Control"] = "no-store"
         return response

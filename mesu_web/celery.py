@@ -3,9 +3,27 @@ from __future__ import annotations
 import os
 
 from celery import Celery
+from celery.signals import worker_ready, worker_shutdown
 
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mesu_web.settings")
 
 app = Celery("mesu_web")
 app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
+
+
+# The recovery sweep (mesu_web/recovery.py) runs inside every worker: at its start, which is when a
+# worker that died is usually replaced, and then on a timer, so that no beat process is needed. Sweeps
+# from several workers take turns (an advisory lock), and each is idempotent.
+@worker_ready.connect
+def _start_recovery_sweeps(**kwargs: object) -> None:
+    from mesu_web.recovery import start_sweeper
+
+    start_sweeper()
+
+
+@worker_shutdown.connect
+def _stop_recovery_sweeps(**kwargs: object) -> None:
+    from mesu_web.recovery import stop_sweeper
+
+    stop_sweeper()

@@ -7,10 +7,11 @@ from django.views.decorators.http import require_GET
 
 @require_GET
 def healthz(request: HttpRequest) -> JsonResponse:
-    """Liveness for the run script and load balancers: the web answers and so does the database."""
+    """Liveness for the run script and load balancers: the web answers, and whether the database does
+    (503 while it does not: a PostgreSQL restart shows here, and the next call after it is back is 200)."""
     try:
         with connection.cursor() as cursor:
             cursor.execute("select 1")
-    except Exception:  # noqa: BLE001 (any database failure means not ready)
-        return JsonResponse({"ok": False, "database": "down"}, status=503)
-    return JsonResponse({"ok": True})
+    except Exception as exc:  # noqa: BLE001 (any database failure means not ready)
+        return JsonResponse({"ok": False, "database": "down", "error": type(exc).__name__}, status=503)
+    return JsonResponse({"ok": True, "database": "up"})

@@ -10,6 +10,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
+from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
@@ -19,6 +20,7 @@ from django.utils import timezone
 from django.utils.text import slugify
 
 from mesu_web.errors import ApplicationError
+from mesu_web.recovery import BrokerSnapshot, Recovered, broker_snapshot, rows_recover
 from training.config import CONFIG_FILENAME, GRPOJobConfig
 from training.dataset import build_dataset, read_jsonl
 from training.evaluation import evaluate_pairs, reward_names
@@ -53,7 +55,7 @@ def training_job_create(
         from training.tasks import training_job_run_task
 
         job_id = job.pk
-        transaction.on_commit(lambda: training_job_run_task.delay(job_id))
+        transaction.on_commit(lambda: training_job_run_task.delay(job_id), robust=True)
     return job
 
 
@@ -104,21 +106,25 @@ def training_job_run(
         on_step=record_step,
         should_stop=stop,
     )
+    # The results first, the status last: a page (or a test) that sees "succeeded" also sees the
+    # registered adapter.
     TrainingJob.objects.filter(pk=job_id).update(
-        status=TrainingJob.Status.CANCELLED if result.cancelled else TrainingJob.Status.SUCCEEDED,
         step=result.steps,
         adapter_path=str(result.adapter_path or ""),
         backend=result.backend,
         lora_nonzero=None if result.cancelled else result.lora_nonzero,
         base_unchanged=result.base_unchanged,
         resumed_from=result.resumed_from or "",
-        finished_at=timezone.now(),
     )
     if not result.cancelled and result.adapter_path is not None:
         try:
             _register_job_adapter(job_id)
         except ApplicationError as exc:  # trained and saved: say why it is not in the registry
             TrainingJob.objects.filter(pk=job_id).update(error=f"Trained, but not registered: {exc.message}")
+    TrainingJob.objects.filter(pk=job_id).update(
+        status=TrainingJob.Status.CANCELLED if result.cancelled else TrainingJob.Status.SUCCEEDED,
+        finished_at=timezone.now(),
+    )
     return result
 
 
@@ -363,7 +369,7 @@ def evaluation_run_create(
         from training.tasks import evaluation_run_task
 
         run_id = run.pk
-        transaction.on_commit(lambda: evaluation_run_task.delay(run_id))
+        transaction.on_commit(lambda: evaluation_run_task.delay(run_id), robust=True)
     return run
 
 
@@ -551,7 +557,7 @@ def adapter_export_create(
     from training.tasks import adapter_export_task
 
     export_id = export.pk
-    transaction.on_commit(lambda: adapter_export_task.delay(export_id))
+    transaction.on_commit(lambda: adapter_export_task.delay(export_id), robust=True)
     return export
 
 
@@ -596,3 +602,73 @@ def adapter_export_fail(*, export_id: int, error: str) -> None:
     AdapterExport.objects.filter(pk=export_id).exclude(status=AdapterExport.Status.SUCCEEDED).update(
         status=AdapterExport.Status.FAILED, error=error or "Export failed for an unknown reason.", finished_at=timezone.now()
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Recovery (mesu_web/recovery.py runs this from every worker and `manage.py recover_stale`)
+
+
+def training_rows_recover(*, stale_after: timedelta, broker: BrokerSnapshot | None = None) -> dict[str, Recovered]:
+    """Jobs, evaluations and exports that no `gpu` worker will run otherwise: `running` whose worker died
+    (their run lock is free), or `queued` for longer than `stale_after` with no message in the broker.
+
+    A dead job goes back to `queued` and resumes from its last checkpoint (a job that was being cancelled
+    is cancelled instead, and one that has been started RECOVERY_MAX_ATTEMPTS times fails: a job that
+    kills its worker each time must not loop). Evaluations and exports keep no attempt count, so a dead
+    one fails with the reason, to be started again from its page, rather than risk such a loop."""
+    from training.tasks import adapter_export_task, evaluation_run_task, training_job_run_task
+
+    broker = broker or broker_snapshot()
+    return {
+        "training_jobs": rows_recover(
+            model=TrainingJob,
+            task=training_job_run_task,
+            stale_after=stale_after,
+            broker=broker,
+            requeue_dead_run=_training_job_requeue_dead_run,
+        ),
+        "evaluation_runs": rows_recover(
+            model=EvaluationRun,
+            task=evaluation_run_task,
+            stale_after=stale_after,
+            broker=broker,
+            requeue_dead_run=lambda pk: _close_dead_run(EvaluationRun, pk, "evaluation"),
+        ),
+        "adapter_exports": rows_recover(
+            model=AdapterExport,
+            task=adapter_export_task,
+            stale_after=stale_after,
+            broker=broker,
+            requeue_dead_run=lambda pk: _close_dead_run(AdapterExport, pk, "export"),
+        ),
+    }
+
+
+def _training_job_requeue_dead_run(job_id: int) -> str | None:
+    job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
+    if job is None or job.status != TrainingJob.Status.RUNNING:
+        return None
+    if job.cancel_requested:
+        TrainingJob.objects.filter(pk=job_id).update(status=TrainingJob.Status.CANCELLED, finished_at=timezone.now())
+        return "closed"
+    if job.attempts >= settings.RECOVERY_MAX_ATTEMPTS:
+        training_job_fail(
+            job_id=job_id,
+            error=(
+                f"The training worker stopped during this job (killed or out of memory), {job.attempts} starts "
+                "in all; it will not start again on its own. Its last checkpoint is kept."
+            ),
+        )
+        return "closed"
+    TrainingJob.objects.filter(pk=job_id).update(status=TrainingJob.Status.QUEUED)
+    return "requeued"
+
+
+def _close_dead_run(model: type[EvaluationRun] | type[AdapterExport], pk: int, what: str) -> str | None:
+    updated = model.objects.filter(pk=pk, status=model.Status.RUNNING).update(
+        status=model.Status.FAILED,
+        error=f"The worker running this {what} stopped (killed or out of memory); start it again.",
+        finished_at=timezone.now(),
+    )
+    return "closed" if updated else None
+

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
+from mesu_web.recovery import exclusive_per_row
 from mesu_web.tasks import RowTask
 from training import services
 
@@ -28,6 +29,7 @@ TRAINING_TIME_LIMIT = 48 * 3600
 @shared_task(
     bind=True, base=TrainingTask, soft_time_limit=TRAINING_TIME_LIMIT - 60, time_limit=TRAINING_TIME_LIMIT
 )
+@exclusive_per_row
 def training_job_run_task(self: Task, job_id: int) -> None:
     services.training_job_run(job_id=job_id)
 
@@ -56,10 +58,12 @@ EVALUATION_TIME_LIMIT = 12 * 3600
     soft_time_limit=EVALUATION_TIME_LIMIT - 60,
     time_limit=EVALUATION_TIME_LIMIT,
 )
+@exclusive_per_row
 def evaluation_run_task(self: Task, run_id: int) -> None:
     services.evaluation_run_execute(run_id=run_id)
 
 
 @shared_task(bind=True, base=ExportTask, soft_time_limit=3 * 3600 - 60, time_limit=3 * 3600)
+@exclusive_per_row
 def adapter_export_task(self: Task, export_id: int) -> None:
     services.adapter_export_run(export_id=export_id)

@@ -535,7 +535,18 @@ def _checkpoint_to_resume(ckpt_root: Path, job: GRPOJobConfig, resume: bool) -> 
                 "a new output folder, or start over (resume off).",
                 {"changed": changed, "checkpoint": str(last)},
             )
-    return Path(last)
+    return _last_complete_checkpoint(ckpt_root)  # `last` may be one a killed worker was still writing
+
+
+def _last_complete_checkpoint(ckpt_root: Path) -> Path | None:
+    """The newest checkpoint written to the end. transformers writes trainer_state.json last, so a folder
+    without it is one a worker was killed while writing: resuming from it would fail on every restart."""
+    steps = {}
+    for folder in ckpt_root.glob("checkpoint-*"):
+        number = folder.name.removeprefix("checkpoint-")
+        if number.isdigit() and (folder / "trainer_state.json").is_file():
+            steps[int(number)] = folder
+    return steps[max(steps)] if steps else None
 
 
 def _stop_requested(should_stop: Callable[[], bool] | None) -> bool:

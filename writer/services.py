@@ -6,6 +6,7 @@ import logging
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -18,6 +19,7 @@ from django.utils.text import slugify
 from brands.brief import PLACEMENT_HINTS, placement_terms, render_brand_brief
 from brands.placements import find_mentions, mention_spans
 from mesu_web.errors import ApplicationError, EngineError
+from mesu_web.recovery import BrokerSnapshot, Recovered, broker_snapshot, rows_recover
 from writer import roles
 from writer.book_import import split_book
 from writer.engines import get_engine, resolve_adapter
@@ -304,7 +306,7 @@ def generation_request_enqueue(*, request: GenerationRequest) -> None:
     from writer.tasks import generation_request_run_task
 
     request_id = request.pk
-    transaction.on_commit(lambda: generation_request_run_task.delay(request_id))
+    transaction.on_commit(lambda: generation_request_run_task.delay(request_id), robust=True)
 
 
 def _set_progress(request_id: int, **fields: object) -> None:
@@ -574,3 +576,44 @@ def notification_create(*, user_id: int, message: str, url: str = "") -> Notific
 
 def notifications_mark_read(*, user: AbstractBaseUser) -> int:
     return Notification.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())
+
+
+# --- Recovery (mesu_web/recovery.py runs these from every worker and `manage.py recover_stale`) ------
+
+
+def generation_requests_recover(*, stale_after: timedelta, broker: BrokerSnapshot | None = None) -> Recovered:
+    """Re-enqueue the requests no worker will write otherwise: `running` ones whose worker died (their run
+    lock is free) and `queued` ones older than `stale_after` whose message the broker lost. Idempotent:
+    a request that is written twice still gets one set of options (generation_request_run)."""
+    from writer.tasks import generation_request_run_task  # local: the tasks module imports this one
+
+    return rows_recover(
+        model=GenerationRequest,
+        task=generation_request_run_task,
+        stale_after=stale_after,
+        broker=broker or broker_snapshot(),
+        requeue_dead_run=_generation_request_requeue_dead_run,
+    )
+
+
+def _generation_request_requeue_dead_run(request_id: int) -> str | None:
+    """Back to `queued`, or `failed` once it has been started RECOVERY_MAX_ATTEMPTS times: a request whose
+    run kills its worker each time (out of memory) must not loop for ever."""
+    request = GenerationRequest.objects.select_for_update().filter(pk=request_id).first()
+    if request is None or request.status != GenerationRequest.Status.RUNNING:
+        return None
+    if request.attempts >= settings.RECOVERY_MAX_ATTEMPTS:
+        generation_request_fail(
+            request_id=request_id,
+            error=(
+                f"The writer stopped while writing this chapter (its worker was killed or ran out of memory), "
+                f"{request.attempts} attempts in all; it will not try again on its own."
+            ),
+        )
+        return "closed"
+    request.status = GenerationRequest.Status.QUEUED
+    request.stage = "Waiting for a writer: the one writing it stopped"
+    request.progress_tokens = 0
+    request.save(update_fields=["status", "stage", "progress_tokens"])
+    return "requeued"
+

@@ -5,6 +5,7 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from mesu_web.errors import EngineError
+from mesu_web.recovery import exclusive_per_row
 from mesu_web.tasks import RowTask
 from writer import services
 
@@ -19,6 +20,7 @@ class GenerationTask(RowTask):
 
 
 @shared_task(bind=True, base=GenerationTask, max_retries=len(RETRY_DELAYS_SECONDS))
+@exclusive_per_row  # one run per request at a time; the recovery sweep reads the same lock
 def generation_request_run_task(self: Task, request_id: int) -> None:
     try:
         services.generation_request_run(request_id=request_id)

@@ -1,0 +1,185 @@
+"""Real processes for the fault tests: a private Redis (so that stopping it disturbs nobody else on the
+machine), the test process's Celery app pointed at it, and Celery workers that a test can kill -9."""
+
+from __future__ import annotations
+
+import itertools
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from django.conf import settings
+
+ROOT = Path(__file__).resolve().parents[2]
+_names = itertools.count(1)
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def wait_for(
+    predicate: Callable[[], object], *, timeout: float, what: str | Callable[[], str], every: float = 0.2
+) -> object:
+    """Poll until `predicate()` is truthy; return it, or fail saying what did not happen (`what` may be
+    a callable, to show a worker's log as it is at the time of the failure)."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            pytest.fail(f"timed out after {timeout:.0f} s waiting for {what() if callable(what) else what}")
+        time.sleep(every)
+
+
+class RedisServer:
+    """A redis-server of our own on a free port, started like ./dev starts the shared one (no disk)."""
+
+    def __init__(self, folder: Path) -> None:
+        self.port = free_port()
+        self.folder = folder
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.proc: subprocess.Popen | None = None
+
+    def start(self) -> None:
+        self.proc = subprocess.Popen(
+            ["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+             "--dir", str(self.folder), "--logfile", str(self.folder / "redis.log")],
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        wait_for(self.ping, timeout=20, what=f"redis-server on port {self.port}", every=0.05)
+
+    def ping(self) -> bool:
+        return subprocess.run(["redis-cli", "-p", str(self.port), "ping"], capture_output=True, text=True).stdout.strip() == "PONG"
+
+    def shutdown_nosave(self) -> None:
+        """What a crash or a restart of a Redis that keeps nothing on disk does: every message is gone."""
+        subprocess.run(["redis-cli", "-p", str(self.port), "shutdown", "nosave"], capture_output=True)
+        if self.proc is not None:
+            self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=20)
+
+
+@pytest.fixture
+def private_redis(tmp_path) -> Iterator[RedisServer]:
+    if shutil.which("redis-server") is None:
+        pytest.skip("redis-server is not installed")
+    folder = tmp_path / "redis"
+    folder.mkdir()
+    server = RedisServer(folder)
+    server.start()
+    yield server
+    server.stop()
+
+
+def _reset_pools(app) -> None:  # noqa: ANN001
+    if app._pool is not None:
+        app._pool.force_close_all()
+        app._pool = None
+    app.amqp._producer_pool = None
+
+
+@pytest.fixture
+def broker(private_redis: RedisServer) -> Iterator[str]:
+    """This process's Celery app (the web side: enqueueing, control) on the private Redis; restored after."""
+    from mesu_web.celery import app
+
+    previous = app.conf.broker_url
+    _reset_pools(app)
+    app.conf.broker_url = private_redis.url
+    yield private_redis.url
+    _reset_pools(app)
+    app.conf.broker_url = previous
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen, name: str, log_path: Path) -> None:
+        self.proc, self.name, self.log_path = proc, name, log_path
+
+    @property
+    def log(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def kill(self) -> None:
+        """kill -9 of the whole worker: its main process and its pool child, with no chance to clean up."""
+        os.killpg(self.proc.pid, signal.SIGKILL)
+        self.proc.wait(timeout=20)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(timeout=10)
+
+
+def _ping(app, name: str) -> bool:  # noqa: ANN001
+    try:
+        return any(name in reply for reply in app.control.ping(destination=[name], timeout=1.0) or [])
+    except Exception:  # noqa: BLE001 (the broker may be restarting)
+        return False
+
+
+@pytest.fixture
+def start_worker(transactional_db, broker: str, tmp_path) -> Iterator[Callable[..., Worker]]:
+    """start_worker(queues="generation", **env) -> a running Celery worker on the test database and the
+    private Redis (rows must be committed: transactional_db). Every one is stopped after the test."""
+    from mesu_web.celery import app
+
+    started: list[Worker] = []
+
+    def start(queues: str = "generation", **env: str) -> Worker:
+        name = f"faults-{next(_names)}-{os.getpid()}@localhost"
+        full_env = dict(os.environ)
+        full_env.update(
+            POSTGRES_DB=settings.DATABASES["default"]["NAME"],  # the test database, by now
+            REDIS_URL=broker,
+            DJANGO_DEBUG="1",
+            WRITER_ENGINE=settings.WRITER_ENGINE,
+            WRITER_BASE_URL=settings.WRITER_BASE_URL,
+            WRITER_MODEL=settings.WRITER_MODEL,
+            WRITER_TOKENIZER_PATH=str(settings.WRITER_TOKENIZER_PATH),
+            WRITER_MODEL_PATH=str(settings.WRITER_MODEL_PATH),
+            WRITER_ADAPTER_DIR=str(settings.WRITER_ADAPTER_DIR),
+            WRITER_MAX_NEW_TOKENS=str(settings.WRITER_MAX_NEW_TOKENS),
+            WRITER_TIMEOUT=str(settings.WRITER_TIMEOUT),
+            WRITER_MAX_RETRIES=str(settings.WRITER_MAX_RETRIES),
+            WRITER_RETRY_BACKOFF=str(settings.WRITER_RETRY_BACKOFF),
+            WRITER_STREAM="1" if settings.WRITER_STREAM else "0",
+        )
+        full_env.update(env)
+        log_path = tmp_path / f"{name.split('@')[0]}.log"
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.faults.worker", "-Q", queues, "-c", "1", "-n", name,
+             "--without-gossip", "--without-mingle", "-l", "info"],
+            cwd=ROOT, env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        )
+        worker = Worker(proc, name, log_path)
+        started.append(worker)
+        deadline = time.monotonic() + 90
+        while not _ping(app, name):
+            if proc.poll() is not None or time.monotonic() > deadline:
+                worker.stop()
+                pytest.fail(f"the Celery worker did not start:\n{worker.log[-3000:]}")
+            time.sleep(0.3)
+        return worker
+
+    yield start
+    for worker in started:
+        worker.stop()
