@@ -42,6 +42,13 @@ def celery_worker_process(transactional_db, tmp_path):
         WRITER_MAX_NEW_TOKENS=str(settings.WRITER_MAX_NEW_TOKENS),
         WRITER_MODEL_PATH=str(settings.WRITER_MODEL_PATH),
         WRITER_ADAPTER_DIR=str(settings.WRITER_ADAPTER_DIR),
+        WRITER_MODEL=settings.WRITER_MODEL,
+        WRITER_TOKENIZER_PATH=str(settings.WRITER_TOKENIZER_PATH),
+        WRITER_CONTEXT_TOKENS=str(settings.WRITER_CONTEXT_TOKENS),
+        TRAINING_BOOKS_DIR=str(settings.TRAINING_BOOKS_DIR),
+        TRAINING_DATASETS_DIR=str(settings.TRAINING_DATASETS_DIR),
+        TRAINING_RUNS_DIR=str(settings.TRAINING_RUNS_DIR),
+        TRAINING_EXPORTS_DIR=str(settings.TRAINING_EXPORTS_DIR),
         DJANGO_DEBUG="1",
     )
     app.control.purge()  # the suite's own broker database: nothing of value is queued there
