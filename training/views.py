@@ -200,6 +200,8 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
     except ApplicationError as exc:
         messages.error(request, exc.message)
         board = selectors.leaderboard(dataset_dir=request.GET.get("dataset"), metric="format_ok")
+    if not form.is_bound and not form.initial.get("dataset_dir"):
+        form.initial["dataset_dir"] = board["dataset_dir"] or ""  # the dataset on show, for the next writer
     return render(request, "training/leaderboard.html", {"board": board, "form": form})
 
 
