@@ -87,10 +87,15 @@ def private_redis(tmp_path) -> Iterator[RedisServer]:
 
 
 def _reset_pools(app) -> None:  # noqa: ANN001
+    """Drop this process's broker connections. kombu keeps its pools in a global registry keyed by the
+    connection: a pool closed but left there answers "Acquire on closed pool" to the next test."""
+    from kombu import pools
+
     if app._pool is not None:
         app._pool.force_close_all()
         app._pool = None
     app.amqp._producer_pool = None
+    pools.reset()
 
 
 @pytest.fixture

@@ -8,7 +8,6 @@ The test runs on a private redis-server (tests/faults/conftest.py), never the ma
 from __future__ import annotations
 
 import pytest
-from kombu.exceptions import OperationalError as BrokerError
 
 from tests.factories import story_with_chapters
 from tests.faults.conftest import wait_for
@@ -38,10 +37,9 @@ def test_requests_lost_with_redis_are_enqueued_again_and_all_complete(users, vll
 
     private_redis.shutdown_nosave()
     # A request made while Redis is down: the row is saved (the web's commit comes first), publishing its
-    # message fails. Nothing is lost: the sweep enqueues it once Redis is back.
-    with pytest.raises(BrokerError):
-        create()
-    made_while_down = GenerationRequest.objects.order_by("-pk").first()
+    # message fails and is logged (a robust on-commit hook: the page still answers). Nothing is lost: the
+    # sweep enqueues it once Redis is back.
+    made_while_down = create()
     assert made_while_down.pk not in {r.pk for r in requests}
     assert made_while_down.status == GenerationRequest.Status.QUEUED
     requests.append(made_while_down)
