@@ -9,8 +9,9 @@ from datetime import date, datetime, timedelta
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
+from django.core.paginator import Page, Paginator
 from django.db import connection, transaction
-from django.db.models import Count, Exists, OuterRef, Q, QuerySet
+from django.db.models import Count, Exists, OuterRef, Q, QuerySet, Window
 from django.db.models.functions import TruncWeek
 from django.http import Http404
 from django.utils import timezone
@@ -56,6 +57,14 @@ def brand_list_for_manager(*, user: AnyUser) -> QuerySet[Brand]:
     if user.is_staff:
         return qs
     return qs.filter(managers=user)
+
+
+def _brand_pks_for_manager(user: AnyUser) -> QuerySet[Brand]:
+    """The pks of brand_list_for_manager, as a subquery without its asset count (no join, no GROUP BY)."""
+    if not user.is_authenticated:
+        return Brand.objects.none().values("pk")
+    brands = Brand.objects.all() if user.is_staff else Brand.objects.filter(managers=user)
+    return brands.values("pk")
 
 
 def brand_get_for_manager(*, slug: str, user: AnyUser) -> Brand:
@@ -282,20 +291,66 @@ def brand_match_for_story(
 # --- The review queue and the dashboard ------------------------------------------------------------
 
 
-def review_queue_for_manager(*, user: AnyUser) -> QuerySet[GenerationOption]:
-    """Pending placements of the user's brands, oldest first; a request that already has an approved
-    option drops out (exactly one option per request is approved)."""
+_QUEUE_ORDER = ("created_at", "request_id", "index")  # oldest first, then in each request's order
+
+
+def _review_queue_pending(user: AnyUser) -> QuerySet[GenerationOption]:
     approved_sibling = GenerationOption.objects.filter(
         request=OuterRef("request"), review_status=ReviewStatus.APPROVED
     )
+    return GenerationOption.objects.filter(
+        review_status=ReviewStatus.PENDING, brand__in=_brand_pks_for_manager(user)
+    ).exclude(Exists(approved_sibling))
+
+
+def _with_queue_columns(options: QuerySet[GenerationOption]) -> QuerySet[GenerationOption]:
     return (
-        GenerationOption.objects.filter(
-            review_status=ReviewStatus.PENDING, brand__in=brand_list_for_manager(user=user).values("pk")
+        options.select_related("request__story", "brand", "asset")
+        # Only what the queue shows: options' texts, stories' notes and requests' reports stay in the
+        # database (~2.8 KB a row otherwise).
+        .only(
+            "index", "created_at", "review_status", "request", "brand", "asset",
+            "request__kind", "request__next_number", "request__story", "request__story__title",
+            "brand__name", "asset__name",
         )
-        .exclude(Exists(approved_sibling))
-        .select_related("request", "request__story", "request__requested_by", "brand", "asset")
-        .order_by("created_at", "request_id", "index")
+        .order_by(*_QUEUE_ORDER)
     )
+
+
+def review_queue_for_manager(*, user: AnyUser) -> QuerySet[GenerationOption]:
+    """Pending placements of the user's brands, oldest first; a request that already has an approved
+    option drops out (exactly one option per request is approved). The whole queue: pages show it
+    through `review_queue_page` (a brand can have thousands waiting)."""
+    return _with_queue_columns(_review_queue_pending(user))
+
+
+def review_queue_page(*, user: AnyUser, number: object, per_page: int) -> Page:
+    """One page of `review_queue_for_manager` (`number` as in `Paginator.get_page`: past the end, the last).
+
+    Two queries: the page's option ids with the queue's length (a window count) from the options table
+    alone, then those options joined to their request, story, brand and asset. Joining the whole queue
+    before cutting it, plus a COUNT, cost 2.4 ms of planning and execution against 1.4 ms this way
+    (EXPLAIN ANALYZE, 400 pending of a manager's 2 brands among 100,000 options)."""
+    pending = _review_queue_pending(user).order_by(*_QUEUE_ORDER)
+    paginator = Paginator(pending.values("pk"), per_page)
+    try:
+        number = max(1, int(number))
+    except (TypeError, ValueError):
+        number = 1
+    ids, total = _review_queue_ids(pending, number, per_page)
+    if not ids and number > 1:  # past the end: count, then the last page
+        paginator.count = pending.count()
+        number = paginator.num_pages
+        ids, total = _review_queue_ids(pending, number, per_page)
+    paginator.count = total  # Paginator's cached count, here from the window: no COUNT query of its own
+    rows = list(_with_queue_columns(GenerationOption.objects.filter(pk__in=ids))) if ids else []
+    return Page(rows, number, paginator)
+
+
+def _review_queue_ids(pending: QuerySet[GenerationOption], number: int, per_page: int) -> tuple[list[int], int]:
+    start = (number - 1) * per_page
+    rows = list(pending.annotate(total=Window(Count("pk"))).values_list("pk", "total")[start : start + per_page])
+    return [pk for pk, _ in rows], (rows[0][1] if rows else 0)
 
 
 def option_get_for_manager(*, pk: int, user: AnyUser) -> GenerationOption:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.db.models import Count, Max, QuerySet
+from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
 from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus, Story
@@ -57,6 +57,24 @@ def chapter_get(*, story: Story, number: int) -> Chapter:
     return chapter
 
 
+def chapter_get_for_reading(*, story: Story, number: int) -> Chapter:
+    """The chapter a reader opens, and in the same query what its page shows around it: `last_number`,
+    the story's last chapter (for the "next" link), and `sponsor_name`, the brand of the approved paid
+    placement it carries or None (the disclosure label; see `chapter_sponsor`)."""
+    last = Chapter.objects.filter(story=OuterRef("story")).order_by("-number").values("number")[:1]
+    sponsor = GenerationOption.objects.filter(
+        accepted_chapter=OuterRef("pk"), review_status=ReviewStatus.APPROVED
+    ).values("brand__name")[:1]
+    chapter = (
+        Chapter.objects.filter(story=story, number=number)
+        .annotate(last_number=Subquery(last), sponsor_name=Subquery(sponsor))
+        .first()
+    )
+    if chapter is None:
+        raise Http404("No such chapter.")
+    return chapter
+
+
 def chapter_count(*, story: Story) -> int:
     return Chapter.objects.filter(story=story).aggregate(last=Max("number"))["last"] or 0
 
@@ -75,19 +93,30 @@ def request_get_for_user(*, pk: int, user: AnyUser) -> GenerationRequest:
     return request
 
 
-def request_list_for_story(*, story: Story, user: AnyUser, limit: int = 10) -> list[GenerationRequest]:
+def request_list_for_story(*, story: Story, user: AnyUser) -> QuerySet[GenerationRequest]:
+    """The story's requests the user may see, newest first: all for the author and staff, a reader's own.
+
+    Only the columns the list shows (a request's prompt report and notes stay in the database); the
+    caller paginates: a story can have thousands."""
     if not user.is_authenticated:
-        return []
-    qs = GenerationRequest.objects.filter(story=story).select_related("requested_by")
+        return GenerationRequest.objects.none()
+    qs = GenerationRequest.objects.filter(story=story)
     if story.owner_id != user.pk and not user.is_staff:
         qs = qs.filter(requested_by=user)
-    return list(qs.order_by("-created_at")[:limit])
+    return (
+        qs.select_related("requested_by")
+        .only(
+            "id", "story_id", "kind", "status", "next_number", "created_at", "requested_by", "requested_by__username"
+        )
+        .order_by("-created_at", "-pk")
+    )
 
 
 def option_list(*, request: GenerationRequest) -> QuerySet[GenerationOption]:
     return (
         GenerationOption.objects.filter(request=request)
-        .select_related("accepted_chapter", "brand", "asset")
+        # The accepted chapter's story too: its link needs the story's slug.
+        .select_related("accepted_chapter__story", "brand", "asset")
         .order_by("index")
     )
 

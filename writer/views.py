@@ -6,6 +6,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
+from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -84,18 +85,29 @@ def story_create(request: HttpRequest) -> HttpResponse:
     return render(request, "writer/story_form.html", {"form": form, "creating": True})
 
 
+# The story page lists chapters and requests a page at a time (?chapters=2, ?requests=2): a long web
+# novel has hundreds of chapters (a row costs ~0.1 ms to render as a link, ~0.4 ms with its author's
+# three forms: 300 chapters made a 125 ms page) and a popular story thousands of requests.
+CHAPTERS_PER_PAGE = 50
+REQUESTS_PER_PAGE = 20
+
+
 @require_GET
 def story_detail(request: HttpRequest, slug: str) -> HttpResponse:
     story = selectors.story_get_for_viewer(slug=slug, user=request.user)
     is_owner = request.user.is_authenticated and story.owner_id == request.user.pk
+    chapters = Paginator(
+        selectors.chapter_list(story=story).only("id", "number", "title", "source", "story_id"), CHAPTERS_PER_PAGE
+    )
+    requests = Paginator(selectors.request_list_for_story(story=story, user=request.user), REQUESTS_PER_PAGE)
     return render(
         request,
         "writer/story_detail.html",
         {
             "story": story,
             "is_owner": is_owner,
-            "chapters": selectors.chapter_list(story=story).only("id", "number", "title", "source", "story_id"),
-            "requests": selectors.request_list_for_story(story=story, user=request.user),
+            "chapters": chapters.get_page(request.GET.get("chapters")),
+            "requests": requests.get_page(request.GET.get("requests")),
             "generate_form": GenerateForm(),
             "preference_form": PreferenceForm(),
         },
@@ -156,9 +168,9 @@ def book_import(request: HttpRequest) -> HttpResponse:
 @require_GET
 def chapter_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     story = selectors.story_get_for_viewer(slug=slug, user=request.user)
-    chapter = selectors.chapter_get(story=story, number=number)
-    last = selectors.chapter_count(story=story)
-    sponsor = selectors.chapter_sponsor(chapter=chapter)
+    chapter = selectors.chapter_get_for_reading(story=story, number=number)
+    last = chapter.last_number
+    sponsor = chapter.sponsor_name or ""
     return render(
         request,
         "writer/chapter_detail.html",
