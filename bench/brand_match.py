@@ -28,7 +28,6 @@ import argparse
 import datetime as dt
 import os
 import random
-import subprocess
 import sys
 import threading
 import time
@@ -55,6 +54,7 @@ django.setup()
 
 from django.conf import settings  # noqa: E402
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
+from report import machine_info as base_machine_info  # noqa: E402
 
 from brands.embedder import EmbedderSettings, SentenceTransformerEmbedder  # noqa: E402
 from brands.models import EMBEDDING_DIMENSIONS, BrandAsset  # noqa: E402
@@ -477,25 +477,10 @@ def measure(
 
 
 def machine_info(conn: psycopg.Connection) -> dict[str, str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = next(
-        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
-    )
     server = conn.execute("SHOW server_version").fetchone()[0].split()[0]
     pgvector = conn.execute("SELECT extversion FROM pg_extension WHERE extname = 'vector'").fetchone()[0]
     shared_buffers = conn.execute("SHOW shared_buffers").fetchone()[0]
-    return {
-        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-        "CPU": cpu,
-        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
-        "PostgreSQL": server,
-        "pgvector": pgvector,
-        "shared_buffers": shared_buffers,
-    }
+    return {**base_machine_info(), "PostgreSQL": server, "pgvector": pgvector, "shared_buffers": shared_buffers}
 
 
 @dataclass

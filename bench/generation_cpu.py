@@ -12,8 +12,6 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import os
-import platform
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,6 +24,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
+from report import machine_info as base_machine_info  # noqa: E402
 
 from writer.engines.base import Adapter, Sampling  # noqa: E402
 from writer.engines.local import LocalEngine, LocalSettings, reset_caches  # noqa: E402
@@ -63,25 +62,9 @@ class Run:
 
 
 def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
     import torch
 
-    return {
-        "nproc": subprocess.run(["nproc"], capture_output=True, text=True).stdout.strip(),
-        "CPU": cpu,
-        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
-        "Python": platform.python_version(),
-        "torch (app)": torch.__version__,
-    }
+    return {**base_machine_info(), "torch (app)": torch.__version__}
 
 
 def timed_generations(engine, label: str, model: str, adapter: Adapter | None, runs: int) -> list[Run]:

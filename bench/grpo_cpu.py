@@ -35,7 +35,6 @@ import argparse
 import datetime as dt
 import functools
 import os
-import platform
 import shutil
 import statistics
 import sys
@@ -51,33 +50,18 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
+from report import machine_info as base_machine_info  # noqa: E402
 
 GOAL_SHARE = 0.10  # rewards may take at most 10 % of a step
 SAMPLES = ROOT / "samples"
 
 
 def machine_info() -> dict[str, str]:
-    cpu = "unknown"
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            cpu = line.split(":", 1)[1].strip()
-            break
-    mem_kib = next(
-        int(line.split()[1])
-        for line in Path("/proc/meminfo").read_text().splitlines()
-        if line.startswith("MemTotal")
-    )
     import importlib.metadata
 
     import torch
 
-    info = {
-        "nproc": str(os.cpu_count()),
-        "CPU": cpu,
-        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
-        "Python": platform.python_version(),
-        "torch": torch.__version__,
-    }
+    info = {**base_machine_info(), "torch": torch.__version__}
     for name in ("transformers", "trl", "peft"):
         info[name] = importlib.metadata.version(name)
     return info

@@ -142,6 +142,7 @@ from psycopg import sql  # noqa: E402
 from psycopg.conninfo import make_conninfo  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
+from report import machine_info as base_machine_info  # noqa: E402
 
 from brands.models import Brand, BrandAsset, PlacementDecision  # noqa: E402
 from brands.selectors import review_queue_for_manager  # noqa: E402
@@ -1027,24 +1028,13 @@ def profile(scenario: Scenario, rng: random.Random) -> Profile:
 
 
 def machine_info() -> dict[str, str]:
-    cpu = next(
-        (line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-         if line.startswith("model name")),
-        "unknown",
-    )
-    mem_kib = next(
-        int(line.split()[1]) for line in Path("/proc/meminfo").read_text().splitlines() if line.startswith("MemTotal")
-    )
     with connection.cursor() as cursor:
         cursor.execute("SHOW server_version")
         server = cursor.fetchone()[0].split()[0]
         cursor.execute("SHOW shared_buffers")
         shared_buffers = cursor.fetchone()[0]
     return {
-        "nproc": str(os.cpu_count()),
-        "CPU": cpu,
-        "RAM": f"{mem_kib / 1024**2:.1f} GiB",
-        "Python": sys.version.split()[0],
+        **base_machine_info(),
         "Django": django.__version__,
         "PostgreSQL": server,
         "shared_buffers": shared_buffers,
