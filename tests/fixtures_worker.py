@@ -24,6 +24,34 @@ def _ping(app, name: str) -> bool:  # noqa: ANN001
     return any(name in reply for reply in replies)
 
 
+def worker_env(*, broker_url: str) -> dict[str, str]:
+    """The environment of a worker process: this one's, with the test's database, broker and the
+    settings tests change (the worker reads its settings from the environment, like in production)."""
+    env = dict(os.environ)
+    env.update(
+        POSTGRES_DB=settings.DATABASES["default"]["NAME"],  # the test database, by now
+        REDIS_URL=broker_url,
+        DJANGO_DEBUG="1",
+        WRITER_ENGINE=settings.WRITER_ENGINE,
+        WRITER_BASE_URL=settings.WRITER_BASE_URL,
+        WRITER_MODEL=settings.WRITER_MODEL,
+        WRITER_TOKENIZER_PATH=str(settings.WRITER_TOKENIZER_PATH),
+        WRITER_MODEL_PATH=str(settings.WRITER_MODEL_PATH),
+        WRITER_ADAPTER_DIR=str(settings.WRITER_ADAPTER_DIR),
+        WRITER_CONTEXT_TOKENS=str(settings.WRITER_CONTEXT_TOKENS),
+        WRITER_MAX_NEW_TOKENS=str(settings.WRITER_MAX_NEW_TOKENS),
+        WRITER_TIMEOUT=str(settings.WRITER_TIMEOUT),
+        WRITER_MAX_RETRIES=str(settings.WRITER_MAX_RETRIES),
+        WRITER_RETRY_BACKOFF=str(settings.WRITER_RETRY_BACKOFF),
+        WRITER_STREAM="1" if settings.WRITER_STREAM else "0",
+        TRAINING_BOOKS_DIR=str(settings.TRAINING_BOOKS_DIR),
+        TRAINING_DATASETS_DIR=str(settings.TRAINING_DATASETS_DIR),
+        TRAINING_RUNS_DIR=str(settings.TRAINING_RUNS_DIR),
+        TRAINING_EXPORTS_DIR=str(settings.TRAINING_EXPORTS_DIR),
+    )
+    return env
+
+
 @pytest.fixture
 def celery_worker_process(transactional_db, tmp_path):
     """Start `celery worker -Q generation,embeddings,gpu` against the test database; yield it; stop it.
@@ -33,24 +61,7 @@ def celery_worker_process(transactional_db, tmp_path):
     from mesu_web.celery import app
 
     name = f"test-{os.getpid()}@localhost"
-    env = dict(os.environ)
-    env.update(
-        POSTGRES_DB=settings.DATABASES["default"]["NAME"],  # the test database, by now
-        REDIS_URL=settings.CELERY_BROKER_URL,
-        WRITER_ENGINE=settings.WRITER_ENGINE,
-        WRITER_BASE_URL=settings.WRITER_BASE_URL,
-        WRITER_MAX_NEW_TOKENS=str(settings.WRITER_MAX_NEW_TOKENS),
-        WRITER_MODEL_PATH=str(settings.WRITER_MODEL_PATH),
-        WRITER_ADAPTER_DIR=str(settings.WRITER_ADAPTER_DIR),
-        WRITER_MODEL=settings.WRITER_MODEL,
-        WRITER_TOKENIZER_PATH=str(settings.WRITER_TOKENIZER_PATH),
-        WRITER_CONTEXT_TOKENS=str(settings.WRITER_CONTEXT_TOKENS),
-        TRAINING_BOOKS_DIR=str(settings.TRAINING_BOOKS_DIR),
-        TRAINING_DATASETS_DIR=str(settings.TRAINING_DATASETS_DIR),
-        TRAINING_RUNS_DIR=str(settings.TRAINING_RUNS_DIR),
-        TRAINING_EXPORTS_DIR=str(settings.TRAINING_EXPORTS_DIR),
-        DJANGO_DEBUG="1",
-    )
+    env = worker_env(broker_url=settings.CELERY_BROKER_URL)
     app.control.purge()  # the suite's own broker database: nothing of value is queued there
     log = tmp_path / "worker.log"
     proc = subprocess.Popen(

@@ -15,7 +15,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
-from django.conf import settings
+
+from tests.fixtures_worker import worker_env
 
 ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
@@ -151,23 +152,7 @@ def start_worker(transactional_db, broker: str, tmp_path) -> Iterator[Callable[.
 
     def start(queues: str = "generation", **env: str) -> Worker:
         name = f"faults-{next(_names)}-{os.getpid()}@localhost"
-        full_env = dict(os.environ)
-        full_env.update(
-            POSTGRES_DB=settings.DATABASES["default"]["NAME"],  # the test database, by now
-            REDIS_URL=broker,
-            DJANGO_DEBUG="1",
-            WRITER_ENGINE=settings.WRITER_ENGINE,
-            WRITER_BASE_URL=settings.WRITER_BASE_URL,
-            WRITER_MODEL=settings.WRITER_MODEL,
-            WRITER_TOKENIZER_PATH=str(settings.WRITER_TOKENIZER_PATH),
-            WRITER_MODEL_PATH=str(settings.WRITER_MODEL_PATH),
-            WRITER_ADAPTER_DIR=str(settings.WRITER_ADAPTER_DIR),
-            WRITER_MAX_NEW_TOKENS=str(settings.WRITER_MAX_NEW_TOKENS),
-            WRITER_TIMEOUT=str(settings.WRITER_TIMEOUT),
-            WRITER_MAX_RETRIES=str(settings.WRITER_MAX_RETRIES),
-            WRITER_RETRY_BACKOFF=str(settings.WRITER_RETRY_BACKOFF),
-            WRITER_STREAM="1" if settings.WRITER_STREAM else "0",
-        )
+        full_env = worker_env(broker_url=broker)
         full_env.update(env)
         log_path = tmp_path / f"{name.split('@')[0]}.log"
         proc = subprocess.Popen(
