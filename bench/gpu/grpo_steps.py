@@ -125,8 +125,11 @@ def main() -> int:
         reward_s.append(round(sum(s for t, _, s in calls if previous < t <= end), 4))
         previous = end
     per_reward: dict[str, float] = {}
-    for _, name, s in calls:
+    per_reward_later: dict[str, float] = {}  # after the first step (which loads the reward models)
+    for t, name, s in calls:
         per_reward[name] = per_reward.get(name, 0.0) + s
+        if step_ends and t > step_ends[0]:
+            per_reward_later[name] = per_reward_later.get(name, 0.0) + s
     later = steps[1:] or steps
     later_rewards = reward_s[1:] or reward_s
     report = {
@@ -144,6 +147,7 @@ def main() -> int:
         "reward_s_per_step": reward_s,
         "reward_share_after_first": round(sum(later_rewards) / sum(later), 4) if later and sum(later) else None,
         "reward_s_by_name": {k: round(v, 3) for k, v in per_reward.items()},
+        "reward_s_by_name_after_first": {k: round(v, 3) for k, v in per_reward_later.items()},
         "rewards_logged": [log.get("reward") for log in result.step_logs],
         "completion_length": [log.get("completion_length") for log in result.step_logs],
         "lora_nonzero": result.lora_nonzero,

@@ -1,8 +1,8 @@
 #!/usr/bin/env bash
 # run_grpo.sh - on the GPU host after scripts/gpu/host_check.sh's setup: GRPO step time, one process per
 # run, side by side on one GPU, in this order (what is most needed first; BUDGET_S skips the rest):
-#   3B shape: TRL + PEFT, Unsloth (fast_inference: vLLM rollouts); SmolLM2: TRL + PEFT, Unsloth;
-#   then TRL with use_vllm (colocate) at both sizes.
+#   3B shape: TRL + PEFT, Unsloth (fast_inference: vLLM rollouts), TRL with use_vllm (colocate);
+#   SmolLM2: the same three, then Unsloth without fast_inference. GRPO_RUNS=label,... picks some.
 # The 3B folder with random weights comes from run_throughput.sh (or is made here).
 # Results: $LOGS/grpo_*.json in $OUT/logs.tgz.
 set -uo pipefail
@@ -18,15 +18,18 @@ export REWARD_DEVICE=cuda REWARD_EMBEDDING_MODEL_PATH=$MESU_HOME/assets/minilm-r
 # TRL's colocated vLLM runs as a one-process torch.distributed group.
 COLOCATE_ENV=(env RANK=0 LOCAL_RANK=0 WORLD_SIZE=1 MASTER_ADDR=127.0.0.1 MASTER_PORT=29533)
 cd "$MESU_HOME/work"
-run() {  # run LABEL NEED LIMIT [args...]
+RUNS=",${GRPO_RUNS:-3b_trl,3b_unsloth_vllm,3b_trl_vllm,smollm2_trl,smollm2_unsloth_vllm,smollm2_trl_vllm,smollm2_unsloth},"
+run() {  # run LABEL NEED LIMIT [args...] (only the labels GRPO_RUNS names)
   local label=$1 need=$2 limit=$3; shift 3
+  [[ $RUNS == *,$label,* ]] || return 0
   step "grpo_$label" "$need" "$limit" "$@" --label "$label" --json "$LOGS/grpo_$label.json"
 }
-run 3b_trl 90 200 python3 $B/grpo_steps.py --backend trl --model /tmp/models/llama3b-random
-run 3b_unsloth_vllm 150 240 python3 $B/grpo_steps.py --backend unsloth --use-vllm --model /tmp/models/llama3b-random
+M3=/tmp/models/llama3b-random
+run 3b_trl 90 200 python3 $B/grpo_steps.py --backend trl --model $M3
+run 3b_unsloth_vllm 150 240 python3 $B/grpo_steps.py --backend unsloth --use-vllm --model $M3
+run 3b_trl_vllm 120 220 "${COLOCATE_ENV[@]}" python3 $B/grpo_steps.py --backend trl --use-vllm --model $M3
 run smollm2_trl 40 120 python3 $B/grpo_steps.py --backend trl --model /tmp/models/smollm2
 run smollm2_unsloth_vllm 90 180 python3 $B/grpo_steps.py --backend unsloth --use-vllm --model /tmp/models/smollm2
-run 3b_trl_vllm 120 200 "${COLOCATE_ENV[@]}" python3 $B/grpo_steps.py --backend trl --use-vllm --model /tmp/models/llama3b-random
 run smollm2_trl_vllm 80 150 "${COLOCATE_ENV[@]}" python3 $B/grpo_steps.py --backend trl --use-vllm --model /tmp/models/smollm2
 run smollm2_unsloth 70 150 python3 $B/grpo_steps.py --backend unsloth --model /tmp/models/smollm2
 cd "$ROOT"

@@ -1,28 +1,56 @@
 #!/usr/bin/env bash
 # run_throughput.sh - on the GPU host after scripts/gpu/host_check.sh's setup (bundle, wheels, the demo
 # dataset in /tmp/mesu/datasets): the writer throughput benchmark at the Llama-3.2-3B shape.
-#   1. HBM copy bandwidth (the GPU otherwise idle)
-#   2. the 3B-shape config (+ SmolLM2's tokenizer) and four random rank-16 LoRAs
-#   3. vLLM serves it with --load-format dummy, CUDA graphs on, runtime LoRA (4 slots, rank 16);
-#      writer_throughput.py vllm: base, 1 LoRA, 4 LoRAs mixed, base again, time to first option
-#   4. server stopped; writer_throughput.py hf: HF generate + PEFT LoRA on the same GPU, which also
-#      saves the random weights for the GRPO benchmark (/tmp/models/llama3b-random)
-# Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz with the logs. BUDGET_S as in scripts/gpu/lib.sh.
+#   prep     HBM copy bandwidth (the GPU otherwise idle); the 3B-shape config (+ SmolLM2's tokenizer)
+#            and four random rank-16 LoRAs; tune_lora.py: vLLM's LoRA kernels tuned for this GPU and
+#            shape (VLLM_TUNED_CONFIG_FOLDER, copied to $LOGS/lora-configs)
+#   tuned    vLLM serves the shape with --load-format dummy, CUDA graphs on, runtime LoRA (4 slots, rank
+#            16), the tuned kernel configs and VLLM_LORA_ENABLE_DUAL_STREAM=1 (LoRA on a second CUDA
+#            stream beside the base layer; without it if the server does not start so);
+#            writer_throughput.py vllm: base, 1 LoRA, 4 LoRAs mixed (3 interleaved rounds), first option
+#   hf       server stopped; HF generate + PEFT LoRA on the same GPU, which also saves the random weights
+#            for the GRPO benchmark (/tmp/models/llama3b-random)
+#   default  the same server with vLLM's default LoRA kernel configs and one stream (what the tuning gains)
+# TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
+# with the logs. BUDGET_S as in scripts/gpu/lib.sh.
 set -uo pipefail
 source "$(dirname "${BASH_SOURCE[0]}")/../../scripts/gpu/lib.sh"
 cd "$ROOT"
 B=bench/gpu
-nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv,noheader | tee -a "$LOGS/machine.txt"
-step tp_bandwidth 10 60 python3 $B/writer_throughput.py bandwidth --json "$LOGS/tp_bandwidth.json"
-step tp_shapes 10 120 sh -c "python3 $B/shapes.py config --out /tmp/models/llama3b-shape && python3 $B/shapes.py loras --base /tmp/models/llama3b-shape --out /tmp/models/llama3b-loras --count 4 --rank 16"
-MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8} VLLM_ARGS="--load-format dummy --max-model-len 4096 --max-num-seqs 256" \
-  step tp_serve 240 400 bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 &&
-  step tp_vllm 60 240 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
-    --loras /tmp/models/llama3b-loras --json "$LOGS/tp_vllm.json"
-stop_server 8100
-step tp_hf 60 240 python3 $B/writer_throughput.py hf --model-dir /tmp/models/llama3b-shape \
-  --lora /tmp/models/llama3b-loras/lora1 --cap-s "${HF_CAP_S:-100}" --save-weights /tmp/models/llama3b-random \
-  --json "$LOGS/tp_hf.json"
+PARTS=",${TP_PARTS:-prep,tuned,hf,default},"
+CONFIGS=$MESU_HOME/lora-configs
+SERVE_ENV=(MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8}
+           "VLLM_ARGS=--load-format dummy --max-model-len 4096 --max-num-seqs 256")
+
+serve_and_measure() {  # serve_and_measure LABEL ENV... : one server, the vLLM runs, server stopped
+  local label=$1; shift
+  step "tp_serve_$label" 200 400 env "${SERVE_ENV[@]}" "$@" bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 || {
+    stop_server 8100; return 1; }
+  step "tp_vllm_$label" 150 300 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
+    --loras /tmp/models/llama3b-loras --label "$label" --server-env "$*" --json "$LOGS/tp_vllm_$label.json"
+  stop_server 8100
+}
+
+if [[ $PARTS == *,prep,* ]]; then
+  nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv,noheader | tee -a "$LOGS/machine.txt"
+  step tp_bandwidth 10 60 python3 $B/writer_throughput.py bandwidth --json "$LOGS/tp_bandwidth.json"
+  step tp_shapes 10 120 sh -c "python3 $B/shapes.py config --out /tmp/models/llama3b-shape && python3 $B/shapes.py loras --base /tmp/models/llama3b-shape --out /tmp/models/llama3b-loras --count 4 --rank 16"
+  step tp_tune 60 200 python3 $B/tune_lora.py --model-dir /tmp/models/llama3b-shape --rank 16 --max-loras 4 \
+    --out "$CONFIGS" --json "$LOGS/tp_tune.json"
+  mkdir -p "$LOGS/lora-configs" && cp "$CONFIGS"/*.json "$LOGS/lora-configs/" 2>/dev/null
+fi
+if [[ $PARTS == *,tuned,* ]]; then
+  serve_and_measure tuned VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 ||
+    serve_and_measure tuned_one_stream VLLM_TUNED_CONFIG_FOLDER="$CONFIGS"
+fi
+if [[ $PARTS == *,hf,* ]]; then
+  step tp_hf 60 240 python3 $B/writer_throughput.py hf --model-dir /tmp/models/llama3b-shape \
+    --lora /tmp/models/llama3b-loras/lora1 --cap-s "${HF_CAP_S:-100}" --save-weights /tmp/models/llama3b-random \
+    --json "$LOGS/tp_hf.json"
+fi
+if [[ $PARTS == *,default,* ]]; then
+  serve_and_measure default VLLM_LORA_ENABLE_DUAL_STREAM=0
+fi
 pack_logs
 cat "$LOGS/steps.tsv"
 exit 0

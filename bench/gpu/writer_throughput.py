@@ -10,12 +10,14 @@ The workload is the writer's: 32 requests at once, each asking for 4 options (`n
 tokens (`ignore_eos`, so every option is exactly 1024 tokens) for the same chapter prompt (the first
 pair of the demo dataset, the writer's prompt format), i.e. 128 sequences decoding together.
 
-vLLM (`vllm`): one warm-up request per model, then the base model, one LoRA for all 32 requests,
-four LoRAs mixed (request i uses LoRA i mod 4), and the base again (the spread between the two base
-runs says how much noise there is). Output tokens come from each response's usage. Decode step time
-comes from the server's own inter-token latency histogram (/metrics), read before and after each
-run, so it is the time per step with 128 sequences in flight. Time to first option: one request
-alone, streamed, n=4 x 1024 tokens: first token, and first option complete.
+vLLM (`vllm`): a warm-up batch of the full shape (64 tokens) per model and one with the four LoRAs
+mixed, then `--repeats` rounds of: the base model, one LoRA for all 32 requests, four LoRAs mixed
+(request i uses LoRA i mod 4), interleaved so that drift hits each alike; the median of the rounds
+is reported with every round's raw numbers. Output tokens come from each response's usage. Decode
+step time comes from the server's own inter-token latency histogram (/metrics), read before and
+after each run, so it is the time per step with 128 sequences in flight. LoRA overhead: decode step
+with the LoRA(s) / base - 1, and base tokens/s / LoRA tokens/s - 1. Time to first option: one
+request alone, streamed, n=4 x 1024 tokens: first token, and first option complete.
 
 HF (`hf`): the same shape built from config.json on the GPU with random bf16 weights, the LoRA
 attached with PEFT (adapter weights kept in bf16), `generate` on the batch of 32 prompts x 4
@@ -73,8 +75,12 @@ def bandwidth() -> dict:
             times.append(start.elapsed_time(end) / 1000)
     assert torch.equal(dst[:1024], src[:1024])
     t = statistics.median(times)
-    return {"copy_bytes": 2 * n * 2, "median_s": t, "bandwidth_gbs": round(2 * n * 2 / t / 1e9, 1),
-            "gpu": torch.cuda.get_device_name(0)}
+    return {
+        "copy_bytes": 2 * n * 2,
+        "median_s": t,
+        "bandwidth_gbs": round(2 * n * 2 / t / 1e9, 1),
+        "gpu": torch.cuda.get_device_name(0),
+    }
 
 
 # ---------------------------------------------------------------------------------------------
@@ -98,13 +104,24 @@ def _metrics_latency(url: str) -> tuple[float, float]:
     return total, count
 
 
-async def _batch(url: str, models: list[str], messages: list[dict], requests: int, n: int, tokens: int) -> dict:
+async def _batch(
+    url: str, models: list[str], messages: list[dict], requests: int, n: int, tokens: int
+) -> dict:
     import httpx
 
     async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=requests + 8)) as client:
+
         async def one(i: int) -> tuple[int, float]:
-            body = {"model": models[i % len(models)], "messages": messages, "n": n, "max_tokens": tokens,
-                    "temperature": 0.8, "top_p": 0.95, "ignore_eos": True, "seed": i}
+            body = {
+                "model": models[i % len(models)],
+                "messages": messages,
+                "n": n,
+                "max_tokens": tokens,
+                "temperature": 0.8,
+                "top_p": 0.95,
+                "ignore_eos": True,
+                "seed": i,
+            }
             r = await client.post(f"{url}/v1/chat/completions", json=body)
             r.raise_for_status()
             data = r.json()
@@ -134,8 +151,16 @@ async def _batch(url: str, models: list[str], messages: list[dict], requests: in
 async def _first_option(url: str, model: str, messages: list[dict], n: int, tokens: int) -> dict:
     import httpx
 
-    body = {"model": model, "messages": messages, "n": n, "max_tokens": tokens, "temperature": 0.8,
-            "top_p": 0.95, "ignore_eos": True, "stream": True}
+    body = {
+        "model": model,
+        "messages": messages,
+        "n": n,
+        "max_tokens": tokens,
+        "temperature": 0.8,
+        "top_p": 0.95,
+        "ignore_eos": True,
+        "stream": True,
+    }
     first_token = first_done = None
     t0 = time.perf_counter()
     async with httpx.AsyncClient(timeout=600) as client:
@@ -149,8 +174,14 @@ async def _first_option(url: str, model: str, messages: list[dict], n: int, toke
                         first_token = time.perf_counter() - t0
                     if first_done is None and choice.get("finish_reason"):
                         first_done = time.perf_counter() - t0
-    return {"model": model, "n": n, "new_tokens": tokens, "first_token_s": round(first_token, 4),
-            "first_option_s": round(first_done, 3), "all_options_s": round(time.perf_counter() - t0, 3)}
+    return {
+        "model": model,
+        "n": n,
+        "new_tokens": tokens,
+        "first_token_s": round(first_token, 4),
+        "first_option_s": round(first_done, 3),
+        "all_options_s": round(time.perf_counter() - t0, 3),
+    }
 
 
 def run_vllm(args) -> dict:
@@ -161,19 +192,50 @@ def run_vllm(args) -> dict:
     loras = sorted(p for p in Path(args.loras).iterdir() if (p / "adapter_config.json").is_file())[:4]
     names = []
     for p in loras:
-        r = httpx.post(f"{url}/v1/load_lora_adapter", json={"lora_name": p.name, "lora_path": str(p)}, timeout=120)
+        r = httpx.post(
+            f"{url}/v1/load_lora_adapter", json={"lora_name": p.name, "lora_path": str(p)}, timeout=120
+        )
         if r.status_code != 200 and "already" not in r.text:
             raise SystemExit(f"loading {p}: HTTP {r.status_code} {r.text[:300]}")
         names.append(p.name)
-    result: dict = {"url": url, "loras": names}
-    for model in [args.model, *names]:  # warm-up: CUDA graphs, the LoRA slots
-        asyncio.run(_batch(url, [model], messages, 2, OPTIONS, 32))
-    runs = [("base", [args.model]), ("lora1", names[:1]), ("lora4_mixed", names), ("base_again", [args.model])]
-    for label, models in runs:
-        result[label] = asyncio.run(_batch(url, models, messages, REQUESTS, OPTIONS, args.new_tokens))
-        print(f"vllm {label}: {json.dumps(result[label])}", flush=True)
-    result["first_option_base"] = asyncio.run(_first_option(url, args.model, messages, OPTIONS, args.new_tokens))
-    result["first_option_lora1"] = asyncio.run(_first_option(url, names[0], messages, OPTIONS, args.new_tokens))
+    result: dict = {"url": url, "loras": names, "repeats": args.repeats}
+    # Warm-up at the full shape (32 requests x n=4, short): the first 128-sequence batch of a fresh
+    # server compiles and allocates what later batches reuse, which made the first timed run 30 % slow.
+    for model in [args.model, *names]:
+        asyncio.run(_batch(url, [model], messages, REQUESTS, OPTIONS, 64))
+    asyncio.run(_batch(url, names, messages, REQUESTS, OPTIONS, 64))
+    runs = [("base", [args.model]), ("lora1", names[:1]), ("lora4_mixed", names)]
+    for rep in range(args.repeats):  # interleaved, so drift hits every configuration alike
+        for label, models in runs:
+            one = asyncio.run(_batch(url, models, messages, REQUESTS, OPTIONS, args.new_tokens))
+            result.setdefault(label + "_runs", []).append(one)
+            print(f"vllm {label} #{rep + 1}: {json.dumps(one)}", flush=True)
+    for label, _ in runs:
+        each = result[label + "_runs"]
+        result[label] = {
+            **each[0],
+            "wall_s": statistics.median(r["wall_s"] for r in each),
+            "tokens_per_s": statistics.median(r["tokens_per_s"] for r in each),
+            "decode_step_ms": statistics.median(r["decode_step_ms"] for r in each),
+            "tokens_per_s_all": [r["tokens_per_s"] for r in each],
+            "decode_step_ms_all": [r["decode_step_ms"] for r in each],
+        }
+    base = result["base"]
+    for label in ("lora1", "lora4_mixed"):
+        r = result[label]
+        result[label + "_overhead"] = {
+            "decode_step": round(r["decode_step_ms"] / base["decode_step_ms"] - 1, 4),
+            "throughput": round(base["tokens_per_s"] / r["tokens_per_s"] - 1, 4),
+        }
+    print(
+        f"vllm overhead: lora1 {result['lora1_overhead']} lora4 {result['lora4_mixed_overhead']}", flush=True
+    )
+    result["first_option_base"] = asyncio.run(
+        _first_option(url, args.model, messages, OPTIONS, args.new_tokens)
+    )
+    result["first_option_lora1"] = asyncio.run(
+        _first_option(url, names[0], messages, OPTIONS, args.new_tokens)
+    )
     print(f"vllm first option: {result['first_option_base']} {result['first_option_lora1']}", flush=True)
     return result
 
@@ -199,7 +261,9 @@ def run_hf(args) -> dict:
         t = time.perf_counter()
         model.save_pretrained(args.save_weights, safe_serialization=True)
         tok.save_pretrained(args.save_weights)
-        print(f"hf: saved random weights to {args.save_weights} in {time.perf_counter() - t:.1f} s", flush=True)
+        print(
+            f"hf: saved random weights to {args.save_weights} in {time.perf_counter() - t:.1f} s", flush=True
+        )
     if args.lora:
         model = PeftModel.from_pretrained(model, args.lora, autocast_adapter_dtype=False).eval()
     text = tok.apply_chat_template(prompt_messages(args.dataset), tokenize=False, add_generation_prompt=True)
@@ -217,19 +281,38 @@ def run_hf(args) -> dict:
         torch.cuda.synchronize()
         t0 = time.perf_counter()
         with torch.no_grad():
-            out = model.generate(**ids, do_sample=True, temperature=0.8, top_p=0.95, num_return_sequences=OPTIONS,
-                                 max_new_tokens=new_tokens, min_new_tokens=new_tokens, pad_token_id=tok.eos_token_id,
-                                 stopping_criteria=[Deadline(cap_s)])
+            out = model.generate(
+                **ids,
+                do_sample=True,
+                temperature=0.8,
+                top_p=0.95,
+                num_return_sequences=OPTIONS,
+                max_new_tokens=new_tokens,
+                min_new_tokens=new_tokens,
+                pad_token_id=tok.eos_token_id,
+                stopping_criteria=[Deadline(cap_s)],
+            )
         torch.cuda.synchronize()
         wall = time.perf_counter() - t0
         made = out.shape[1] - prompt_len
-        return {"sequences": out.shape[0], "new_tokens_each": made, "output_tokens": made * out.shape[0],
-                "wall_s": round(wall, 3), "tokens_per_s": round(made * out.shape[0] / wall, 1),
-                "step_ms": round(1000 * wall / max(1, made), 2), "capped": made < new_tokens}
+        return {
+            "sequences": out.shape[0],
+            "new_tokens_each": made,
+            "output_tokens": made * out.shape[0],
+            "wall_s": round(wall, 3),
+            "tokens_per_s": round(made * out.shape[0] / wall, 1),
+            "step_ms": round(1000 * wall / max(1, made), 2),
+            "capped": made < new_tokens,
+        }
 
     generate(8, 60)  # warm-up
-    result = {"model_dir": str(args.model_dir), "lora": args.lora, "init_s": round(init_s, 1),
-              "prompt_tokens": prompt_len, "params": sum(p.numel() for p in model.parameters())}
+    result = {
+        "model_dir": str(args.model_dir),
+        "lora": args.lora,
+        "init_s": round(init_s, 1),
+        "prompt_tokens": prompt_len,
+        "params": sum(p.numel() for p in model.parameters()),
+    }
     result["run"] = generate(args.new_tokens, args.cap_s)
     result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     print(f"hf: {json.dumps(result)}", flush=True)
@@ -248,12 +331,16 @@ def main() -> int:
     ap.add_argument("--dataset", type=Path, default=Path("/tmp/mesu/datasets/demo"))
     ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     ap.add_argument("--cap-s", type=float, default=120.0)
+    ap.add_argument("--repeats", type=int, default=3, help="vllm: runs of each configuration, interleaved")
+    ap.add_argument("--label", default="", help="vllm: what this server is (e.g. tuned, default)")
+    ap.add_argument("--server-env", default="", help="vllm: the server's LoRA settings, for the report")
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
     if args.what == "bandwidth":
         result = bandwidth()
     elif args.what == "vllm":
         result = run_vllm(args)
+        result["label"], result["server_env"] = args.label, args.server_env
         result["shape"] = shape_numbers(json.loads((Path(args.model_dir) / "config.json").read_text()))
     else:
         result = run_hf(args)
