@@ -11,6 +11,8 @@
 #   hf       server stopped; HF generate + PEFT LoRA on the same GPU, which also saves the random weights
 #            for the GRPO benchmark (/tmp/models/llama3b-random)
 #   default  the same server with vLLM's default LoRA kernel configs and one stream (what the tuning gains)
+#   specialize  (not in the default list) tuned + dual stream + --specialize-active-lora
+# TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
 # with the logs. BUDGET_S as in scripts/gpu/lib.sh.
 set -uo pipefail
@@ -35,13 +37,22 @@ if [[ $PARTS == *,prep,* ]]; then
   nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.max.memory --format=csv,noheader | tee -a "$LOGS/machine.txt"
   step tp_bandwidth 10 60 python3 $B/writer_throughput.py bandwidth --json "$LOGS/tp_bandwidth.json"
   step tp_shapes 10 120 sh -c "python3 $B/shapes.py config --out /tmp/models/llama3b-shape && python3 $B/shapes.py loras --base /tmp/models/llama3b-shape --out /tmp/models/llama3b-loras --count 4 --rank 16"
-  step tp_tune 60 200 python3 $B/tune_lora.py --model-dir /tmp/models/llama3b-shape --rank 16 --max-loras 4 \
-    --out "$CONFIGS" --json "$LOGS/tp_tune.json"
+  if [ -n "${TP_CONFIGS_FROM:-}" ]; then  # configs tuned on this GPU model before (bench/gpu/lora-configs)
+    mkdir -p "$CONFIGS" && cp "$TP_CONFIGS_FROM"/*.json "$CONFIGS/"
+  else
+    step tp_tune 60 200 python3 $B/tune_lora.py --model-dir /tmp/models/llama3b-shape --rank 16 --max-loras 4 \
+      --out "$CONFIGS" --json "$LOGS/tp_tune.json"
+  fi
   mkdir -p "$LOGS/lora-configs" && cp "$CONFIGS"/*.json "$LOGS/lora-configs/" 2>/dev/null
 fi
 if [[ $PARTS == *,tuned,* ]]; then
   serve_and_measure tuned VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 ||
     serve_and_measure tuned_one_stream VLLM_TUNED_CONFIG_FOLDER="$CONFIGS"
+fi
+if [[ $PARTS == *,specialize,* ]]; then  # also: one CUDA graph per number of active LoRAs (1, 2, 4)
+  SERVE_ENV[3]="VLLM_ARGS=--load-format dummy --max-model-len 4096 --max-num-seqs 256 --specialize-active-lora"
+  serve_and_measure tuned_specialize VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1
+  SERVE_ENV[3]="VLLM_ARGS=--load-format dummy --max-model-len 4096 --max-num-seqs 256"
 fi
 if [[ $PARTS == *,hf,* ]]; then
   step tp_hf 60 240 python3 $B/writer_throughput.py hf --model-dir /tmp/models/llama3b-shape \
