@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import functools
 import json
 import logging
 import math
@@ -268,6 +269,44 @@ def _snapshot_base(model, count: int = 3) -> dict[str, Any]:
     return {n: params[n].detach().to("cpu", copy=True) for n in dict.fromkeys(chosen)}
 
 
+def keep_base_exact_across_syncs(trainer) -> bool:
+    """TRL's colocated vLLM (use_vllm, mode colocate) gets new weights by merging the LoRA into the
+    bf16 base weights, reading them and unmerging (trl.generation.vllm_generation: merge_adapter /
+    unmerge_adapter in every sync_weights). W + BA - BA is not W in bf16: the frozen base drifts at
+    every sync and the drift compounds (huggingface/trl#6688; on the GPU host a 4-step 3B run came back
+    with base_unchanged False). So the LoRA-wrapped base weights are copied once before training
+    (frozen: the copy is the truth) and written back after each sync. Costs one copy of those weights
+    in the model's device memory. Returns False when this TRL has no sync_weights to wrap."""
+    generation = getattr(trainer, "vllm_generation", None)
+    sync = getattr(generation, "sync_weights", None)
+    if sync is None:
+        logger.warning("This TRL has no vllm_generation.sync_weights; the base weights are not re-pinned")
+        return False
+    return pin_base_weights(trainer.model, generation)
+
+
+def pin_base_weights(model, generation) -> bool:
+    """Wrap generation.sync_weights so that the base weights of LoRA-wrapped layers of `model` are
+    restored, bit for bit, after every call."""
+    import torch
+
+    params = dict(model.named_parameters())
+    pristine = {n: p.detach().clone() for n, p in params.items() if n.endswith("base_layer.weight")}
+    sync = generation.sync_weights
+
+    @functools.wraps(sync)
+    def sync_then_restore_base(*args, **kwargs):
+        try:
+            return sync(*args, **kwargs)
+        finally:
+            with torch.no_grad():
+                for name, tensor in pristine.items():
+                    params[name].data.copy_(tensor)
+
+    generation.sync_weights = sync_then_restore_base
+    return bool(pristine)
+
+
 def _base_unchanged(model, before: dict[str, Any]) -> bool:
     import torch
 
@@ -453,6 +492,8 @@ def _run_grpo(
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if job.use_vllm and backend == "trl":
+        keep_base_exact_across_syncs(trainer)
     base_before = _snapshot_base(trainer.model)
 
     ckpt_root.mkdir(parents=True, exist_ok=True)
