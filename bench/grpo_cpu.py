@@ -391,9 +391,9 @@ def _seed_shape_reading(seed: dict[str, float], shared: dict[str, float], shape:
     if "rouge1" in seed:
         lines.append(
             f"- rouge1 ({seed['rouge1']:.1f} s) computes ROUGE-1, -2 and -L of each pair at once (rouge2 and "
-            "rougeL then read the cache): the cost is rouge-score's pure-Python longest common subsequence for "
-            f"ROUGE-L, {shape['words']:.0f} x ~{2 * shape['words']:.0f} words per pair; a compiled LCS would cut "
-            "most of it, and a ROUGE-L reference cut of 1 x the answer's words would halve it."
+            "rougeL then read the cache), tokenising and stemming each distinct word once and computing ROUGE-L's "
+            f"longest common subsequence bit-parallel ({shape['words']:.0f} x ~{2 * shape['words']:.0f} words per "
+            "pair; rouge-score's own pure-Python table was 15-50x slower, same numbers)."
         )
     lines.append(
         f"- Smaller levers, not measured here: BERTScore and the embedding batch sizes "
