@@ -104,6 +104,12 @@ def _metrics_latency(url: str) -> tuple[float, float]:
     return total, count
 
 
+def _body(model: str, messages: list[dict], n: int, tokens: int, **extra) -> dict:
+    """The writer's request: n options of exactly `tokens` tokens (ignore_eos), its sampling settings."""
+    return {"model": model, "messages": messages, "n": n, "max_tokens": tokens, "temperature": 0.8,
+            "top_p": 0.95, "ignore_eos": True, **extra}
+
+
 async def _batch(
     url: str, models: list[str], messages: list[dict], requests: int, n: int, tokens: int
 ) -> dict:
@@ -112,16 +118,7 @@ async def _batch(
     async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=requests + 8)) as client:
 
         async def one(i: int) -> tuple[int, float]:
-            body = {
-                "model": models[i % len(models)],
-                "messages": messages,
-                "n": n,
-                "max_tokens": tokens,
-                "temperature": 0.8,
-                "top_p": 0.95,
-                "ignore_eos": True,
-                "seed": i,
-            }
+            body = _body(models[i % len(models)], messages, n, tokens, seed=i)
             r = await client.post(f"{url}/v1/chat/completions", json=body)
             r.raise_for_status()
             data = r.json()
@@ -151,16 +148,7 @@ async def _batch(
 async def _first_option(url: str, model: str, messages: list[dict], n: int, tokens: int) -> dict:
     import httpx
 
-    body = {
-        "model": model,
-        "messages": messages,
-        "n": n,
-        "max_tokens": tokens,
-        "temperature": 0.8,
-        "top_p": 0.95,
-        "ignore_eos": True,
-        "stream": True,
-    }
+    body = _body(model, messages, n, tokens, stream=True)
     first_token = first_done = None
     t0 = time.perf_counter()
     async with httpx.AsyncClient(timeout=600) as client:
