@@ -221,8 +221,6 @@ class VLLMEngine:
             texts, tokens, finish, usage = self._stream(client, request, n=n, on_progress=on_progress)
         else:
             texts, tokens, finish, usage = self._complete(client, request, n=n)
-            if on_progress is not None:
-                on_progress(sum(tokens))
         completions = []
         for i in range(n):
             # Cut at max_tokens, an option has exactly max_tokens new tokens, whatever the count said.
@@ -230,6 +228,10 @@ class VLLMEngine:
             completions.append(
                 Completion(text=sampling.prefill + texts[i], tokens=count, finish_reason=finish[i])
             )
+        if not settings.stream and on_progress is not None:
+            # Without streaming, progress is one report at the end: the same count as the options say
+            # (re-tokenised text can differ by a token or two from what the server generated).
+            on_progress(sum(c.tokens for c in completions))
         return GenerationResult(
             completions=completions,
             model=model,
