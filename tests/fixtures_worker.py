@@ -24,6 +24,29 @@ def _ping(app, name: str) -> bool:  # noqa: ANN001
     return any(name in reply for reply in replies)
 
 
+def launch_worker(
+    module: list[str], *, name: str, queues: str, env: dict[str, str], log_path: Path, ready_within: float,
+    poll: float = 0.5,
+) -> subprocess.Popen:
+    """Start `python -m <module> -Q queues -c 1 -n name` in its own session (so a stop takes its pool
+    child too) and wait until it answers a ping; fail the test with its log if it does not within
+    `ready_within` seconds."""
+    from mesu_web.celery import app
+
+    proc = subprocess.Popen(
+        [sys.executable, "-m", *module, "-Q", queues, "-c", "1", "-n", name, "--without-gossip", "--without-mingle",
+         "-l", "info"],
+        cwd=ROOT, env=env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    )
+    deadline = time.monotonic() + ready_within
+    while not _ping(app, name):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            stop_process_group(proc, timeout=20)
+            pytest.fail(f"the Celery worker did not start:\n{log_path.read_text(errors='replace')[-3000:]}")
+        time.sleep(poll)
+    return proc
+
+
 def worker_env(*, broker_url: str) -> dict[str, str]:
     """The environment of a worker process: this one's, with the test's database, broker and the
     settings tests change (the worker reads its settings from the environment, like in production)."""
@@ -64,17 +87,10 @@ def celery_worker_process(transactional_db, tmp_path):
     env = worker_env(broker_url=settings.CELERY_BROKER_URL)
     app.control.purge()  # the suite's own broker database: nothing of value is queued there
     log = tmp_path / "worker.log"
-    proc = subprocess.Popen(
-        [sys.executable, "-m", "celery", "-A", "mesu_web", "worker", "-Q", "generation,embeddings,gpu", "-c", "1", "-n", name,
-         "--without-gossip", "--without-mingle", "-l", "info"],
-        cwd=ROOT, env=env, stdout=log.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+    proc = launch_worker(
+        ["celery", "-A", "mesu_web", "worker"], name=name, queues="generation,embeddings,gpu", env=env, log_path=log,
+        ready_within=60,
     )
-    deadline = time.monotonic() + 60
-    while not _ping(app, name):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            pytest.fail(f"the Celery worker did not start:\n{log.read_text()[-3000:]}")
-        time.sleep(0.5)
     proc.log_path = log
     yield proc
     stop_process_group(proc, timeout=20)

@@ -9,16 +9,15 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
 
-from tests.fixtures_worker import worker_env
+from tests.fixtures_worker import ROOT, launch_worker, worker_env  # noqa: F401 (ROOT: the fault tests import it from here)
+from writer.engines.vllm_server import stop_process_group
 
-ROOT = Path(__file__).resolve().parents[2]
 _names = itertools.count(1)
 
 
@@ -126,27 +125,13 @@ class Worker:
         self.proc.wait(timeout=20)
 
     def stop(self) -> None:
-        if self.proc.poll() is None:
-            os.killpg(self.proc.pid, signal.SIGTERM)
-            try:
-                self.proc.wait(timeout=20)
-            except subprocess.TimeoutExpired:
-                os.killpg(self.proc.pid, signal.SIGKILL)
-                self.proc.wait(timeout=10)
-
-
-def _ping(app, name: str) -> bool:  # noqa: ANN001
-    try:
-        return any(name in reply for reply in app.control.ping(destination=[name], timeout=1.0) or [])
-    except Exception:  # noqa: BLE001 (the broker may be restarting)
-        return False
+        stop_process_group(self.proc, timeout=20)
 
 
 @pytest.fixture
 def start_worker(transactional_db, broker: str, tmp_path) -> Iterator[Callable[..., Worker]]:
     """start_worker(queues="generation", **env) -> a running Celery worker on the test database and the
     private Redis (rows must be committed: transactional_db). Every one is stopped after the test."""
-    from mesu_web.celery import app
 
     started: list[Worker] = []
 
@@ -155,19 +140,12 @@ def start_worker(transactional_db, broker: str, tmp_path) -> Iterator[Callable[.
         full_env = worker_env(broker_url=broker)
         full_env.update(env)
         log_path = tmp_path / f"{name.split('@')[0]}.log"
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.faults.worker", "-Q", queues, "-c", "1", "-n", name,
-             "--without-gossip", "--without-mingle", "-l", "info"],
-            cwd=ROOT, env=full_env, stdout=log_path.open("w"), stderr=subprocess.STDOUT, start_new_session=True,
+        proc = launch_worker(
+            ["tests.faults.worker"], name=name, queues=queues, env=full_env, log_path=log_path, ready_within=90,
+            poll=0.3,
         )
         worker = Worker(proc, name, log_path)
         started.append(worker)
-        deadline = time.monotonic() + 90
-        while not _ping(app, name):
-            if proc.poll() is not None or time.monotonic() > deadline:
-                worker.stop()
-                pytest.fail(f"the Celery worker did not start:\n{worker.log[-3000:]}")
-            time.sleep(0.3)
         return worker
 
     yield start
