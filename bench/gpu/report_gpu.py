@@ -1,11 +1,12 @@
 """Write the GPU benchmark sections of docs/benchmarks.md from the JSON results a GPU run brought back.
 
-    python3 bench/gpu/report_gpu.py --results docs/gpu-logs [--date "2026-11-27 14:35 UTC"] [--no-report]
+    python3 bench/gpu/report_gpu.py --results docs/gpu-logs/run3 [--date "2026-11-27 18:05 UTC"] [--title ", run 3"] [--no-report]
 
-Reads what bench/gpu/run_throughput.sh and run_grpo.sh write (tp_bandwidth.json, tp_vllm.json,
-tp_hf.json, grpo_*.json) plus machine.txt and versions.txt, computes the ratios the issue asks for
-(each from numbers measured side by side in one run) and appends two sections through
-bench/report.py. Runs on any machine: it only reads JSON.
+Reads what bench/gpu/run_throughput.sh and run_grpo.sh write (tp_bandwidth.json, tp_vllm_<server>.json,
+tp_hf.json, tp_tune.json, grpo_*.json) plus machine.txt and versions.txt, computes the ratios the issue
+asks for (each from numbers measured side by side in one run) and appends two sections through
+bench/report.py. Runs on any machine: it only reads JSON. (Session 2's single-server layout,
+docs/gpu-logs/tp_vllm.json, was reported once in docs/benchmarks.md; this script no longer reads it.)
 """
 
 from __future__ import annotations
@@ -21,8 +22,6 @@ sys.path.insert(0, str(HERE.parent))
 
 from report import append_report  # noqa: E402
 
-DATASHEET_GBS = {"H200": 4800.0, "H100": 3350.0}  # HBM bandwidth by the vendor's datasheet, GB/s
-
 
 def load(results: Path, name: str) -> dict | None:
     path = results / name
@@ -36,99 +35,6 @@ def machine(results: Path) -> str:
     versions = (results / "versions.txt").read_text().split("\n") if (results / "versions.txt").is_file() else []
     vers = ", ".join(v for v in versions if v.strip() and not v.endswith(" -"))
     return f"GPU: {gpu} (name, memory, driver); Python, torch, CUDA: {py}. Packages: {vers}."
-
-
-def throughput_section(results: Path, date: str) -> str | None:
-    vllm, hf, bw = load(results, "tp_vllm.json"), load(results, "tp_hf.json"), load(results, "tp_bandwidth.json")
-    if not vllm:
-        return None
-    shape = vllm["shape"]
-    base_warm = vllm["base_again"]
-    rows = [("base (first run)", vllm["base"]), ("1 LoRA (lora1 for all 32)", vllm["lora1"]),
-            ("4 LoRAs mixed (request i: lora i mod 4)", vllm["lora4_mixed"]), ("base again (warm)", base_warm)]
-    out = [f"## {date}: GPU writer throughput, vLLM vs HF generate, Llama-3.2-3B shape\n"]
-    out.append(machine(results) + "\n")
-    out.append(
-        f"Model: the Llama-3.2-3B shape (hidden 3072, 28 layers, 24 heads, 8 KV heads, MLP 8192, tied embeddings) "
-        f"with SmolLM2's tokenizer (vocabulary 49,152): {shape['params'] / 1e9:.2f} B parameters, random weights "
-        "(vLLM `--load-format dummy`; HF built from config.json on the GPU), bf16 (`bench/gpu/shapes.py`). LoRAs: "
-        "4 random rank-16 adapters on q/k/v/o/gate/up/down. Server: vLLM, CUDA graphs and torch.compile on, "
-        "`--enable-lora --max-lora-rank 16 --max-loras 4 --max-num-seqs 256 --max-model-len 4096`, GPU memory 0.8, "
-        "adapters loaded at run time. Workload: 32 concurrent chat requests x `n=4` options x 1024 new tokens "
-        f"(`ignore_eos`) = 128 sequences, prompt = the first demo pair ({base_warm['prompt_tokens']} tokens). "
-        "`bench/gpu/run_throughput.sh`; one run of each, in the order below.\n"
-    )
-    out.append("| vLLM run | wall s | output tokens | tokens/s | decode step ms (server inter-token latency) | time per token vs warm base |")
-    out.append("|---|---|---|---|---|---|")
-    for label, r in rows:
-        rel = r["decode_step_ms"] / base_warm["decode_step_ms"] - 1 if r.get("decode_step_ms") else None
-        out.append(f"| {label} | {r['wall_s']:.2f} | {r['output_tokens']:,} | {r['tokens_per_s']:,.0f} | "
-                   f"{r['decode_step_ms']:.2f} | {'' if rel is None else f'{rel:+.1%}'} |")
-    if hf:
-        run = hf["run"]
-        out.append(
-            f"| **HF generate + PEFT LoRA** (bf16, SDPA, batch 32 prompts x 4 return sequences) | {run['wall_s']:.2f} | "
-            f"{run['output_tokens']:,} | {run['tokens_per_s']:,.0f} | {run['step_ms']:.2f} (wall / tokens) | |"
-        )
-    out.append("")
-    lora1, mixed = vllm["lora1"], vllm["lora4_mixed"]
-    notes = []
-    if hf:
-        ratio = lora1["tokens_per_s"] / hf["run"]["tokens_per_s"]
-        step_ratio = hf["run"]["step_ms"] / lora1["decode_step_ms"]
-        notes.append(
-            f"- vLLM with one LoRA vs HF `generate` with the same LoRA: **{ratio:.1f}x** the tokens/s "
-            f"({lora1['tokens_per_s']:,.0f} vs {hf['run']['tokens_per_s']:,.0f}; {step_ratio:.1f}x per decode step); "
-            f"four LoRAs mixed: {mixed['tokens_per_s'] / hf['run']['tokens_per_s']:.1f}x. Goal >= 10x: "
-            f"**{'met' if ratio >= 10 else 'not met'}**. HF made all {hf['run']['new_tokens_each']} tokens "
-            f"(peak GPU memory {hf['peak_gpu_gib']} GiB)."
-        )
-    over1 = lora1["decode_step_ms"] / base_warm["decode_step_ms"] - 1
-    over4 = mixed["decode_step_ms"] / base_warm["decode_step_ms"] - 1
-    notes.append(
-        f"- LoRA overhead against the warm base (time per decode step): one LoRA **{over1:+.1%}**, four mixed "
-        f"**{over4:+.1%}** (by wall time: {lora1['wall_s'] / base_warm['wall_s'] - 1:+.1%} and "
-        f"{mixed['wall_s'] / base_warm['wall_s'] - 1:+.1%}). Goal <= 15 %: **{'met' if over1 <= 0.15 else 'not met'}**. "
-        "The base was measured on the same LoRA-enabled server (what the writer runs). vLLM logged "
-        "\"Using default LoRA kernel configs\" (no tuned Triton LoRA configs for this GPU). The first base run "
-        f"took {vllm['base']['wall_s']:.1f} s against {base_warm['wall_s']:.1f} s for the second, with the same "
-        "decode step time: its extra seconds are one-time costs of the first 128-sequence batch (the server logged a "
-        "Triton JIT compile of the top-k/top-p kernel during it), so the ratios use the warm base."
-    )
-    # Roofline: every decode step reads the weights once and each sequence's KV cache.
-    batch = lora1["requests"] * lora1["n"]
-    ctx = base_warm["prompt_tokens"] + base_warm["new_tokens"] / 2  # mean context over the decode steps
-    kv = batch * ctx * shape["kv_bytes_per_token"]
-    step_bytes = shape["weight_bytes_per_step"] + kv
-    measured = (vllm["base"]["decode_step_ms"] + base_warm["decode_step_ms"]) / 2
-    if bw:
-        floor_ms = step_bytes / (bw["bandwidth_gbs"] * 1e9) * 1e3
-        gpu_key = next((k for k in DATASHEET_GBS if k in bw.get("gpu", "")), None)
-        sheet = DATASHEET_GBS.get(gpu_key or "", 0.0)
-        sheet_txt = (f"; against the datasheet's {sheet / 1000:.1f} TB/s the floor is "
-                     f"{step_bytes / (sheet * 1e9) * 1e3:.2f} ms, fraction {step_bytes / (sheet * 1e9) * 1e3 / measured:.2f}") if sheet else ""
-        unique = shape["weight_bytes_per_step"] + (base_warm["prompt_tokens"] + batch * base_warm["new_tokens"] / 2) * shape["kv_bytes_per_token"]
-        notes.append(
-            f"- Roofline at batch {batch}: a decode step reads the weights ({shape['weight_bytes_per_step'] / 1e9:.2f} GB, "
-            f"the tied embedding read whole as the LM head) and each sequence's KV cache ({shape['kv_bytes_per_token']:,} "
-            f"B/token x {batch} sequences x {ctx:.0f} tokens mean context = {kv / 1e9:.2f} GB): "
-            f"{step_bytes / 1e9:.2f} GB. Over the measured copy bandwidth ({bw['bandwidth_gbs']:,.0f} GB/s, a 4 GiB "
-            f"device-to-device copy, read + write) that is {floor_ms:.2f} ms; measured {measured:.2f} ms per step "
-            f"(server inter-token latency, mean of the two base runs): **{floor_ms / measured:.2f} of the roofline**"
-            f"{sheet_txt}. Goal within 2x (>= 0.5): **{'met' if floor_ms / measured >= 0.5 else 'not met'}**. "
-            f"(All 128 sequences share one prompt, and vLLM's prefix cache stores its KV once: counting those bytes "
-            f"once, a step needs only {unique / 1e9:.2f} GB, {unique / (bw['bandwidth_gbs'] * 1e9) * 1e3:.2f} ms, "
-            "but the attention kernel reads each sequence's blocks, so the per-sequence count is the one used.)"
-        )
-    fo_b, fo_l = vllm["first_option_base"], vllm["first_option_lora1"]
-    notes.append(
-        f"- One request alone (n=4 x 1024 tokens, streamed): first token {fo_b['first_token_s'] * 1000:.0f} ms, "
-        f"first complete option {fo_b['first_option_s']:.2f} s (base); with a LoRA {fo_l['first_token_s'] * 1000:.0f} ms "
-        f"and {fo_l['first_option_s']:.2f} s. The 4 options of one request decode together, so the first one ends "
-        "with the others."
-    )
-    out.extend(notes)
-    return "\n".join(out) + "\n"
 
 
 SERVER_TEXT = {
@@ -346,7 +252,7 @@ def _train_grpo_runs(results: Path) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, default=ROOT / "docs" / "gpu-logs")
+    ap.add_argument("--results", type=Path, required=True, help="a folder of one GPU run's logs (docs/gpu-logs/runN)")
     ap.add_argument("--date", default="2026-11-27 14:35 UTC")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--title", default="", help="added to the section titles (e.g. ', run 3')")
@@ -354,7 +260,6 @@ def main() -> int:
     sections = [
         s
         for s in (
-            throughput_section(args.results, args.date),
             throughput_servers_section(args.results, args.date, args.title),
             grpo_section(args.results, args.date, args.title),
         )

@@ -21,10 +21,10 @@ cd "$ROOT"
 B=bench/gpu
 PARTS=",${TP_PARTS:-prep,tuned,hf,default},"
 CONFIGS=$MESU_HOME/lora-configs
-SERVE_ENV=(MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8}
-           "VLLM_ARGS=--load-format dummy --max-model-len 4096 --max-num-seqs 256")
+SERVER_FLAGS="--load-format dummy --max-model-len 4096 --max-num-seqs 256"
+SERVE_ENV=(MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8} "VLLM_ARGS=$SERVER_FLAGS")
 
-serve_and_measure() {  # serve_and_measure LABEL ENV... : one server, the vLLM runs, server stopped
+serve_and_measure() {  # serve_and_measure LABEL ENV... : one server, the vLLM runs, server stopped (ENV wins over SERVE_ENV)
   local label=$1; shift
   step "tp_serve_$label" 200 400 env "${SERVE_ENV[@]}" "$@" bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 || {
     stop_server 8100; return 1; }
@@ -50,9 +50,8 @@ if [[ $PARTS == *,tuned,* ]]; then
     serve_and_measure tuned_one_stream VLLM_TUNED_CONFIG_FOLDER="$CONFIGS"
 fi
 if [[ $PARTS == *,specialize,* ]]; then  # also: one CUDA graph per number of active LoRAs (1, 2, 4)
-  SERVE_ENV[3]="VLLM_ARGS=--load-format dummy --max-model-len 4096 --max-num-seqs 256 --specialize-active-lora"
-  serve_and_measure tuned_specialize VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1
-  SERVE_ENV[3]="VLLM_ARGS=--load-format dummy --max-model-len 4096 --max-num-seqs 256"
+  serve_and_measure tuned_specialize VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
+    "VLLM_ARGS=$SERVER_FLAGS --specialize-active-lora"
 fi
 if [[ $PARTS == *,hf,* ]]; then
   step tp_hf 60 240 python3 $B/writer_throughput.py hf --model-dir /tmp/models/llama3b-shape \
