@@ -27,6 +27,7 @@ the sum over the layer types of shrink + expand, times the number of layers, def
 from __future__ import annotations
 
 import argparse
+import functools
 import itertools
 import json
 import os
@@ -117,11 +118,12 @@ class Case:
         torch.cuda.synchronize()
         self.args = self.meta.meta_args(m, False)
 
-    def shrink(self, mod) -> None:
-        mod._lora_shrink(self.x, self.a, self.buf, *self.args, 1.0)
-
-    def expand(self, mod, add_inputs: bool = True) -> None:
-        mod._lora_expand(self.buf, self.b, self.y, *self.args, offset_start=0, add_inputs=add_inputs)
+    def run(self, op: str, mod) -> None:
+        """One shrink (x @ A into the fp32 buffer) or expand (buffer @ B added to y) through `mod`."""
+        if op == "shrink":
+            mod._lora_shrink(self.x, self.a, self.buf, *self.args, 1.0)
+        else:
+            mod._lora_expand(self.buf, self.b, self.y, *self.args, offset_start=0, add_inputs=True)
 
 
 def graph_time_us(torch, fn, calls: int = 20, replays: int = 5) -> float:
@@ -184,7 +186,7 @@ def compile_worker(payload: tuple) -> int:
         original = _with_config(mod, cfg)
         try:
             for case in cases.values():
-                case.shrink(shrink_mod) if op == "shrink" else case.expand(expand_mod)
+                case.run(op, mod)
             torch.cuda.synchronize()
         except Exception:  # a block shape this GPU cannot run: the timing phase skips it too
             failed += 1
@@ -243,12 +245,7 @@ def tune(args) -> dict:
         original = _with_config(mod, cfg)
         try:
             for (name, m, _mapping), case in cases.items():
-                fn = (
-                    (lambda c=case: c.shrink(shrink_mod))
-                    if op == "shrink"
-                    else (lambda c=case: c.expand(expand_mod))
-                )
-                us = graph_time_us(torch, fn)
+                us = graph_time_us(torch, functools.partial(case.run, op, mod))
                 slot = timings.setdefault((op, name, m), {})
                 slot[_key(cfg)] = slot.get(_key(cfg), 0.0) + us / len(MAPPINGS)
         except Exception as exc:  # noqa: BLE001 - a candidate that fails is left out, with the reason
