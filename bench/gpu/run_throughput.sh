@@ -11,6 +11,9 @@
 #   hf       server stopped; HF generate + PEFT LoRA on the same GPU, which also saves the random weights
 #            for the GRPO benchmark (/tmp/models/llama3b-random)
 #   default  the same server with vLLM's default LoRA kernel configs and one stream (what the tuning gains)
+#   beside   (not in the default list) the tuned server with GPU memory TP_BESIDE_GPU_UTIL (0.55), measured;
+#            HF (HF_REPEATS runs) while that server idles; the server measured again (tp_vllm_tuned_after):
+#            vLLM and HF side by side on one GPU within minutes. TP_VLLM_REPEATS rounds per measurement (3).
 #   specialize  (not in the default list) tuned + dual stream + --specialize-active-lora
 # TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
@@ -24,12 +27,25 @@ CONFIGS=$MESU_HOME/lora-configs
 SERVER_FLAGS="--load-format dummy --max-model-len 4096 --max-num-seqs 256"
 SERVE_ENV=(MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8} "VLLM_ARGS=$SERVER_FLAGS")
 
-serve_and_measure() {  # serve_and_measure LABEL ENV... : one server, the vLLM runs, server stopped (ENV wins over SERVE_ENV)
+serve() {  # serve LABEL ENV... : start the 3B-shape server on :8100 (ENV wins over SERVE_ENV)
   local label=$1; shift
   step "tp_serve_$label" 200 400 env "${SERVE_ENV[@]}" "$@" bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 || {
     stop_server 8100; return 1; }
-  step "tp_vllm_$label" 150 300 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
-    --loras /tmp/models/llama3b-loras --label "$label" --server-env "$*" --json "$LOGS/tp_vllm_$label.json"
+}
+measure() {  # measure LABEL SERVER_ENV [NEED]: writer_throughput.py vllm against the running server
+  step "tp_vllm_$1" "${3:-150}" 300 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
+    --loras /tmp/models/llama3b-loras --repeats "${TP_VLLM_REPEATS:-3}" --label "$1" --server-env "$2" \
+    --json "$LOGS/tp_vllm_$1.json"
+}
+hf() {  # hf [--beside-server TEXT]: HF generate + PEFT with lora1; saves the random weights for run_grpo.sh
+  step tp_hf 60 "$(( 140 + ${HF_REPEATS:-1} * ${HF_CAP_S:-100} ))" python3 $B/writer_throughput.py hf \
+    --model-dir /tmp/models/llama3b-shape --lora /tmp/models/llama3b-loras/lora1 --cap-s "${HF_CAP_S:-100}" \
+    --hf-repeats "${HF_REPEATS:-1}" --save-weights /tmp/models/llama3b-random --json "$LOGS/tp_hf.json" "$@"
+}
+serve_and_measure() {  # serve_and_measure LABEL ENV... : one server, the vLLM runs, server stopped
+  local label=$1; shift
+  serve "$label" "$@" || return 1
+  measure "$label" "$*"
   stop_server 8100
 }
 
@@ -53,10 +69,17 @@ if [[ $PARTS == *,specialize,* ]]; then  # also: one CUDA graph per number of ac
   serve_and_measure tuned_specialize VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
     "VLLM_ARGS=$SERVER_FLAGS --specialize-active-lora"
 fi
+if [[ $PARTS == *,beside,* ]]; then  # tuned server; HF while it idles (GPU memory shared); tuned again
+  BESIDE_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 GPU_UTIL=${TP_BESIDE_GPU_UTIL:-0.55})
+  if serve tuned "${BESIDE_ENV[@]}"; then
+    measure tuned "${BESIDE_ENV[*]}" 100
+    hf --beside-server "tuned vLLM server idle on :8100 with GPU memory ${TP_BESIDE_GPU_UTIL:-0.55}"
+    measure tuned_after "${BESIDE_ENV[*]}" 60
+    stop_server 8100
+  fi
+fi
 if [[ $PARTS == *,hf,* ]]; then
-  step tp_hf 60 240 python3 $B/writer_throughput.py hf --model-dir /tmp/models/llama3b-shape \
-    --lora /tmp/models/llama3b-loras/lora1 --cap-s "${HF_CAP_S:-100}" --save-weights /tmp/models/llama3b-random \
-    --json "$LOGS/tp_hf.json"
+  hf
 fi
 if [[ $PARTS == *,default,* ]]; then
   serve_and_measure default VLLM_LORA_ENABLE_DUAL_STREAM=0

@@ -21,9 +21,11 @@ request alone, streamed, n=4 x 1024 tokens: first token, and first option comple
 
 HF (`hf`): the same shape built from config.json on the GPU with random bf16 weights, the LoRA
 attached with PEFT (adapter weights kept in bf16), `generate` on the batch of 32 prompts x 4
-return sequences (sampling, `min_new_tokens` = `max_new_tokens` = 1024). A run longer than
---cap-s seconds is stopped by a stopping criterion and the tokens made so far count: rates compare,
-and the report says how many tokens HF made.
+return sequences (sampling, `min_new_tokens` = `max_new_tokens` = 1024), --hf-repeats times in one
+process (the median run is reported, every run beside it). A run longer than --cap-s seconds is
+stopped by a stopping criterion and the tokens made so far count: rates compare, and the report says
+how many tokens HF made. HF may run while an idle vLLM server holds its share of GPU memory
+(run_throughput.sh's `beside` part), so that one server's rounds come before and after it.
 
 `bandwidth`: a device-to-device copy of 4 GiB, bytes read + written over time (median of 20),
 the ceiling for the roofline.
@@ -301,7 +303,13 @@ def run_hf(args) -> dict:
         "prompt_tokens": prompt_len,
         "params": sum(p.numel() for p in model.parameters()),
     }
-    result["run"] = generate(args.new_tokens, args.cap_s)
+    runs = [generate(args.new_tokens, args.cap_s) for _ in range(args.hf_repeats)]
+    for i, one in enumerate(runs):
+        print(f"hf #{i + 1}: {json.dumps(one)}", flush=True)
+    # The median run by tokens/s (of two, the faster: the ratio to vLLM is not flattered), every run beside it.
+    result["run"] = sorted(runs, key=lambda r: r["tokens_per_s"])[len(runs) // 2]
+    result["runs"] = runs
+    result["beside_server"] = args.beside_server
     result["peak_gpu_gib"] = round(torch.cuda.max_memory_allocated() / 2**30, 1)
     print(f"hf: {json.dumps(result)}", flush=True)
     return result
@@ -320,6 +328,10 @@ def main() -> int:
     ap.add_argument("--new-tokens", type=int, default=NEW_TOKENS)
     ap.add_argument("--cap-s", type=float, default=120.0)
     ap.add_argument("--repeats", type=int, default=3, help="vllm: runs of each configuration, interleaved")
+    ap.add_argument("--hf-repeats", type=int, default=1, help="hf: generate runs in the one process")
+    ap.add_argument(
+        "--beside-server", default="", help="hf: the idle vLLM server holding GPU memory meanwhile, for the report"
+    )
     ap.add_argument("--label", default="", help="vllm: what this server is (e.g. tuned, default)")
     ap.add_argument("--server-env", default="", help="vllm: the server's LoRA settings, for the report")
     ap.add_argument("--json", required=True)
