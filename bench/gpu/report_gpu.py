@@ -22,6 +22,9 @@ sys.path.insert(0, str(HERE.parent))
 
 from report import append_report  # noqa: E402
 
+sys.path.insert(0, str(HERE))
+from writer_throughput import hf_median  # noqa: E402
+
 
 def load(results: Path, name: str) -> dict | None:
     path = results / name
@@ -32,7 +35,9 @@ def machine(results: Path) -> str:
     lines = (results / "machine.txt").read_text().splitlines() if (results / "machine.txt").is_file() else []
     gpu = lines[0] if lines else "unknown GPU"
     py = lines[1] if len(lines) > 1 else ""
-    versions = (results / "versions.txt").read_text().split("\n") if (results / "versions.txt").is_file() else []
+    versions = (
+        (results / "versions.txt").read_text().split("\n") if (results / "versions.txt").is_file() else []
+    )
     vers = ", ".join(v for v in versions if v.strip() and not v.endswith(" -"))
     return f"GPU: {gpu} (name, memory, driver); Python, torch, CUDA: {py}. Packages: {vers}."
 
@@ -43,34 +48,74 @@ SERVER_TEXT = {
     "`VLLM_LORA_ENABLE_DUAL_STREAM=1`",
     "tuned_one_stream": "tuned kernel configs, one CUDA stream",
     "tuned_specialize": "tuned kernel configs + dual stream + `--specialize-active-lora`",
+    "tuned_fp8kv": "tuned kernel configs + dual stream + `--kv-cache-dtype fp8` (KV cache in FP8 E4M3, scale 1: "
+    "half the KV bytes a step, slightly different numbers)",
     "tuned_after": "the same tuned server as **tuned**, measured again after the HF runs",
 }
 
 
-def _roofline(shape: dict, run: dict, step_ms: float, bw: dict) -> str:
+def _roofline(shape: dict, run: dict, step_ms: float, bw: dict, server_env: str = "") -> str:
     batch = run["requests"] * run["n"]
     ctx = run["prompt_tokens"] + run["new_tokens"] / 2  # mean context over the decode steps
-    step_bytes = shape["weight_bytes_per_step"] + batch * ctx * shape["kv_bytes_per_token"]
+    kv_token = shape["kv_bytes_per_token"] // (2 if "--kv-cache-dtype fp8" in server_env else 1)
+    step_bytes = shape["weight_bytes_per_step"] + batch * ctx * kv_token
     floor_ms = step_bytes / (bw["bandwidth_gbs"] * 1e9) * 1e3
     return (
         f"{step_bytes / 1e9:.2f} GB a step (weights {shape['weight_bytes_per_step'] / 1e9:.2f} GB + KV "
-        f"{shape['kv_bytes_per_token']:,} B/token x {batch} sequences x {ctx:.0f} tokens mean context) over the "
+        f"{kv_token:,} B/token x {batch} sequences x {ctx:.0f} tokens mean context) over the "
         f"measured copy bandwidth {bw['bandwidth_gbs']:,.0f} GB/s = {floor_ms:.2f} ms; measured {step_ms:.2f} ms: "
         f"**{floor_ms / step_ms:.2f} of the roofline** (goal within 2x, >= 0.5: "
         f"**{'met' if floor_ms / step_ms >= 0.5 else 'not met'}**)"
     )
 
 
-def throughput_servers_section(results: Path, date: str, title: str = "") -> str | None:
-    """The run_throughput.sh layout with one tp_vllm_<server>.json per server configuration."""
-    servers = {p.stem.removeprefix("tp_vllm_"): json.loads(p.read_text()) for p in sorted(results.glob("tp_vllm_*.json"))}
+HF_VARIANT_TEXT = {
+    "alone": "no vLLM server on the GPU",
+    "expandable": "`PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True`",
+    "no_cudnn_sdp": "cuDNN attention off (`torch.backends.cuda.enable_cudnn_sdp(False)`)",
+}
+
+
+def _hf_runs(hf: dict, cold_runs: int) -> tuple[list[str], list[str]]:
+    """(tokens/s of each run, step ms of each run), the unmeasured first full-length runs marked."""
+    runs = hf.get("runs") or [hf["run"]]
+    mark = [" first" if i < cold_runs else "" for i in range(len(runs))]
+    return (
+        [f"{r['tokens_per_s']:,.0f}{m}" for r, m in zip(runs, mark, strict=True)],
+        [f"{r['step_ms']:.2f}{m}" for r, m in zip(runs, mark, strict=True)],
+    )
+
+
+def throughput_servers_section(
+    results: Path, date: str, title: str = "", hf_cold_runs: int | None = None
+) -> str | None:
+    """The run_throughput.sh layout with one tp_vllm_<server>.json per server configuration.
+    hf_cold_runs: how many leading HF runs were cold, for results written before tp_hf.json said so."""
+    servers = {
+        p.stem.removeprefix("tp_vllm_"): json.loads(p.read_text())
+        for p in sorted(results.glob("tp_vllm_*.json"))
+    }
     if not servers:
         return None
-    hf, bw, tune = load(results, "tp_hf.json"), load(results, "tp_bandwidth.json"), load(results, "tp_tune.json")
+    hf, bw, tune = (
+        load(results, "tp_hf.json"),
+        load(results, "tp_bandwidth.json"),
+        load(results, "tp_tune.json"),
+    )
+    variants = {
+        p.stem.removeprefix("tp_hf_"): json.loads(p.read_text()) for p in sorted(results.glob("tp_hf_*.json"))
+    }
+
+    def cold_of(h: dict) -> int:
+        return h.get("cold_runs", hf_cold_runs or 0)
+
+    hf_run = hf_median(hf, cold_of(hf)) if hf else None
     beside = bool(hf and hf.get("beside_server"))
     any_server = next(iter(servers.values()))
     shape = any_server.get("shape") or {}
-    out = [f"## {date}: GPU writer throughput, vLLM (tuned LoRA kernels) vs HF generate, Llama-3.2-3B shape{title}\n"]
+    out = [
+        f"## {date}: GPU writer throughput, vLLM (tuned LoRA kernels) vs HF generate, Llama-3.2-3B shape{title}\n"
+    ]
     out.append(machine(results) + "\n")
     out.append(
         f"Model: the Llama-3.2-3B shape with SmolLM2's tokenizer ({shape.get('params', 0) / 1e9:.2f} B parameters, "
@@ -80,17 +125,20 @@ def throughput_servers_section(results: Path, date: str, title: str = "") -> str
         f"on, GPU memory {'0.55' if beside else '0.8'}; the server configurations below differ only as said. "
         "Workload: 32 concurrent chat "
         f"requests x `n=4` x 1024 new tokens (`ignore_eos`) = 128 sequences, prompt {any_server['base']['prompt_tokens']} "
-        "tokens. Per server: a full-shape warm-up per model, then 3 rounds of base / one LoRA / four LoRAs mixed, "
+        f"tokens. Per server: a full-shape warm-up per model, then {any_server.get('repeats', 3)} rounds of base / "
+        "one LoRA / four LoRAs mixed, "
         "interleaved; medians (all rounds in brackets). Decode step = the server's inter-token latency. "
         + (
             f"`bench/gpu/run_throughput.sh` part `beside`: the tuned server measured, then HF `generate` "
-            f"{len(hf.get('runs', [hf['run']]))} times in one process while that server idled holding its GPU memory "
+            f"{len(hf.get('runs') or [1])} times in one process while that server idled holding its GPU memory "
             "(so nothing was restarted between them), then the same server measured again.\n"
             if beside
             else "`bench/gpu/run_throughput.sh`, servers one after another on the GPU, then HF alone.\n"
         )
     )
-    out.append("| server | run | tokens/s (median; rounds) | decode step ms (median; rounds) | LoRA overhead: step / tokens/s |")
+    out.append(
+        "| server | run | tokens/s (median; rounds) | decode step ms (median; rounds) | LoRA overhead: step / tokens/s |"
+    )
     out.append("|---|---|---|---|---|")
     for name, v in servers.items():
         for label in ("base", "lora1", "lora4_mixed"):
@@ -101,22 +149,28 @@ def throughput_servers_section(results: Path, date: str, title: str = "") -> str
                 f"| {name} | {label} | {r['tokens_per_s']:,.0f} ({', '.join(f'{x:,.0f}' for x in r['tokens_per_s_all'])}) | "
                 f"{r['decode_step_ms']:.2f} ({', '.join(f'{x:.2f}' for x in r['decode_step_ms_all'])}) | {over_txt} |"
             )
-    if hf:
-        run = hf["run"]
-        runs = hf.get("runs", [run])
+    for name, h in (({"": hf} if hf else {}) | variants).items():
+        runs = h.get("runs") or [h["run"]]
         capped = "".join(
             f", run {i + 1} stopped at {r['new_tokens_each']} tokens by the {r['wall_s']:.0f} s cap"
             for i, r in enumerate(runs)
             if r.get("capped")
         )
-        each = " (" + ", ".join(f"{r['tokens_per_s']:,.0f}" for r in runs) + ")" if len(runs) > 1 else ""
-        step_each = " (" + ", ".join(f"{r['step_ms']:.2f}" for r in runs) + ")" if len(runs) > 1 else ""
+        tps, steps = _hf_runs(h, cold_of(h))
+        median = hf_median(h, cold_of(h))
+        label = "HF generate + PEFT LoRA (bf16, SDPA, 32 prompts x 4 return sequences)" + (
+            f", {HF_VARIANT_TEXT.get(name, name)}" if name else ""
+        )
         out.append(
-            f"| HF generate + PEFT LoRA (bf16, SDPA, 32 prompts x 4 return sequences) | lora1 | "
-            f"{run['tokens_per_s']:,.0f}{each} | {run['step_ms']:.2f}{step_each} (wall / tokens{capped}) | |"
+            f"| {label} | lora1 | {median['tokens_per_s']:,.0f} ({', '.join(tps)}) | "
+            f"{median['step_ms']:.2f} ({', '.join(steps)}; wall / tokens{capped}) | |"
         )
     out.append("")
-    notes = ["- Server configurations: " + "; ".join(f"**{k}**: {SERVER_TEXT.get(k, v.get('server_env', ''))}" for k, v in servers.items()) + "."]
+    notes = [
+        "- Server configurations: "
+        + "; ".join(f"**{k}**: {SERVER_TEXT.get(k, v.get('server_env', ''))}" for k, v in servers.items())
+        + "."
+    ]
     for name, v in servers.items():
         o1, o4 = v["lora1_overhead"], v["lora4_mixed_overhead"]
         ok = o1["decode_step"] <= 0.15 and o1["throughput"] <= 0.15
@@ -125,25 +179,30 @@ def throughput_servers_section(results: Path, date: str, title: str = "") -> str
             f"decode step ({o1['throughput']:+.1%} tokens/s), four mixed {o4['decode_step']:+.1%} ({o4['throughput']:+.1%}). "
             f"Goal <= 15 %: **{'met' if ok else 'not met'}**."
         )
-        if hf:
-            ratio = v["lora1"]["tokens_per_s"] / hf["run"]["tokens_per_s"]
+        if hf_run:
+            ratio = v["lora1"]["tokens_per_s"] / hf_run["tokens_per_s"]
+            cold = (hf.get("runs") or [])[: cold_of(hf)]
             notes.append(
-                f"- {name} vs HF `generate` with the same LoRA: **{ratio:.1f}x** the tokens/s "
-                f"({v['lora1']['tokens_per_s']:,.0f} vs {hf['run']['tokens_per_s']:,.0f}; "
-                f"{hf['run']['step_ms'] / v['lora1']['decode_step_ms']:.1f}x per decode step); four LoRAs mixed "
-                f"{v['lora4_mixed']['tokens_per_s'] / hf['run']['tokens_per_s']:.1f}x; base "
-                f"{v['base']['tokens_per_s'] / hf['run']['tokens_per_s']:.1f}x"
-                + (
-                    "; with the LoRA against each HF run "
-                    + ", ".join(f"{v['lora1']['tokens_per_s'] / r['tokens_per_s']:.1f}x" for r in hf["runs"])
-                    if len(hf.get("runs", [])) > 1
-                    else ""
+                f"- {name} vs HF `generate` ({'warm' if cold else 'its first full-length run, i.e. cold'}) with the "
+                f"same LoRA: **{ratio:.1f}x** the tokens/s "
+                f"({v['lora1']['tokens_per_s']:,.0f} vs {hf_run['tokens_per_s']:,.0f}; "
+                f"{hf_run['step_ms'] / v['lora1']['decode_step_ms']:.1f}x per decode step); four LoRAs mixed "
+                f"{v['lora4_mixed']['tokens_per_s'] / hf_run['tokens_per_s']:.1f}x; base "
+                f"{v['base']['tokens_per_s'] / hf_run['tokens_per_s']:.1f}x"
+                + "".join(
+                    f"; against HF's first full-length run (cuDNN attention plans built as new lengths come) "
+                    f"{v['lora1']['tokens_per_s'] / r['tokens_per_s']:.1f}x"
+                    for r in cold
                 )
                 + ". Goal >= 10x with the LoRA: "
                 f"**{'met' if ratio >= 10 else 'not met'}**."
             )
         if bw and shape:
-            notes.append(f"- {name}, base at batch 128: " + _roofline(shape, v["base"], v["base"]["decode_step_ms"], bw) + ".")
+            notes.append(
+                f"- {name}, base at batch 128: "
+                + _roofline(shape, v["base"], v["base"]["decode_step_ms"], bw, v.get("server_env", ""))
+                + "."
+            )
         fb, fl = v["first_option_base"], v["first_option_lora1"]
         notes.append(
             f"- {name}, one request alone (n=4 x 1024 tokens, streamed): first token {fb['first_token_s'] * 1000:.0f} ms, "
@@ -165,7 +224,9 @@ def throughput_servers_section(results: Path, date: str, title: str = "") -> str
 
 
 def grpo_section(results: Path, date: str, title: str = "") -> str | None:
-    runs = {p.stem.removeprefix("grpo_"): json.loads(p.read_text()) for p in sorted(results.glob("grpo_*.json"))}
+    runs = {
+        p.stem.removeprefix("grpo_"): json.loads(p.read_text()) for p in sorted(results.glob("grpo_*.json"))
+    }
     if not runs:
         return None
     any_run = next(iter(runs.values()))
@@ -183,12 +244,20 @@ def grpo_section(results: Path, date: str, title: str = "") -> str | None:
         "MiniLM-L6's architecture and tokenizer with random weights: the weights do not change its speed); each "
         "reward call is timed. The 3B shape has random weights saved by the throughput benchmark.\n"
     )
-    out.append("| run | backend | step seconds (1, 2, 3, 4) | mean of steps 2-4 s | vs TRL + PEFT, same model | rewards s/step (2-4) | rewards share | process s | peak GPU GiB |")
+    out.append(
+        "| run | backend | step seconds (1, 2, 3, 4) | mean of steps 2-4 s | vs TRL + PEFT, same model | rewards s/step (2-4) | rewards share | process s | peak GPU GiB |"
+    )
     out.append("|---|---|---|---|---|---|---|---|---|")
     for label, r in runs.items():
         model = label.split("_")[0]
         trl = runs.get(f"{model}_trl")
-        speed = f"{trl['mean_step_s_after_first'] / r['mean_step_s_after_first']:.2f}x" if trl and r is not trl else "1.00x" if r is trl else ""
+        speed = (
+            f"{trl['mean_step_s_after_first'] / r['mean_step_s_after_first']:.2f}x"
+            if trl and r is not trl
+            else "1.00x"
+            if r is trl
+            else ""
+        )
         later = r["reward_s_per_step"][1:]
         backend = r["backend"] + (" + vLLM" if r["use_vllm"] else "")
         out.append(
@@ -210,21 +279,44 @@ def grpo_section(results: Path, date: str, title: str = "") -> str | None:
                 f"process {r['total_s']:.0f} s)"
             )
         best = max(trl["mean_step_s_after_first"] / r["mean_step_s_after_first"] for r in others.values())
-        goal = f" Goal: the fastest path >= 2x plain TRL at the 3B shape: **{'met' if best >= 2 else 'not met'}**." if model == "3b" else ""
+        goal = (
+            f" Goal: the fastest path >= 2x plain TRL at the 3B shape: **{'met' if best >= 2 else 'not met'}**."
+            if model == "3b"
+            else ""
+        )
         notes.append(
             f"- {name}: TRL + PEFT {trl['mean_step_s_after_first']:.2f} s/step (process {trl['total_s']:.0f} s); "
-            + "; ".join(parts) + "." + goal
+            + "; ".join(parts)
+            + "."
+            + goal
         )
     shares = {label: r["reward_share_after_first"] for label, r in runs.items()}
     over = {k: v for k, v in shares.items() if v > 0.10}
     split = all("reward_s_by_name_after_first" in r for r in runs.values())
     notes.append(
-        "- Rewards' share of a step (steps 2-4): " + ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
-        + ". Goal <= 10 %: " + ("**met**." if not over else "**not met** (" + ", ".join(f"{k} {v:.1%}" for k, v in over.items()) + ").")
-        + (" Reward seconds by name over steps 2-4: " if split else " Reward seconds by name over all 4 steps (the first step's include loading the models): ")
+        "- Rewards' share of a step (steps 2-4): "
+        + ", ".join(f"{k} {v:.1%}" for k, v in shares.items())
+        + ". Goal <= 10 %: "
+        + (
+            "**met**."
+            if not over
+            else "**not met** (" + ", ".join(f"{k} {v:.1%}" for k, v in over.items()) + ")."
+        )
+        + (
+            " Reward seconds by name over steps 2-4: "
+            if split
+            else " Reward seconds by name over all 4 steps (the first step's include loading the models): "
+        )
         + "; ".join(
-            f"{label}: " + ", ".join(f"{k} {v:.2f} s" for k, v in r.get("reward_s_by_name_after_first" if split else "reward_s_by_name").items() if v >= 0.01)
-            for label, r in runs.items()) + "."
+            f"{label}: "
+            + ", ".join(
+                f"{k} {v:.2f} s"
+                for k, v in r.get("reward_s_by_name_after_first" if split else "reward_s_by_name").items()
+                if v >= 0.01
+            )
+            for label, r in runs.items()
+        )
+        + "."
     )
     command = _train_grpo_runs(results)
     if command:
@@ -275,15 +367,23 @@ def _train_grpo_runs(results: Path) -> str:
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--results", type=Path, required=True, help="a folder of one GPU run's logs (docs/gpu-logs/runN)")
+    ap.add_argument(
+        "--results", type=Path, required=True, help="a folder of one GPU run's logs (docs/gpu-logs/runN)"
+    )
     ap.add_argument("--date", default="2026-11-27 14:35 UTC")
     ap.add_argument("--no-report", action="store_true")
     ap.add_argument("--title", default="", help="added to the section titles (e.g. ', run 3')")
+    ap.add_argument(
+        "--hf-cold-runs",
+        type=int,
+        default=None,
+        help="leading HF runs that were cold, for tp_hf*.json written before they recorded it (run 4: 1)",
+    )
     args = ap.parse_args()
     sections = [
         s
         for s in (
-            throughput_servers_section(args.results, args.date, args.title),
+            throughput_servers_section(args.results, args.date, args.title, args.hf_cold_runs),
             grpo_section(args.results, args.date, args.title),
         )
         if s

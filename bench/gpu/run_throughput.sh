@@ -15,6 +15,7 @@
 #            HF (HF_REPEATS runs) while that server idles; the server measured again (tp_vllm_tuned_after):
 #            vLLM and HF side by side on one GPU within minutes. TP_VLLM_REPEATS rounds per measurement (3).
 #   specialize  (not in the default list) tuned + dual stream + --specialize-active-lora
+#   fp8kv    (not in the default list) tuned + dual stream + --kv-cache-dtype fp8 (the KV cache in FP8 E4M3)
 # TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
 # with the logs. BUDGET_S as in scripts/gpu/lib.sh.
@@ -38,7 +39,7 @@ measure() {  # measure LABEL SERVER_ENV [NEED]: writer_throughput.py vllm agains
     --json "$LOGS/tp_vllm_$1.json"
 }
 hf() {  # hf [--beside-server TEXT]: HF generate + PEFT with lora1; saves the random weights for run_grpo.sh
-  step tp_hf 60 "$(( 140 + ${HF_REPEATS:-1} * ${HF_CAP_S:-100} ))" python3 $B/writer_throughput.py hf \
+  step tp_hf 60 "$(( 60 + (1 + ${HF_REPEATS:-1}) * ${HF_CAP_S:-100} ))" python3 $B/writer_throughput.py hf \
     --model-dir /tmp/models/llama3b-shape --lora /tmp/models/llama3b-loras/lora1 --cap-s "${HF_CAP_S:-100}" \
     --hf-repeats "${HF_REPEATS:-1}" --save-weights /tmp/models/llama3b-random --json "$LOGS/tp_hf.json" "$@"
 }
@@ -68,6 +69,10 @@ fi
 if [[ $PARTS == *,specialize,* ]]; then  # also: one CUDA graph per number of active LoRAs (1, 2, 4)
   serve_and_measure tuned_specialize VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
     "VLLM_ARGS=$SERVER_FLAGS --specialize-active-lora"
+fi
+if [[ $PARTS == *,fp8kv,* ]]; then  # what halving the KV bytes read per step buys (changes numerics a little)
+  serve_and_measure tuned_fp8kv VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
+    "VLLM_ARGS=$SERVER_FLAGS --kv-cache-dtype fp8"
 fi
 if [[ $PARTS == *,beside,* ]]; then  # tuned server; HF while it idles (GPU memory shared); tuned again
   BESIDE_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 GPU_UTIL=${TP_BESIDE_GPU_UTIL:-0.55})
