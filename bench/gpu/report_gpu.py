@@ -50,6 +50,8 @@ SERVER_TEXT = {
     "tuned_specialize": "tuned kernel configs + dual stream + `--specialize-active-lora`",
     "tuned_fp8kv": "tuned kernel configs + dual stream + `--kv-cache-dtype fp8` (KV cache in FP8 E4M3, scale 1: "
     "half the KV bytes a step, slightly different numbers)",
+    "tuned_no_top_p": "the same tuned server as **tuned**, requests without top_p (temperature 0.8 only): no "
+    "top-p sort of the logits a step",
     "tuned_after": "the same tuned server as **tuned**, measured again after the HF runs",
 }
 
@@ -133,7 +135,8 @@ def throughput_servers_section(
             f"{len(hf.get('runs') or [1])} times in one process while that server idled holding its GPU memory "
             "(so nothing was restarted between them), then the same server measured again.\n"
             if beside
-            else "`bench/gpu/run_throughput.sh`, servers one after another on the GPU, then HF alone.\n"
+            else "`bench/gpu/run_throughput.sh`, servers one after another on the GPU"
+            + (", then HF alone.\n" if hf else "; no HF run in this one.\n")
         )
     )
     out.append(

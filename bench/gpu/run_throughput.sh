@@ -15,6 +15,9 @@
 #            HF (HF_REPEATS runs) while that server idles; the server measured again (tp_vllm_tuned_after):
 #            vLLM and HF side by side on one GPU within minutes. TP_VLLM_REPEATS rounds per measurement (3).
 #   specialize  (not in the default list) tuned + dual stream + --specialize-active-lora
+#   notopp   (not in the default list) the tuned server measured with the writer's sampling (temperature 0.8,
+#            top_p 0.95), then without top_p: what the top-p sort costs a step (the bundle has no FlashInfer,
+#            so vLLM sorts with PyTorch; VLLM_USE_FLASHINFER_SAMPLER=0 in scripts/gpu/lib.sh)
 #   fp8kv    (not in the default list) tuned + dual stream + --kv-cache-dtype fp8 (the KV cache in FP8 E4M3)
 # TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
@@ -33,10 +36,11 @@ serve() {  # serve LABEL ENV... : start the 3B-shape server on :8100 (ENV wins o
   step "tp_serve_$label" 200 400 env "${SERVE_ENV[@]}" "$@" bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 || {
     stop_server 8100; return 1; }
 }
-measure() {  # measure LABEL SERVER_ENV [NEED]: writer_throughput.py vllm against the running server
-  step "tp_vllm_$1" "${3:-150}" 300 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
-    --loras /tmp/models/llama3b-loras --repeats "${TP_VLLM_REPEATS:-3}" --label "$1" --server-env "$2" \
-    --json "$LOGS/tp_vllm_$1.json"
+measure() {  # measure LABEL SERVER_ENV [NEED [ARGS...]]: writer_throughput.py vllm against the running server
+  local label=$1 env=$2 need=${3:-150}; shift $(( $# < 3 ? $# : 3 ))
+  step "tp_vllm_$label" "$need" 300 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
+    --loras /tmp/models/llama3b-loras --repeats "${TP_VLLM_REPEATS:-3}" --label "$label" --server-env "$env" \
+    --json "$LOGS/tp_vllm_$label.json" "$@"
 }
 hf() {  # hf [--beside-server TEXT]: HF generate + PEFT with lora1; saves the random weights for run_grpo.sh
   step tp_hf 60 "$(( 60 + (1 + ${HF_REPEATS:-1}) * ${HF_CAP_S:-100} ))" python3 $B/writer_throughput.py hf \
@@ -73,6 +77,14 @@ fi
 if [[ $PARTS == *,fp8kv,* ]]; then  # what halving the KV bytes read per step buys (changes numerics a little)
   serve_and_measure tuned_fp8kv VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
     "VLLM_ARGS=$SERVER_FLAGS --kv-cache-dtype fp8"
+fi
+if [[ $PARTS == *,notopp,* ]]; then  # the tuned server with the writer's sampling, then without top_p
+  NOTOPP_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1)
+  if serve tuned "${NOTOPP_ENV[@]}"; then
+    measure tuned "${NOTOPP_ENV[*]}" 100
+    measure tuned_no_top_p "${NOTOPP_ENV[*]}" 60 --no-top-p
+    stop_server 8100
+  fi
 fi
 if [[ $PARTS == *,beside,* ]]; then  # tuned server; HF while it idles (GPU memory shared); tuned again
   BESIDE_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 GPU_UTIL=${TP_BESIDE_GPU_UTIL:-0.55})

@@ -107,6 +107,9 @@ def _metrics_latency(url: str) -> tuple[float, float]:
     return total, count
 
 
+SAMPLING = {"temperature": 0.8, "top_p": 0.95}  # the writer's; --no-top-p drops top_p (what its sort costs)
+
+
 def _body(model: str, messages: list[dict], n: int, tokens: int, **extra) -> dict:
     """The writer's request: n options of exactly `tokens` tokens (ignore_eos), its sampling settings."""
     return {
@@ -114,8 +117,7 @@ def _body(model: str, messages: list[dict], n: int, tokens: int, **extra) -> dic
         "messages": messages,
         "n": n,
         "max_tokens": tokens,
-        "temperature": 0.8,
-        "top_p": 0.95,
+        **SAMPLING,
         "ignore_eos": True,
         **extra,
     }
@@ -362,13 +364,18 @@ def main() -> int:
     )
     ap.add_argument("--label", default="", help="vllm: what this server is (e.g. tuned, default)")
     ap.add_argument("--server-env", default="", help="vllm: the server's LoRA settings, for the report")
+    ap.add_argument(
+        "--no-top-p", action="store_true", help="vllm: temperature 0.8 without top_p (no sort a step)"
+    )
     ap.add_argument("--json", required=True)
     args = ap.parse_args()
+    if args.no_top_p:
+        SAMPLING.pop("top_p")
     if args.what == "bandwidth":
         result = bandwidth()
     elif args.what == "vllm":
         result = run_vllm(args)
-        result["label"], result["server_env"] = args.label, args.server_env
+        result["label"], result["server_env"], result["sampling"] = args.label, args.server_env, SAMPLING
         result["shape"] = shape_numbers(json.loads((Path(args.model_dir) / "config.json").read_text()))
     else:
         result = run_hf(args)
