@@ -30,7 +30,13 @@ elapsed() { echo $(( $(date +%s) - T_START )); }
 
 pack_logs() {
   [ -n "${OUT:-}" ] || return 0
-  for f in /tmp/vllm-*.log; do [ -f "$f" ] && tail -n 400 "$f" > "$LOGS/$(basename "$f")"; done
+  # vLLM's log: its start-up (attention backend, tuned configs, KV cache) and its last lines
+  for f in /tmp/vllm-*.log; do
+    [ -f "$f" ] || continue
+    if [ "$(wc -l < "$f")" -le 400 ]; then cp "$f" "$LOGS/"
+    else { head -n 150 "$f"; echo "[... $(( $(wc -l < "$f") - 400 )) lines left out ...]"; tail -n 250 "$f"; } > "$LOGS/$(basename "$f")"
+    fi
+  done
   tar -czf "$OUT/logs.tgz.part" -C "$(dirname "$LOGS")" "$(basename "$LOGS")" 2>/dev/null && mv "$OUT/logs.tgz.part" "$OUT/logs.tgz"
 }
 
