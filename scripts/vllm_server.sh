@@ -32,8 +32,10 @@ export HF_HUB_OFFLINE=1
 # (docs/benchmarks.md); it must be at least the rank training uses.
 MAX_LORA_RANK="${VLLM_MAX_LORA_RANK:-64}"
 
-# --max-model-len 4096: the writer's context window (WRITER_CONTEXT_TOKENS).
-exec "$PY" -m vllm.entrypoints.openai.api_server \
+# --max-model-len 4096: the writer's context window (WRITER_CONTEXT_TOKENS). VLLM_EXTRA_ARGS: more
+# server flags, split on spaces (e.g. --profiler-config with a JSON value written without spaces).
+# shellcheck disable=SC2086
+exec "$PY" -m vllm.entrypoints.openai.api_server ${VLLM_EXTRA_ARGS:-} \
   --model "$MODEL_DIR" \
   --served-model-name "$SERVED_NAME" \
   --enable-lora \

@@ -1,5 +1,5 @@
 """bench/gpu/report_gpu.py on the GPU runs' real JSON (docs/gpu-logs): which HF run the ratio is taken
-against. Pure JSON, so it runs everywhere (no gpu marker)."""
+against. Pure JSON."""
 
 from __future__ import annotations
 
