@@ -5,7 +5,8 @@
     python3 bench/gpu/profile_step.py summarize --trace-dir DIR --json F       # traces already written
 
 The server must be started with `--profiler-config {"profiler":"torch","torch_profiler_dir":"DIR"}` (vLLM's
-/start_profile and /stop_profile then exist). `run` sends the writer's batch (32 requests x n=4, the
+/start_profile and /stop_profile then exist). `run` loads the adapters under --loras, warms up with a
+short batch of the full shape, sends the writer's batch (32 requests x n=4, the
 throughput benchmark's prompt and sampling, --new-tokens each), waits --delay-s so that the batch is
 decoding at a context near the benchmark's mean, records --window-s with /start_profile .. /stop_profile,
 lets the batch finish, and summarises the worker's trace.
@@ -34,7 +35,7 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE))
 
-from writer_throughput import OPTIONS, REQUESTS, _batch, _metrics_latency, prompt_messages  # noqa: E402
+from writer_throughput import OPTIONS, REQUESTS, _batch, _metrics_latency, load_loras, prompt_messages  # noqa: E402
 
 DEVICE_CATEGORIES = {"kernel", "gpu_memcpy", "gpu_memset"}
 # First match wins; names are lower-cased. LoRA before GEMM: vLLM's LoRA kernels are Triton GEMMs.
@@ -176,6 +177,10 @@ def run(args) -> dict:
     root = args.url.rstrip("/")
     messages = prompt_messages(args.dataset)
     models = [m for m in args.model.split(",") if m]
+    if args.loras:
+        load_loras(root, args.loras)
+    # Warm-up at the full shape, short: what a fresh server compiles or allocates on its first batch.
+    asyncio.run(_batch(root, models, messages, args.requests, OPTIONS, 16))
     result: dict = {}
 
     def batch() -> None:
@@ -227,6 +232,7 @@ def main() -> int:
     ap.add_argument("--url", default="http://127.0.0.1:8100")
     ap.add_argument("--model", default="lora1", help="served model or adapter name(s), comma-separated")
     ap.add_argument("--trace-dir", type=Path, required=True)
+    ap.add_argument("--loras", type=Path, default=None, help="run: load the adapters under this folder first")
     ap.add_argument("--dataset", type=Path, default=Path("/tmp/mesu/datasets/demo"))
     ap.add_argument("--requests", type=int, default=REQUESTS)
     ap.add_argument("--new-tokens", type=int, default=1024)

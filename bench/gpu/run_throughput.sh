@@ -18,6 +18,8 @@
 #   notopp   (not in the default list) the tuned server measured with the writer's sampling (temperature 0.8,
 #            top_p 0.95), then without top_p: what the top-p sort costs a step (the bundle has no FlashInfer,
 #            so vLLM sorts with PyTorch; VLLM_USE_FLASHINFER_SAMPLER=0 in scripts/gpu/lib.sh)
+#   profile  (not in the default list) the tuned server started with the torch profiler: a 0.3 s window in the
+#            middle of the base and the one-LoRA batch (profile_step.py): kernel time by category and name
 #   fp8kv    (not in the default list) tuned + dual stream + --kv-cache-dtype fp8 (the KV cache in FP8 E4M3)
 # TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
@@ -83,6 +85,18 @@ if [[ $PARTS == *,notopp,* ]]; then  # the tuned server with the writer's sampli
   if serve tuned "${NOTOPP_ENV[@]}"; then
     measure tuned "${NOTOPP_ENV[*]}" 100
     measure tuned_no_top_p "${NOTOPP_ENV[*]}" 60 --no-top-p
+    stop_server 8100
+  fi
+fi
+if [[ $PARTS == *,profile,* ]]; then  # where a decode step goes: torch-profiler windows mid-batch (profile_step.py)
+  PROFILE_DIR=$MESU_HOME/profile
+  PCONF="{\"profiler\":\"torch\",\"torch_profiler_dir\":\"$PROFILE_DIR\",\"torch_profiler_with_stack\":false}"
+  if serve tuned_profile VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 VLLM_RPC_TIMEOUT=600000 \
+      "VLLM_ARGS=$SERVER_FLAGS --profiler-config $PCONF"; then
+    for model in llama3b lora1; do
+      step "tp_profile_$model" 40 240 python3 $B/profile_step.py run --url http://127.0.0.1:8100 --model "$model" \
+        --loras /tmp/models/llama3b-loras --trace-dir "$PROFILE_DIR" --json "$LOGS/tp_profile_$model.json"
+    done
     stop_server 8100
   fi
 fi

@@ -185,20 +185,26 @@ async def _first_option(url: str, model: str, messages: list[dict], n: int, toke
     }
 
 
-def run_vllm(args) -> dict:
+def load_loras(url: str, folder: Path, limit: int = 4) -> list[str]:
+    """Load the first `limit` adapters under `folder` into the server at run time; their names."""
     import httpx
 
-    url = args.url.rstrip("/")
-    messages = prompt_messages(args.dataset)
-    loras = sorted(p for p in Path(args.loras).iterdir() if (p / "adapter_config.json").is_file())[:4]
     names = []
-    for p in loras:
+    for p in sorted(p for p in folder.iterdir() if (p / "adapter_config.json").is_file())[:limit]:
         r = httpx.post(
             f"{url}/v1/load_lora_adapter", json={"lora_name": p.name, "lora_path": str(p)}, timeout=120
         )
         if r.status_code != 200 and "already" not in r.text:
             raise SystemExit(f"loading {p}: HTTP {r.status_code} {r.text[:300]}")
         names.append(p.name)
+    return names
+
+
+def run_vllm(args) -> dict:
+
+    url = args.url.rstrip("/")
+    messages = prompt_messages(args.dataset)
+    names = load_loras(url, Path(args.loras))
     result: dict = {"url": url, "loras": names, "repeats": args.repeats}
     # Warm-up at the full shape (32 requests x n=4, short): the first 128-sequence batch of a fresh
     # server compiles and allocates what later batches reuse, which made the first timed run 30 % slow.
