@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import re
 import sys
 from pathlib import Path
 
@@ -114,6 +115,8 @@ def throughput_servers_section(
     hf_run = hf_median(hf, cold_of(hf)) if hf else None
     beside = bool(hf and hf.get("beside_server"))
     any_server = next(iter(servers.values()))
+    # run_throughput.sh's GPU_UTIL (0.8; the beside part passes its own in the server's env)
+    gpu_util = next(iter(re.findall(r"GPU_UTIL=([\d.]+)", any_server.get("server_env", ""))), "0.8")
     shape = any_server.get("shape") or {}
     out = [
         f"## {date}: GPU writer throughput, vLLM (tuned LoRA kernels) vs HF generate, Llama-3.2-3B shape{title}\n"
@@ -124,7 +127,7 @@ def throughput_servers_section(
         "random bf16 weights: vLLM `--load-format dummy`, HF built from config.json on the GPU). LoRAs: 4 random "
         "rank-16 adapters on q/k/v/o/gate/up/down, loaded at run time. Server flags: `--enable-lora "
         "--max-lora-rank 16 --max-loras 4 --max-num-seqs 256 --max-model-len 4096`, CUDA graphs and torch.compile "
-        f"on, GPU memory {'0.55' if beside else '0.8'}; the server configurations below differ only as said. "
+        f"on, GPU memory {gpu_util}; the server configurations below differ only as said. "
         "Workload: 32 concurrent chat "
         f"requests x `n=4` x 1024 new tokens (`ignore_eos`) = 128 sequences, prompt {any_server['base']['prompt_tokens']} "
         f"tokens. Per server: a full-shape warm-up per model, then {any_server.get('repeats', 3)} rounds of base / "

@@ -32,6 +32,7 @@ PARTS=",${TP_PARTS:-prep,tuned,hf,default},"
 CONFIGS=$MESU_HOME/lora-configs
 SERVER_FLAGS="--load-format dummy --max-model-len 4096 --max-num-seqs 256"
 SERVE_ENV=(MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8} "VLLM_ARGS=$SERVER_FLAGS")
+TUNED_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1)  # the writer's LoRA settings
 
 serve() {  # serve LABEL ENV... : start the 3B-shape server on :8100 (ENV wins over SERVE_ENV)
   local label=$1; shift
@@ -69,30 +70,26 @@ if [[ $PARTS == *,prep,* ]]; then
   mkdir -p "$LOGS/lora-configs" && cp "$CONFIGS"/*.json "$LOGS/lora-configs/" 2>/dev/null
 fi
 if [[ $PARTS == *,tuned,* ]]; then
-  serve_and_measure tuned VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 ||
+  serve_and_measure tuned "${TUNED_ENV[@]}" ||
     serve_and_measure tuned_one_stream VLLM_TUNED_CONFIG_FOLDER="$CONFIGS"
 fi
 if [[ $PARTS == *,specialize,* ]]; then  # also: one CUDA graph per number of active LoRAs (1, 2, 4)
-  serve_and_measure tuned_specialize VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
-    "VLLM_ARGS=$SERVER_FLAGS --specialize-active-lora"
+  serve_and_measure tuned_specialize "${TUNED_ENV[@]}" "VLLM_ARGS=$SERVER_FLAGS --specialize-active-lora"
 fi
 if [[ $PARTS == *,fp8kv,* ]]; then  # what halving the KV bytes read per step buys (changes numerics a little)
-  serve_and_measure tuned_fp8kv VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 \
-    "VLLM_ARGS=$SERVER_FLAGS --kv-cache-dtype fp8"
+  serve_and_measure tuned_fp8kv "${TUNED_ENV[@]}" "VLLM_ARGS=$SERVER_FLAGS --kv-cache-dtype fp8"
 fi
 if [[ $PARTS == *,notopp,* ]]; then  # the tuned server with the writer's sampling, then without top_p
-  NOTOPP_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1)
-  if serve tuned "${NOTOPP_ENV[@]}"; then
-    measure tuned "${NOTOPP_ENV[*]}" 100
-    measure tuned_no_top_p "${NOTOPP_ENV[*]}" 60 --no-top-p
+  if serve tuned "${TUNED_ENV[@]}"; then
+    measure tuned "${TUNED_ENV[*]}" 100
+    measure tuned_no_top_p "${TUNED_ENV[*]}" 60 --no-top-p
     stop_server 8100
   fi
 fi
 if [[ $PARTS == *,profile,* ]]; then  # where a decode step goes: torch-profiler windows mid-batch (profile_step.py)
   PROFILE_DIR=$MESU_HOME/profile
   PCONF="{\"profiler\":\"torch\",\"torch_profiler_dir\":\"$PROFILE_DIR\",\"torch_profiler_with_stack\":false}"
-  if serve tuned_profile VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 VLLM_RPC_TIMEOUT=600000 \
-      "VLLM_ARGS=$SERVER_FLAGS --profiler-config $PCONF"; then
+  if serve tuned_profile "${TUNED_ENV[@]}" VLLM_RPC_TIMEOUT=600000 "VLLM_ARGS=$SERVER_FLAGS --profiler-config $PCONF"; then
     for model in llama3b lora1; do
       step "tp_profile_$model" 40 240 python3 $B/profile_step.py run --url http://127.0.0.1:8100 --model "$model" \
         --loras /tmp/models/llama3b-loras --trace-dir "$PROFILE_DIR" --json "$LOGS/tp_profile_$model.json"
@@ -101,7 +98,7 @@ if [[ $PARTS == *,profile,* ]]; then  # where a decode step goes: torch-profiler
   fi
 fi
 if [[ $PARTS == *,beside,* ]]; then  # tuned server; HF while it idles (GPU memory shared); tuned again
-  BESIDE_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1 GPU_UTIL=${TP_BESIDE_GPU_UTIL:-0.55})
+  BESIDE_ENV=("${TUNED_ENV[@]}" GPU_UTIL=${TP_BESIDE_GPU_UTIL:-0.55})
   if serve tuned "${BESIDE_ENV[@]}"; then
     measure tuned "${BESIDE_ENV[*]}" 100
     hf --beside-server "tuned vLLM server idle on :8100 with GPU memory ${TP_BESIDE_GPU_UTIL:-0.55}"

@@ -201,7 +201,6 @@ def load_loras(url: str, folder: Path, limit: int = 4) -> list[str]:
 
 
 def run_vllm(args) -> dict:
-
     url = args.url.rstrip("/")
     messages = prompt_messages(args.dataset)
     names = load_loras(url, Path(args.loras))
