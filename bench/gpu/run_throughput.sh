@@ -21,6 +21,8 @@
 #   profile  (not in the default list) the tuned server started with the torch profiler: a 0.3 s window in the
 #            middle of the base and the one-LoRA batch (profile_step.py): kernel time by category and name
 #   fp8kv    (not in the default list) tuned + dual stream + --kv-cache-dtype fp8 (the KV cache in FP8 E4M3)
+#   fp8w     (not in the default list) tuned + dual stream + --quantization fp8 (the base weights in FP8, dynamic
+#            per-tensor scales; LoRA stays bf16): what halving the weight bytes read per step buys
 # TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
 # with the logs. BUDGET_S as in scripts/gpu/lib.sh.
@@ -78,6 +80,9 @@ if [[ $PARTS == *,specialize,* ]]; then  # also: one CUDA graph per number of ac
 fi
 if [[ $PARTS == *,fp8kv,* ]]; then  # what halving the KV bytes read per step buys (changes numerics a little)
   serve_and_measure tuned_fp8kv "${TUNED_ENV[@]}" "VLLM_ARGS=$SERVER_FLAGS --kv-cache-dtype fp8"
+fi
+if [[ $PARTS == *,fp8w,* ]]; then  # what halving the weight bytes read per step buys (changes numerics)
+  serve_and_measure tuned_fp8w "${TUNED_ENV[@]}" "VLLM_ARGS=$SERVER_FLAGS --quantization fp8"
 fi
 if [[ $PARTS == *,notopp,* ]]; then  # the tuned server with the writer's sampling, then without top_p
   if serve tuned "${TUNED_ENV[@]}"; then
