@@ -23,6 +23,8 @@
 #   fp8kv    (not in the default list) tuned + dual stream + --kv-cache-dtype fp8 (the KV cache in FP8 E4M3)
 #   fp8w     (not in the default list) tuned + dual stream + --quantization fp8 (the base weights in FP8, dynamic
 #            per-tensor scales; LoRA stays bf16): what halving the weight bytes read per step buys
+# TP_SERVER_ARGS adds vLLM flags to every server of the run (e.g. --attention-backend TRITON_ATTN) and
+# TP_LABEL_SUFFIX is added to every server's label (tp_vllm_tuned_triton.json), so variants keep their own files.
 # TP_CONFIGS_FROM=bench/gpu/lora-configs takes kernel configs tuned before on this GPU model instead of tuning.
 # TP_PARTS picks (default: all four, in that order). Results: $LOGS/tp_*.json, packed into $OUT/logs.tgz
 # with the logs. BUDGET_S as in scripts/gpu/lib.sh.
@@ -32,17 +34,18 @@ cd "$ROOT"
 B=bench/gpu
 PARTS=",${TP_PARTS:-prep,tuned,hf,default},"
 CONFIGS=$MESU_HOME/lora-configs
-SERVER_FLAGS="--load-format dummy --max-model-len 4096 --max-num-seqs 256"
+SERVER_FLAGS="--load-format dummy --max-model-len 4096 --max-num-seqs 256${TP_SERVER_ARGS:+ $TP_SERVER_ARGS}"
+SFX=${TP_LABEL_SUFFIX:-}
 SERVE_ENV=(MAX_LORA_RANK=16 MAX_LORAS=4 GPU_UTIL=${TP_GPU_UTIL:-0.8} "VLLM_ARGS=$SERVER_FLAGS")
 TUNED_ENV=(VLLM_TUNED_CONFIG_FOLDER="$CONFIGS" VLLM_LORA_ENABLE_DUAL_STREAM=1)  # the writer's LoRA settings
 
 serve() {  # serve LABEL ENV... : start the 3B-shape server on :8100 (ENV wins over SERVE_ENV)
   local label=$1; shift
-  step "tp_serve_$label" 200 400 env "${SERVE_ENV[@]}" "$@" bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 || {
+  step "tp_serve_$label$SFX" 200 400 env "${SERVE_ENV[@]}" "$@" bash scripts/gpu/serve.sh /tmp/models/llama3b-shape llama3b 8100 || {
     stop_server 8100; return 1; }
 }
 measure() {  # measure LABEL SERVER_ENV [NEED [ARGS...]]: writer_throughput.py vllm against the running server
-  local label=$1 env=$2 need=${3:-150}; shift $(( $# < 3 ? $# : 3 ))
+  local label=$1$SFX env=$2${TP_SERVER_ARGS:+ VLLM_ARGS+=$TP_SERVER_ARGS} need=${3:-150}; shift $(( $# < 3 ? $# : 3 ))
   step "tp_vllm_$label" "$need" 300 python3 $B/writer_throughput.py vllm --url http://127.0.0.1:8100 --model llama3b \
     --loras /tmp/models/llama3b-loras --repeats "${TP_VLLM_REPEATS:-3}" --label "$label" --server-env "$env" \
     --json "$LOGS/tp_vllm_$label.json" "$@"
