@@ -3,8 +3,8 @@
     python3 bench/gpu/report_gpu.py --results docs/gpu-logs/run3 [--date "2026-11-27 18:05 UTC"] [--title ", run 3"] [--no-report]
 
 Reads what bench/gpu/run_throughput.sh and run_grpo.sh write (tp_bandwidth.json, tp_vllm_<server>.json,
-tp_hf.json, tp_tune.json, grpo_*.json) plus machine.txt and versions.txt, computes the ratios the issue
-asks for (each from numbers measured side by side in one run) and appends two sections through
+tp_hf.json, tp_tune.json, grpo_*.json, tp_profile_*.json) plus machine.txt and versions.txt, computes the ratios the issue
+asks for (each from numbers measured side by side in one run) and appends its sections through
 bench/report.py. Runs on any machine: it only reads JSON. (Session 2's single-server layout,
 docs/gpu-logs/tp_vllm.json, was reported once in docs/benchmarks.md; this script no longer reads it.)
 """
@@ -371,6 +371,81 @@ def _train_grpo_runs(results: Path) -> str:
     )
 
 
+LAYERS = 28  # the Llama-3.2-3B shape's attention layers
+
+
+def _profile_steps(prof: dict, layers: int = LAYERS) -> tuple[float, str]:
+    """Decode steps in a profile window: the KV-cache writes / layers (profile_step.py --layers records it;
+    for results written before, the write kernel's call count in the top list), else the server's counter."""
+    if prof.get("steps_from") == "kernels":
+        return prof["steps"], "KV-cache writes / layers"
+    writes = [t["calls"] for t in prof.get("top", []) if "reshape_and_cache" in t["name"]]
+    if writes and writes[0] >= layers:
+        return round(writes[0] / layers, 1), "KV-cache writes / layers"
+    return prof["steps"], "the server's inter-token-latency counter"
+
+
+def profile_section(results: Path, date: str, title: str = "") -> str | None:
+    """run_throughput.sh part `profile`: where a decode step's GPU time goes (tp_profile_<model>.json)."""
+    profiles = {
+        p.stem.removeprefix("tp_profile_"): json.loads(p.read_text())
+        for p in sorted(results.glob("tp_profile_*.json"))
+    }
+    if not profiles:
+        return None
+    steps = {name: _profile_steps(prof) for name, prof in profiles.items()}
+    out = [f"## {date}: where a decode step goes on the GPU, Llama-3.2-3B shape, 128 sequences{title}\n"]
+    out.append(machine(results) + "\n")
+    out.append(
+        "`bench/gpu/run_throughput.sh` part `profile`: the tuned server (tuned LoRA kernels, dual stream, "
+        "FlashAttention 3, CUDA graphs) started with vLLM's torch profiler; `bench/gpu/profile_step.py` sends the "
+        "benchmark's batch (32 requests x n=4 x 1024 tokens), opens a "
+        + ", ".join(
+            f"{p['window_s']} s window {p['delay_s']:.0f} s into the {n} batch" for n, p in profiles.items()
+        )
+        + ", and sums the device kernels' own times by category. Steps in the window: "
+        + "; ".join(f"{n} {steps[n][0]:g} ({steps[n][1]})" for n in profiles)
+        + ". The profiler slows the batch (its own decode step is given below), so the shares matter more than "
+        "the absolute times.\n"
+    )
+    names = list(profiles)
+    out.append("| category | " + " | ".join(f"{n}: ms a step (share)" for n in names) + " |")
+    out.append("|---|" + "---|" * len(names))
+    cats = sorted(
+        {c for p in profiles.values() for c in p["by_category"]},
+        key=lambda c: -max(p["by_category"].get(c, {}).get("ms", 0) for p in profiles.values()),
+    )
+    for c in cats:
+        cells = []
+        for n in names:
+            v = profiles[n]["by_category"].get(c)
+            cells.append(f"{v['ms'] / steps[n][0]:.2f} ({v['share']:.0%})" if v else "")
+        out.append(f"| {c} | " + " | ".join(cells) + " |")
+    out.append(
+        "| GPU busy (some kernel running) | "
+        + " | ".join(
+            f"{p['busy_ms'] / steps[n][0]:.2f} ({p['busy_fraction']:.0%} of the window)"
+            for n, p in profiles.items()
+        )
+        + " |"
+    )
+    out.append(
+        "| window | " + " | ".join(f"{p['window_ms'] / steps[n][0]:.2f}" for n, p in profiles.items()) + " |"
+    )
+    out.append("")
+    for n, p in profiles.items():
+        top = ", ".join(
+            f"`{t['name'][:70]}` {t['ms'] / steps[n][0]:.2f} ms ({t['calls'] / steps[n][0]:.0f} calls)"
+            for t in p["top"][:6]
+        )
+        batch = p.get("batch") or {}
+        out.append(
+            f"- {n}: the biggest kernels a step: {top}. The profiled batch itself ran "
+            f"{batch.get('tokens_per_s', 0):,.0f} tokens/s ({batch.get('decode_step_ms', 0):.2f} ms a step)."
+        )
+    return "\n".join(out) + "\n"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument(
@@ -391,6 +466,7 @@ def main() -> int:
         for s in (
             throughput_servers_section(args.results, args.date, args.title, args.hf_cold_runs),
             grpo_section(args.results, args.date, args.title),
+            profile_section(args.results, args.date, args.title),
         )
         if s
     ]

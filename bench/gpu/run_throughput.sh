@@ -21,6 +21,8 @@
 #   profile  (not in the default list) the tuned server started with the torch profiler: a 0.3 s window in the
 #            middle of the base and the one-LoRA batch (profile_step.py): kernel time by category and name
 #   fp8kv    (not in the default list) tuned + dual stream + --kv-cache-dtype fp8 (the KV cache in FP8 E4M3)
+#   distinct (not in the default list) the tuned server measured with the benchmark's one prompt for all 32
+#            requests, then with 32 prompts of their own (--distinct-prompts: no KV block shared between requests)
 #   fp8w     (not in the default list) tuned + dual stream + --quantization fp8 (the base weights in FP8, dynamic
 #            per-tensor scales; LoRA stays bf16): what halving the weight bytes read per step buys
 # TP_SERVER_ARGS adds vLLM flags to every server of the run (e.g. --attention-backend TRITON_ATTN) and
@@ -87,6 +89,13 @@ fi
 if [[ $PARTS == *,fp8w,* ]]; then  # what halving the weight bytes read per step buys (changes numerics)
   serve_and_measure tuned_fp8w "${TUNED_ENV[@]}" "VLLM_ARGS=$SERVER_FLAGS --quantization fp8"
 fi
+if [[ $PARTS == *,distinct,* ]]; then  # one prompt for all 32 requests (prefix-cached), then 32 of their own
+  if serve tuned "${TUNED_ENV[@]}"; then
+    measure tuned "${TUNED_ENV[*]}" 100
+    measure tuned_distinct "${TUNED_ENV[*]}" 60 --distinct-prompts
+    stop_server 8100
+  fi
+fi
 if [[ $PARTS == *,notopp,* ]]; then  # the tuned server with the writer's sampling, then without top_p
   if serve tuned "${TUNED_ENV[@]}"; then
     measure tuned "${TUNED_ENV[*]}" 100
@@ -99,8 +108,8 @@ if [[ $PARTS == *,profile,* ]]; then  # where a decode step goes: torch-profiler
   PCONF="{\"profiler\":\"torch\",\"torch_profiler_dir\":\"$PROFILE_DIR\",\"torch_profiler_with_stack\":false}"
   if serve tuned_profile "${TUNED_ENV[@]}" VLLM_RPC_TIMEOUT=600000 "VLLM_ARGS=$SERVER_FLAGS --profiler-config $PCONF"; then
     for model in llama3b lora1; do
-      step "tp_profile_$model" 40 240 python3 $B/profile_step.py run --url http://127.0.0.1:8100 --model "$model" \
-        --loras /tmp/models/llama3b-loras --trace-dir "$PROFILE_DIR" --json "$LOGS/tp_profile_$model.json"
+      step "tp_profile_$model$SFX" 40 240 python3 $B/profile_step.py run --url http://127.0.0.1:8100 --model "$model" \
+        --loras /tmp/models/llama3b-loras --trace-dir "$PROFILE_DIR" --layers 28 --json "$LOGS/tp_profile_$model$SFX.json"
     done
     stop_server 8100
   fi

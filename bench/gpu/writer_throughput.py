@@ -123,15 +123,31 @@ def _body(model: str, messages: list[dict], n: int, tokens: int, **extra) -> dic
     }
 
 
+def distinct(messages: list[dict], i: int, nonce: str) -> list[dict]:
+    """The prompt with its own first line, so that no KV block of it is shared with another request's:
+    32 readers' own prompts rather than one prompt 32 times (the n options of one request still share it)."""
+    head, *rest = messages
+    return [{**head, "content": f"Reader session {nonce}-{i}.\n{head['content']}"}, *rest]
+
+
 async def _batch(
-    url: str, models: list[str], messages: list[dict], requests: int, n: int, tokens: int
+    url: str,
+    models: list[str],
+    messages: list[dict],
+    requests: int,
+    n: int,
+    tokens: int,
+    distinct_prompts: bool = False,
 ) -> dict:
     import httpx
+
+    nonce = f"{time.time_ns() % 10**9:09d}"  # per batch: no prefix-cache hits on an earlier batch either
 
     async with httpx.AsyncClient(timeout=900, limits=httpx.Limits(max_connections=requests + 8)) as client:
 
         async def one(i: int) -> tuple[int, float]:
-            body = _body(models[i % len(models)], messages, n, tokens, seed=i)
+            own = distinct(messages, i, nonce) if distinct_prompts else messages
+            body = _body(models[i % len(models)], own, n, tokens, seed=i)
             r = await client.post(f"{url}/v1/chat/completions", json=body)
             r.raise_for_status()
             data = r.json()
@@ -153,6 +169,7 @@ async def _batch(
         "wall_s": round(wall, 3),
         "output_tokens": out_tokens,
         "prompt_tokens": results[0][1],
+        "distinct_prompts": distinct_prompts,
         "tokens_per_s": round(out_tokens / wall, 1),
         "decode_step_ms": round(1000 * (after[0] - before[0]) / itl_n, 3) if itl_n else None,
     }
@@ -213,7 +230,9 @@ def run_vllm(args) -> dict:
     runs = [("base", [args.model]), ("lora1", names[:1]), ("lora4_mixed", names)]
     for rep in range(args.repeats):  # interleaved, so drift hits every configuration alike
         for label, models in runs:
-            one = asyncio.run(_batch(url, models, messages, REQUESTS, OPTIONS, args.new_tokens))
+            one = asyncio.run(
+                _batch(url, models, messages, REQUESTS, OPTIONS, args.new_tokens, args.distinct_prompts)
+            )
             result.setdefault(label + "_runs", []).append(one)
             print(f"vllm {label} #{rep + 1}: {json.dumps(one)}", flush=True)
     for label, _ in runs:
@@ -366,6 +385,11 @@ def main() -> int:
         "--beside-server",
         default="",
         help="hf: the idle vLLM server holding GPU memory meanwhile, for the report",
+    )
+    ap.add_argument(
+        "--distinct-prompts",
+        action="store_true",
+        help="vllm: each of the 32 requests its own prompt (no KV shared between requests)",
     )
     ap.add_argument("--label", default="", help="vllm: what this server is (e.g. tuned, default)")
     ap.add_argument("--server-env", default="", help="vllm: the server's LoRA settings, for the report")

@@ -12,7 +12,7 @@ import pytest
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "gpu"))
 
-from report_gpu import throughput_servers_section  # noqa: E402
+from report_gpu import _profile_steps, profile_section, throughput_servers_section  # noqa: E402
 from writer_throughput import hf_median  # noqa: E402
 
 RUN4 = ROOT / "docs" / "gpu-logs" / "run4"
@@ -52,3 +52,27 @@ def test_run4_ratio_is_against_warm_hf_and_says_so():
 def test_without_cold_run_info_the_ratio_is_labelled_cold():
     text = throughput_servers_section(ROOT / "docs" / "gpu-logs" / "run3", "d")
     assert "its first full-length run, i.e. cold" in text and "(warm)" not in text
+
+
+RUN7 = ROOT / "docs" / "gpu-logs" / "run7"
+
+
+def test_profile_section_counts_steps_by_kv_writes_not_the_lagging_counter():
+    """Run 7's real profile JSON predates profile_step.py --layers: its counter read 54 and 36 steps, the
+    kernels show 43 and 29 (1,204 and 812 KV-cache writes over 28 layers); the per-step times use those."""
+    base = json.loads((RUN7 / "tp_profile_llama3b.json").read_text())
+    assert base["steps"] == 54.0 and "steps_from" not in base
+    assert _profile_steps(base) == (43.0, "KV-cache writes / layers")
+    assert _profile_steps({**base, "top": []}) == (54.0, "the server's inter-token-latency counter")
+    assert _profile_steps({"steps": 12.0, "steps_from": "kernels"})[0] == 12.0
+    text = profile_section(RUN7, "D")
+    assert "llama3b 43 (KV-cache writes / layers); lora1 29 (KV-cache writes / layers)" in text
+    rows = {line.split(" | ")[0].strip("| "): line for line in text.splitlines() if line.startswith("| ")}
+    assert list(rows)[1:3] == ["attention", "gemm"]  # the biggest category first
+    assert "| 4.47 (54%) | 3.93 (44%) |" in rows["attention"]  # 192.26 ms / 43, 113.87 ms / 29
+    assert rows["lora"].split(" | ")[1] == ""  # no LoRA kernels in the base window
+    assert "7.38 (95% of the window)" in rows["GPU busy (some kernel running)"]
+
+
+def test_no_profile_no_section(tmp_path):
+    assert profile_section(tmp_path, "D") is None

@@ -55,11 +55,12 @@ def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path
     ]
     (dataset / "train.jsonl").write_text(json.dumps({"prompt": prompt}) + "\n")
     out = tmp_path / "profile.json"
+    layers = json.loads((model_dir / "config.json").read_text())["num_hidden_layers"]
     try:
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "gpu" / "profile_step.py"), "run", "--url", f"http://127.0.0.1:{PORT}",
              "--model", lora_adapter_dir.name, "--loras", str(lora_adapter_dir.parent), "--trace-dir", str(traces), "--dataset", str(dataset), "--requests", "2",
-             "--new-tokens", "160", "--delay-s", "3", "--window-s", "1", "--json", str(out)],
+             "--new-tokens", "160", "--delay-s", "3", "--window-s", "1", "--layers", str(layers), "--json", str(out)],
             capture_output=True, text=True, timeout=400,
         )  # fmt: skip
     finally:
@@ -70,6 +71,8 @@ def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path
     assert result["files"] and all("async_llm" not in f for f in result["files"])
     assert 0 < result["busy_ms"] <= result["window_ms"] and result["summed_ms"] >= result["busy_ms"]
     assert result["steps"] and result["steps"] > 1  # decode steps ran inside the window
+    # counted from the KV-cache writes the worker made (one per layer per step), not from the lagging counter
+    assert result["steps_from"] == "kernels", result
     assert result["batch"]["output_tokens"] == 2 * 4 * 160  # the batch itself finished whole
     assert "gemm" in result["by_category"]  # the model's matmuls were seen and named
     assert abs(sum(c["share"] for c in result["by_category"].values()) - 1) < 0.01
