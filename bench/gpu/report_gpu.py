@@ -54,6 +54,15 @@ SERVER_TEXT = {
     "tuned_no_top_p": "the same tuned server as **tuned**, requests without top_p (temperature 0.8 only): no "
     "top-p sort of the logits a step",
     "tuned_after": "the same tuned server as **tuned**, measured again after the HF runs",
+    "tuned_distinct": "the same tuned server as **tuned**, each of the 32 requests with a prompt of its own "
+    "(`--distinct-prompts`: a first line of its own, 16 tokens longer; no KV block shared between requests, "
+    "the n=4 options of one request still share theirs)",
+    "tuned_fp8w": "tuned kernel configs + dual stream + `--quantization fp8` (base weights in FP8 with dynamic "
+    "scales, LoRA in bf16: half the weight bytes a step)",
+    "tuned_triton": "tuned kernel configs + dual stream + `--attention-backend TRITON_ATTN` (vLLM's Triton "
+    "attention instead of FlashAttention 3)",
+    "tuned_cascade": "tuned kernel configs + dual stream + `--no-disable-cascade-attn` (cascade attention "
+    "allowed: the prompt all 32 requests share attended once)",
 }
 
 
