@@ -90,20 +90,28 @@ def bandwidth() -> dict:
 # vLLM client
 
 
-def _metrics_latency(url: str) -> tuple[float, float]:
-    """(sum, count) of the server's inter-token latency histogram (seconds), over all labels."""
+def metric_sums(url: str, *groups: tuple[str, ...]) -> list[float]:
+    """For each group of metric names, the sum of their samples on the server's /metrics (all labels)."""
     import httpx
 
-    text = httpx.get(f"{url}/metrics", timeout=30).text
-    total = count = 0.0
-    for line in text.splitlines():
+    sums = [0.0] * len(groups)
+    for line in httpx.get(f"{url}/metrics", timeout=30).text.splitlines():
         if line.startswith("#"):
             continue
         name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in ("vllm:inter_token_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum"):
-            total += float(line.rsplit(" ", 1)[1])
-        elif name in ("vllm:inter_token_latency_seconds_count", "vllm:time_per_output_token_seconds_count"):
-            count += float(line.rsplit(" ", 1)[1])
+        for i, names in enumerate(groups):
+            if name in names:
+                sums[i] += float(line.rsplit(" ", 1)[1])
+    return sums
+
+
+def _metrics_latency(url: str) -> tuple[float, float]:
+    """(sum, count) of the server's inter-token latency histogram (seconds), over all labels."""
+    total, count = metric_sums(
+        url,
+        ("vllm:inter_token_latency_seconds_sum", "vllm:time_per_output_token_seconds_sum"),
+        ("vllm:inter_token_latency_seconds_count", "vllm:time_per_output_token_seconds_count"),
+    )
     return total, count
 
 

@@ -8,13 +8,12 @@ import asyncio
 import sys
 from pathlib import Path
 
-import httpx
 import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT / "bench" / "gpu"))
 
-from writer_throughput import _batch, distinct  # noqa: E402
+from writer_throughput import _batch, distinct, metric_sums  # noqa: E402
 
 PROMPT = [
     {"role": "system", "content": "You continue stories for readers."},
@@ -29,16 +28,13 @@ def test_distinct_gives_each_request_its_own_first_line():
     assert PROMPT[0]["content"] == "You continue stories for readers."  # the caller's prompt not changed
 
 
-def _prefix_cache(root: str) -> tuple[float, float]:
-    """(queried, hit) tokens from the server's prefix-cache counters."""
-    queries = hits = 0.0
-    for line in httpx.get(f"{root}/metrics", timeout=30).text.splitlines():
-        name = line.split("{", 1)[0].split(" ", 1)[0]
-        if name in ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries"):
-            queries += float(line.rsplit(" ", 1)[1])
-        elif name in ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits"):
-            hits += float(line.rsplit(" ", 1)[1])
-    return queries, hits
+def _prefix_cache(root: str) -> list[float]:
+    """[queried, hit] tokens from the server's prefix-cache counters."""
+    return metric_sums(
+        root,
+        ("vllm:prefix_cache_queries_total", "vllm:prefix_cache_queries"),
+        ("vllm:prefix_cache_hits_total", "vllm:prefix_cache_hits"),
+    )
 
 
 def _hits_of(root: str, distinct_prompts: bool) -> tuple[float, float, dict]:
