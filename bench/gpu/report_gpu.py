@@ -24,6 +24,7 @@ sys.path.insert(0, str(HERE.parent))
 from report import append_report  # noqa: E402
 
 sys.path.insert(0, str(HERE))
+from profile_step import KV_WRITE  # noqa: E402
 from writer_throughput import hf_median  # noqa: E402
 
 
@@ -388,7 +389,7 @@ def _profile_steps(prof: dict, layers: int = LAYERS) -> tuple[float, str]:
     for results written before, the write kernel's call count in the top list), else the server's counter."""
     if prof.get("steps_from") == "kernels":
         return prof["steps"], "KV-cache writes / layers"
-    writes = [t["calls"] for t in prof.get("top", []) if "reshape_and_cache" in t["name"]]
+    writes = [t["calls"] for t in prof.get("top", []) if KV_WRITE.search(t["name"])]
     if writes and writes[0] >= layers:
         return round(writes[0] / layers, 1), "KV-cache writes / layers"
     return prof["steps"], "the server's inter-token-latency counter"
