@@ -57,6 +57,13 @@ hf() {  # hf [--beside-server TEXT]: HF generate + PEFT with lora1; saves the ra
     --model-dir /tmp/models/llama3b-shape --lora /tmp/models/llama3b-loras/lora1 --cap-s "${HF_CAP_S:-100}" \
     --hf-repeats "${HF_REPEATS:-1}" --save-weights /tmp/models/llama3b-random --json "$LOGS/tp_hf.json" "$@"
 }
+tuned_then() {  # tuned_then LABEL ARGS...: one tuned server measured as is, then as LABEL with writer_throughput ARGS
+  local label=$1; shift
+  serve tuned "${TUNED_ENV[@]}" || return 1
+  measure tuned "${TUNED_ENV[*]}" 100
+  measure "$label" "${TUNED_ENV[*]}" 60 "$@"
+  stop_server 8100
+}
 serve_and_measure() {  # serve_and_measure LABEL ENV... : one server, the vLLM runs, server stopped
   local label=$1; shift
   serve "$label" "$@" || return 1
@@ -90,18 +97,10 @@ if [[ $PARTS == *,fp8w,* ]]; then  # what halving the weight bytes read per step
   serve_and_measure tuned_fp8w "${TUNED_ENV[@]}" "VLLM_ARGS=$SERVER_FLAGS --quantization fp8"
 fi
 if [[ $PARTS == *,distinct,* ]]; then  # one prompt for all 32 requests (prefix-cached), then 32 of their own
-  if serve tuned "${TUNED_ENV[@]}"; then
-    measure tuned "${TUNED_ENV[*]}" 100
-    measure tuned_distinct "${TUNED_ENV[*]}" 60 --distinct-prompts
-    stop_server 8100
-  fi
+  tuned_then tuned_distinct --distinct-prompts
 fi
 if [[ $PARTS == *,notopp,* ]]; then  # the tuned server with the writer's sampling, then without top_p
-  if serve tuned "${TUNED_ENV[@]}"; then
-    measure tuned "${TUNED_ENV[*]}" 100
-    measure tuned_no_top_p "${TUNED_ENV[*]}" 60 --no-top-p
-    stop_server 8100
-  fi
+  tuned_then tuned_no_top_p --no-top-p
 fi
 if [[ $PARTS == *,profile,* ]]; then  # where a decode step goes: torch-profiler windows mid-batch (profile_step.py)
   PROFILE_DIR=$MESU_HOME/profile
