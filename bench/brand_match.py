@@ -7,7 +7,7 @@ Works in its own database (--db, default mesu_bench), which it drops and creates
 and test databases are untouched; it drops it at the end unless --keep. The table is the vector part
 of brands_brandasset (id, brand_id, embedding vector(384)) with the app's HNSW index: dimensions, m,
 ef_construction and operator class are read from brands/models.py, the app's ef_search
-(HNSW_EF_SEARCH) and BRAND_MATCH_MAX_DISTANCE from brands/selectors.py and the settings.
+(HNSW_EF_SEARCH) and BRAND_MATCH_MAX_DISTANCE from brands/matching.py and the settings.
 
 Assets: --real of them are real all-MiniLM-L6-v2 embeddings of generated brand-asset texts (written
 like BrandAsset.embedding_text), the rest random unit vectors (numpy, seeded). Queries: --queries real
@@ -57,8 +57,8 @@ from report import append_report  # noqa: E402 (bench/report.py: this script's f
 from report import machine_info as base_machine_info  # noqa: E402
 
 from brands.embedder import EmbedderSettings, SentenceTransformerEmbedder  # noqa: E402
+from brands.matching import HNSW_EF_SEARCH  # noqa: E402
 from brands.models import EMBEDDING_DIMENSIONS, BrandAsset  # noqa: E402
-from brands.selectors import HNSW_EF_SEARCH  # noqa: E402
 
 K = 10  # top-k of the benchmark (the app asks for 5; 10 is the usual recall@10)
 GOAL_P95_MS = 10.0

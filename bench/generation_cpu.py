@@ -26,11 +26,12 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
 from report import machine_info as base_machine_info  # noqa: E402
 
+from tests.fixtures_training import make_random_lora  # noqa: E402
 from writer.engines.base import Adapter, Sampling  # noqa: E402
 from writer.engines.local import LocalEngine, LocalSettings, reset_caches  # noqa: E402
 from writer.engines.vllm import VLLMEngine, VLLMSettings  # noqa: E402
 from writer.engines.vllm_server import ServerStartError, start_vllm_server, stop_process_group  # noqa: E402
-from writer.model_files import make_random_lora, prepare_model  # noqa: E402
+from writer.model_files import prepare_model  # noqa: E402
 
 N_OPTIONS = 3
 MAX_TOKENS = 256  # new tokens per option

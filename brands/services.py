@@ -9,22 +9,21 @@ from collections.abc import Iterable, Sequence
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from brands.embedder import get_embedder
 from brands.models import (
     Brand,
     BrandAsset,
     PlacementDecision,
-    PlacementView,
     ReaderSponsorshipPreference,
     StoryBrandSettings,
     text_hash,
 )
 from mesu_web.errors import ApplicationError
+from mesu_web.notifications.services import notification_create
+from mesu_web.slugs import unique_slug
 from writer import roles
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus, Story
-from writer.services import notification_create
 
 logger = logging.getLogger(__name__)
 
@@ -110,16 +109,10 @@ def _clean_name(name: str, *, what: str) -> str:
 RESERVED_SLUGS = frozenset({"new", "review", "sponsorship", "story"})
 
 
-def _unique_slug(name: str, *, exclude_pk: int | None = None) -> str:
-    base = slugify(name)[:60].strip("-") or "brand"
-    slug, suffix = base, 2
-    if base in RESERVED_SLUGS:
-        slug = f"{base}-{suffix}"
-        suffix += 1
-    while Brand.objects.filter(slug=slug).exclude(pk=exclude_pk).exists():
-        slug = f"{base}-{suffix}"
-        suffix += 1
-    return slug
+def _brand_slug(name: str) -> str:
+    return unique_slug(
+        name, taken=lambda slug: Brand.objects.filter(slug=slug).exists(), fallback="brand", reserved=RESERVED_SLUGS
+    )
 
 
 def _check_brand_name_free(name: str, *, exclude_pk: int | None = None) -> None:
@@ -192,7 +185,7 @@ def brand_create(
     )
     try:
         with transaction.atomic():
-            brand = Brand.objects.create(slug=_unique_slug(str(fields["name"])), **fields)
+            brand = Brand.objects.create(slug=_brand_slug(str(fields["name"])), **fields)
             brand.managers.set(managers)
             brand_embedding_enqueue(brand=brand)
     except IntegrityError:  # two managers picked the same name at the same moment
@@ -480,10 +473,3 @@ def option_reject(*, option: GenerationOption, reviewer: AbstractBaseUser, reaso
         f"{option.brand.name} rejected {option.label} of chapter {request.next_number} of “{request.story.title}”: {reason[:120]}",
     )
     return option
-
-
-def placement_view_record(*, option: GenerationOption, user: AbstractBaseUser) -> None:
-    """Count a reader's view of an approved branded chapter once per reader and chapter."""
-    if option.review_status != ReviewStatus.APPROVED or option.brand_id is None or not user.is_authenticated:
-        return
-    PlacementView.objects.get_or_create(option=option, user=user, defaults={"brand_id": option.brand_id})

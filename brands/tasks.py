@@ -6,7 +6,7 @@ from celery import Task, shared_task
 
 from brands import services
 from mesu_web.errors import EngineError
-from mesu_web.tasks import RowTask
+from mesu_web.jobs.tasks import RowTask
 
 RETRY_DELAYS_SECONDS = (10, 60, 300)  # an embedding server that is down for minutes still catches up
 # MiniLM loads in ~1 s and embeds a brand's assets in well under a second on one CPU core; an HTTP

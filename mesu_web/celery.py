@@ -12,18 +12,18 @@ app.config_from_object("django.conf:settings", namespace="CELERY")
 app.autodiscover_tasks()
 
 
-# The recovery sweep (mesu_web/recovery.py) runs inside every worker: at its start, which is when a
+# The recovery sweep (mesu_web/jobs/recovery.py) runs inside every worker: at its start, which is when a
 # worker that died is usually replaced, and then on a timer, so that no beat process is needed. Sweeps
 # from several workers take turns (an advisory lock), and each is idempotent.
 @worker_ready.connect
 def _start_recovery_sweeps(**kwargs: object) -> None:
-    from mesu_web.recovery import start_sweeper
+    from mesu_web.jobs.recovery import start_sweeper
 
-    start_sweeper()
+    start_sweeper(app)
 
 
 @worker_shutdown.connect
 def _stop_recovery_sweeps(**kwargs: object) -> None:
-    from mesu_web.recovery import stop_sweeper
+    from mesu_web.jobs.recovery import stop_sweeper
 
     stop_sweeper()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Protocol
 
 
 class ApplicationError(Exception):
@@ -48,3 +48,49 @@ def safe_cause(cause: BaseException | None, secret: str) -> BaseException | None
             return None
         link = link.__cause__ or link.__context__
     return cause
+
+
+# What every provider client (the writer's vLLM engine, the distillation teacher, the brand embedder)
+# agrees on about a failed HTTP call: whether another try can help, and the message in its body.
+
+# HTTP statuses worth another try: timeout, conflict (e.g. an adapter being loaded by another
+# worker), rate limit. Every 5xx is retried too.
+RETRYABLE_STATUSES = frozenset({408, 409, 429})
+
+
+def is_retryable_status(status: int) -> bool:
+    """Whether a call answered with HTTP `status` may succeed if tried again."""
+    return status in RETRYABLE_STATUSES or status >= 500
+
+
+def error_body_message(body: object) -> str:
+    """The human message of an OpenAI-style error body ({"message"}, {"error": {"message"}},
+    {"error": "..."}, {"detail": "..."}, or plain text); "" when it has none."""
+    if isinstance(body, dict):
+        inner = body.get("error", body)
+        if isinstance(inner, dict) and inner.get("message"):
+            return str(inner["message"])
+        if isinstance(inner, str):
+            return inner
+        if isinstance(body.get("detail"), str):
+            return body["detail"]
+    if isinstance(body, str):
+        return body
+    return ""
+
+
+class HTTPResponse(Protocol):
+    """What `response_message` reads of a response (an httpx.Response has it)."""
+
+    text: str
+
+    def json(self) -> Any: ...
+
+
+def response_message(response: HTTPResponse) -> str:
+    """The human message of an error response: from its JSON body, else its text (500 characters of
+    it when the body is not JSON, e.g. a proxy's HTML page)."""
+    try:
+        return error_body_message(response.json()) or response.text
+    except ValueError:
+        return response.text.strip()[:500]

@@ -24,6 +24,8 @@ INSTALLED_APPS = [
     "django.contrib.staticfiles",
     "django.contrib.postgres",
     "django_htmx",
+    "mesu_web.jobs",
+    "mesu_web.notifications",
     "writer",
     "training",
 ]
@@ -54,7 +56,9 @@ TEMPLATES = [
                 "django.template.context_processors.request",
                 "django.contrib.auth.context_processors.auth",
                 "django.contrib.messages.context_processors.messages",
+                "mesu_web.notifications.context_processors.unread",
                 "writer.context_processors.roles",
+                "brands.context_processors.brand_manager",
             ],
         },
     },
@@ -260,7 +264,7 @@ TEACHER_CONCURRENCY = env_int("TEACHER_CONCURRENCY", 4, minimum=1)  # pairs aske
 TEACHER_MAX_TOKENS = env_int("TEACHER_MAX_TOKENS", 2048, minimum=1)
 TEACHER_TEMPERATURE = env_float("TEACHER_TEMPERATURE", 0.6, minimum=0.0)  # DeepSeek advises 0.5-0.7 for R1
 
-# --- Recovery (mesu_web/recovery.py) ----------------------------------------------------------------
+# --- Recovery (mesu_web/jobs/recovery.py) -----------------------------------------------------------
 # Every worker sweeps at its start and then every RECOVERY_SWEEP_INTERVAL seconds (0: only at its start;
 # `manage.py recover_stale` sweeps once): a `running` row whose worker died (its run lock is free) is
 # queued again at once; a `queued` row whose message the broker no longer has (Redis restarted empty) is

@@ -15,5 +15,6 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("training/", include("training.urls")),
     path("brands/", include("brands.urls")),
+    path("notifications/", include("mesu_web.notifications.urls")),
     path("", include("writer.urls")),
 ]

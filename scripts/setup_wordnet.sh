@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Makes WordNet 3.0 available to nltk offline, for the METEOR reward (training/rewards.py), at
+# Makes WordNet 3.0 available to nltk offline, for the METEOR reward (training/rewards/meteor_score.py), at
 #   ${MESU_VAR_DIR:-<repo>/var}/nltk_data/corpora/wordnet
 # nltk cannot download here, so the dictionary comes from one of:
 #   1. Debian's `wordnet-base` + `wordnet-sense-index` (/usr/share/wordnet; installed with apt-get when

@@ -9,7 +9,7 @@ import torch
 
 torch.set_num_threads(1)  # two threads on a busy 2-core machine were measured 6-10x slower
 
-pytest_plugins = ["tests.fixtures_vllm", "tests.fixtures_worker"]
+pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_vllm", "tests.fixtures_worker"]
 
 
 @pytest.fixture(autouse=True)

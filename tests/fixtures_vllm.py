@@ -37,7 +37,7 @@ def lora_adapter_dir(model_dir: Path, tmp_path_factory: pytest.TempPathFactory) 
     Seeded, so every session makes the same weights: a server that loaded "test-lora" in an earlier
     session serves the same adapter.
     """
-    from writer.model_files import make_random_lora
+    from tests.fixtures_training import make_random_lora
 
     folder = make_random_lora(model_dir, tmp_path_factory.mktemp("lora") / TEST_ADAPTER_NAME, r=8, seed=0)
     # A copy, not a symlink: the tmp folder is deleted after a few sessions, a copy stays valid.

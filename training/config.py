@@ -15,6 +15,7 @@ import dataclasses
 import importlib.util
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -146,7 +147,8 @@ class GRPOJobConfig:
         default=0.1,
         metadata={
             "help": "Share of max_steps spent warming the learning rate up from 0 (0 <= x < 1). Note: the first "
-            "warmup step runs at learning rate 0."
+            "warmup step runs at learning rate 0, so a short job wants 0 (with 0.1, a 2-step job trains only in "
+            "its second step)."
         },
     )
     weight_decay: float = field(default=0.1, metadata={"help": "AdamW decoupled weight decay."})
@@ -499,6 +501,27 @@ class GRPOJobConfig:
                 f"Unknown GRPO config field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(known))}."
             )
         return cls(**{k: v for k, v in data.items() if k in known}, check_device=check_device)
+
+    @classmethod
+    def from_form(cls, data: Mapping[str, Any], *, base_model: str) -> GRPOJobConfig:
+        """The config of a job started from the admin page (`training.forms.TrainingJobForm`'s
+        cleaned_data): one prompt's group per micro-batch, each chosen reward (comma-separated names)
+        weighted 1.0, and the learning rate and warmup ratio the form gave (left empty: the defaults
+        here). ApplicationError on a bad value or combination, as from the constructor."""
+        names = [n.strip() for n in str(data["rewards"]).split(",") if n.strip()]
+        optional = {key: data[key] for key in ("learning_rate", "warmup_ratio") if data.get(key) is not None}
+        return cls(
+            base_model=base_model,
+            max_steps=data["max_steps"],
+            num_generations=data["num_generations"],
+            per_device_train_batch_size=data["num_generations"],
+            max_completion_length=data["max_completion_length"],
+            lora_rank=data["lora_rank"],
+            gradient_accumulation_steps=data["gradient_accumulation_steps"],
+            reward_names=names,
+            reward_weights=[1.0] * len(names),
+            **optional,
+        )
 
     def save(self, path: Path, *, meta: dict[str, Any] | None = None) -> Path:
         """Write the config as JSON (plus an optional "_meta" object: versions, backend, steps)."""

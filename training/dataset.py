@@ -15,27 +15,22 @@ Files written by `build_dataset`:
 
 from __future__ import annotations
 
-import html
 import json
 import logging
 import random
 import re
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
-from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
 from mesu_web.errors import ApplicationError
-from writer.book_import import split_book
+from writer.book_import import BOOK_SUFFIXES, read_book_file
 from writer.prompting import ChapterText, StoryMeta, build_prompt
-from writer.text_input import clean_text, decode_text_file
 
 logger = logging.getLogger(__name__)
 
 JSONL_FIELDS = ("prompt", "answer", "book", "k")
-TEXT_SUFFIXES = (".txt", ".md", ".markdown")
-BOOK_SUFFIXES = (*TEXT_SUFFIXES, ".epub")
 # A whole book, unlike an upload (MESU_UPLOAD_MAX_BYTES, 5 MB): a long novel is 1-3 MB of text.
 BOOK_MAX_BYTES = 64 * 1024 * 1024
 # Answers longer than this are skipped by build_dataset: ~100k characters is ~17k words, several
@@ -189,7 +184,8 @@ _AUTHOR_LINE = re.compile(r"^\s*(?:author\s*:|by)\s+(?P<value>.+?)\s*$", re.IGNO
 _EMPHASIS = re.compile(r"^([*_]{1,3})(?P<inner>.+)\1$")
 
 
-def _plain(line: str) -> str:
+def unwrap_emphasis(line: str) -> str:
+    """`line` stripped, without the bold/italic markers around all of it ("**By A. Writer**")."""
     line = line.strip()
     m = _EMPHASIS.match(line)
     return m.group("inner").strip() if m else line
@@ -203,7 +199,7 @@ def meta_from_front_matter(front_matter: str, *, fallback_title: str) -> StoryMe
     title = author = ""
     rest: list[str] = []
     for line in lines:
-        text = _plain(line)
+        text = unwrap_emphasis(line)
         if not title and (m := _TITLE_LINE.match(text)):
             title = m.group("value")
         elif not author and (m := _AUTHOR_LINE.match(text)) and len(text) <= 120:
@@ -213,15 +209,16 @@ def meta_from_front_matter(front_matter: str, *, fallback_title: str) -> StoryMe
     if not title:
         first = next((i for i, line in enumerate(rest) if line.strip()), None)
         if first is not None:
-            candidate = _plain(rest[first])
+            candidate = unwrap_emphasis(rest[first])
             if len(candidate) <= 80 and not candidate.endswith((".", "!", "?", ",", ";", ":")):
                 title = candidate
                 del rest[first]
-    summary = "\n".join(_plain(line) for line in rest).strip()
+    summary = "\n".join(unwrap_emphasis(line) for line in rest).strip()
     return StoryMeta(title=title or fallback_title, author_name=author, summary=summary[:SUMMARY_CHARS])
 
 
-def _title_from_stem(stem: str) -> str:
+def title_from_stem(stem: str) -> str:
+    """A title from a file's name, for a book that gives none: "neon_rain" -> "Neon Rain"."""
     words = re.split(r"[_\-\s]+", stem.strip())
     return " ".join(w[:1].upper() + w[1:] for w in words if w) or stem
 
@@ -229,103 +226,22 @@ def _title_from_stem(stem: str) -> str:
 def load_book_file(
     path: Path | str, *, max_bytes: int = BOOK_MAX_BYTES
 ) -> tuple[StoryMeta, list[ChapterText]]:
-    """(chapter 0 metadata, chapters 1..n) of a .txt/.md/.markdown book, or an .epub when ebooklib is
-    installed. Text books are decoded and split exactly as the writer imports them
-    (`decode_text_file`, `clean_text`, `split_book`)."""
+    """(chapter 0 metadata, chapters 1..n) of a .txt/.md/.markdown/.epub book, read by the one book
+    reader (`writer.book_import.read_book_file`) as the writer and the library read it: a text book's
+    chapter 0 from its front matter, an EPUB's from its metadata."""
     path = Path(path)
-    suffix = path.suffix.lower()
-    if suffix == ".epub":
-        return _load_epub(path)
-    if suffix not in TEXT_SUFFIXES:
-        raise ApplicationError(f"'{path.name}' is not a book this can read; use {', '.join(BOOK_SUFFIXES)}.")
-    try:
-        data = path.read_bytes()
-    except OSError as exc:
-        raise ApplicationError(f"Cannot read '{path}': {exc.strerror or exc}.") from exc
-    text = clean_text(decode_text_file(data, filename=path.name, max_bytes=max_bytes))
-    book = split_book(text)
-    meta = meta_from_front_matter(book.front_matter, fallback_title=_title_from_stem(path.stem))
+    book = read_book_file(path, max_bytes=max_bytes)
+    fallback = title_from_stem(path.stem)
+    if path.suffix.lower() == ".epub":
+        meta = StoryMeta(
+            title=book.title or fallback, author_name=book.author, summary=book.description[:SUMMARY_CHARS]
+        )
+    else:
+        meta = meta_from_front_matter(book.front_matter, fallback_title=fallback)
     chapters = [
         ChapterText(number=i, title=ch.title[:200], text=ch.text)
         for i, ch in enumerate(book.chapters, start=1)
     ]
-    return meta, chapters
-
-
-class _HTMLText(HTMLParser):
-    """Visible text of an XHTML chapter, with paragraph breaks kept."""
-
-    _BLOCKS = frozenset({"p", "div", "br", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "tr"})
-    _HIDDEN = frozenset({"script", "style", "head", "title"})
-
-    def __init__(self) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.heading: list[str] = []
-        self._hidden = 0
-        self._in_heading = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self._hidden += 1
-        if tag in self._BLOCKS:
-            self.parts.append("\n\n")
-        if tag in {"h1", "h2", "h3"} and not self.heading:
-            self._in_heading = True
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN and self._hidden:
-            self._hidden -= 1
-        if tag in self._BLOCKS:
-            self.parts.append("\n\n")
-        if tag in {"h1", "h2", "h3"}:
-            self._in_heading = False
-
-    def handle_data(self, data: str) -> None:
-        if self._hidden:
-            return
-        if self._in_heading:
-            self.heading.append(data)
-            return
-        self.parts.append(data)
-
-
-def _load_epub(path: Path) -> tuple[StoryMeta, list[ChapterText]]:
-    try:
-        import ebooklib
-        from ebooklib import epub
-    except ImportError as exc:
-        raise ApplicationError(
-            f"'{path.name}' is an EPUB, and reading EPUB needs the ebooklib package, which is not "
-            "installed here. Install ebooklib, or convert the book to .txt or .md."
-        ) from exc
-    try:
-        book = epub.read_epub(str(path))
-    except Exception as exc:  # ebooklib raises bare exceptions (zipfile, KeyError) on a broken file
-        raise ApplicationError(f"'{path.name}' is not a readable EPUB: {exc}.") from exc
-
-    def first(name: str) -> str:
-        values = book.get_metadata("DC", name)
-        return html.unescape(str(values[0][0])).strip() if values else ""
-
-    chapters: list[ChapterText] = []
-    for item_id, _linear in book.spine:
-        item = book.get_item_with_id(item_id)
-        if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
-            continue
-        parser = _HTMLText()
-        parser.feed(item.get_content().decode("utf-8", errors="replace"))
-        try:
-            text = clean_text("".join(parser.parts))
-        except ApplicationError:
-            continue  # a cover or an empty page is no chapter
-        title = " ".join("".join(parser.heading).split()) or f"Chapter {len(chapters) + 1}"
-        chapters.append(ChapterText(number=len(chapters) + 1, title=title[:200], text=text))
-    meta = StoryMeta(
-        title=first("title") or _title_from_stem(path.stem),
-        author_name=first("creator"),
-        summary=first("description")[:SUMMARY_CHARS],
-    )
     return meta, chapters
 
 

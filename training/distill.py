@@ -10,16 +10,9 @@ before writing it. The result is a triple {existing_chapters, output_chapter, re
     <start_working_out>\n{reasoning}\n<end_working_out>\n<SOLUTION>\n{the real chapter k+1}\n</SOLUTION>
 
 Importable without Django (the local teacher alone needs it: it goes through `writer.engines`), so a
-management command, a Celery task or a GPU box run the same code.
-
-Why this module talks to the teacher itself instead of reusing `writer.engines.vllm`: the writer's
-engine returns only `content` (a provider's separate `reasoning_content` is dropped), asks for n
-options with a prefilled reasoning tag, streams, loads adapters, and words its errors as "the writer
-server". A teacher needs one plain call, the R1-style thinking wherever the provider puts it, the
-`usage` of every call, and a different failure policy (a 401/402/403/404 stops the whole run, other
-4xx fail one pair). So, following "one module per external engine", this is the teacher's engine
-module: the settings dataclass, a cached getter (`get_teacher`) and the only `openai` use for the
-teacher. The `local` teacher reuses the writer's in-process engine (`get_engine("local")`) as is.
+management command, a Celery task or a GPU box run the same code. This module is the pipeline: the
+question, the checks on each answer, the cache and the run. The teacher itself (its settings, the
+HTTP client, retries and errors) is `training.teacher`.
 
 Files (defaults; `out_dir` and `cache_dir` move them):
 - `<dataset>/distilled/train.jsonl`, `test.jsonl`: the original fields of each row that got its
@@ -35,7 +28,6 @@ Files (defaults; `out_dir` and `cache_dir` move them):
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import json
 import logging
@@ -47,13 +39,13 @@ import unicodedata
 import uuid
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol
-from urllib.parse import urlsplit, urlunsplit
+from typing import Any
 
-from mesu_web.errors import ApplicationError, EngineError, redact, safe_cause, secret_free
+from mesu_web.errors import ApplicationError, EngineError
 from training.dataset import read_rows, write_rows
+from training.teacher import Teacher, TeacherAnswer, TeacherError, TeacherSettings, get_teacher, preview
 from writer.prompting import (
     REASONING_END,
     REASONING_START,
@@ -70,13 +62,6 @@ logger = logging.getLogger(__name__)
 PROMPT_VERSION = "distill-why-v1"
 SPLITS = ("train", "test")
 SUMMARY_FILENAME = "distill_summary.json"
-ENGINES = ("openai", "local")
-# HTTP statuses worth another try: timeout, conflict, rate limit; and every 5xx.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
-# Statuses that would fail every pair the same way (bad key, no credit, no access, wrong URL or model
-# name): the run stops at the first one instead of paying for nothing N times.
-FATAL_STATUSES = frozenset({401, 402, 403, 404})
-RETRY_AFTER_MAX = 60.0  # seconds: the longest Retry-After header we honour
 # An explanation of a chapter shorter than this is no explanation ("Because." / "OK, sure").
 MIN_REASONING_WORDS = 5
 # A share of letters among the non-space characters below this is not prose: prose is ~80% letters.
@@ -139,345 +124,6 @@ def teacher_messages(
 
 
 # ---------------------------------------------------------------------------------------------
-# Settings
-
-
-@dataclass(frozen=True)
-class TeacherSettings:
-    base_url: str = ""  # the OpenAI-compatible root ending in /v1 (openai engine only)
-    api_key: str = field(default="", repr=False)  # a provider's key; "" for your own vLLM server
-    model: str = ""  # the teacher's model name at that endpoint (openai engine only)
-    timeout: float = 600.0  # seconds per call: an R1 thinking through a long prompt takes minutes
-    max_retries: int = 3  # further attempts after a timeout, a 5xx, a 408/409/429 or a lost connection
-    backoff: float = 2.0  # seconds before the first retry, doubled for each further one
-    max_tokens: int = 2048  # new tokens per answer, R1's <think> section included
-    temperature: float = 0.6  # DeepSeek's advice for R1 is 0.5-0.7; 0 = greedy (local, tests)
-    concurrency: int = 4  # pairs asked at the same time
-    engine: str = "openai"  # "openai" (any OpenAI-compatible endpoint) or "local" (in-process)
-
-    def __post_init__(self) -> None:
-        if self.engine not in ENGINES:
-            raise ApplicationError(
-                f"Unknown teacher engine {self.engine!r}; choose one of: {', '.join(ENGINES)}."
-            )
-        if self.engine == "openai":
-            if not self.base_url.startswith(("http://", "https://")):
-                raise ApplicationError(
-                    f"The teacher's base URL must be an http(s) URL ending in /v1, not {self.base_url!r}."
-                )
-            if not self.model.strip():
-                raise ApplicationError(
-                    "The teacher's model name is empty; set TEACHER_MODEL or --teacher-model."
-                )
-        if self.timeout <= 0:
-            raise ApplicationError(f"The teacher's timeout must be positive, got {self.timeout}.")
-        if self.max_retries < 0 or self.backoff < 0:
-            raise ApplicationError("The teacher's max_retries and backoff must not be negative.")
-        if self.max_tokens < 1:
-            raise ApplicationError(f"The teacher's max_tokens must be at least 1, got {self.max_tokens}.")
-        if self.temperature < 0:
-            raise ApplicationError(f"The teacher's temperature must not be negative, got {self.temperature}.")
-        if self.concurrency < 1:
-            raise ApplicationError(f"The concurrency must be at least 1, got {self.concurrency}.")
-
-    @classmethod
-    def from_django(cls, **overrides: Any) -> TeacherSettings:
-        """TEACHER_* from the Django settings, with `overrides` (e.g. model=..., concurrency=...)."""
-        from django.conf import settings
-
-        values: dict[str, Any] = {
-            "base_url": settings.TEACHER_BASE_URL.rstrip("/"),
-            "api_key": settings.TEACHER_API_KEY,
-            "model": settings.TEACHER_MODEL,
-            "timeout": float(settings.TEACHER_TIMEOUT),
-            "max_retries": int(settings.TEACHER_MAX_RETRIES),
-            "backoff": float(settings.TEACHER_RETRY_BACKOFF),
-            "max_tokens": int(settings.TEACHER_MAX_TOKENS),
-            "temperature": float(settings.TEACHER_TEMPERATURE),
-            "concurrency": int(settings.TEACHER_CONCURRENCY),
-            "engine": settings.TEACHER_ENGINE,
-        }
-        values.update({k: v for k, v in overrides.items() if v is not None})
-        return cls(**values)
-
-    def public(self) -> dict[str, Any]:
-        """The settings as JSON for a summary or a log: never the key, only whether there is one."""
-        out = asdict(self)
-        del out["api_key"]
-        out["api_key_set"] = bool(self.api_key)
-        out["base_url"] = _safe_url(self.base_url)
-        return out
-
-
-def _safe_url(url: str) -> str:
-    """`url` without a user:password part, which must not reach a log or a summary."""
-    parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
-
-
-# ---------------------------------------------------------------------------------------------
-# Teachers
-
-
-class TeacherError(EngineError):
-    """A teacher call failed. `fatal`: every pair would fail the same way, so the run stops."""
-
-    def __init__(
-        self,
-        message: str,
-        *,
-        retryable: bool,
-        fatal: bool = False,
-        attempts: int = 1,
-        extra: dict[str, Any] | None = None,
-    ) -> None:
-        super().__init__(message, retryable=retryable, extra=extra)
-        self.fatal = fatal
-        self.attempts = attempts
-
-
-@dataclass
-class TeacherAnswer:
-    content: str  # the answer text as sent (an R1's <think> section may be inside)
-    reasoning_content: str = ""  # the thinking a provider sends apart (`reasoning_content` / `reasoning`)
-    refusal: str = ""  # OpenAI's structured refusal, when the provider uses it
-    finish_reason: str = "unknown"  # "stop", "length" (cut at max_tokens), ...
-    prompt_tokens: int = 0
-    completion_tokens: int = 0
-    usage_reported: bool = True  # False: the provider sent no usage, the counts are 0
-    attempts: int = 1  # calls made for this answer, retries included
-
-
-class Teacher(Protocol):
-    settings: TeacherSettings
-
-    @property
-    def model_id(self) -> str:
-        """The model as named in the cache key (a different teacher asks the question anew)."""
-        ...
-
-    def ask(self, messages: list[dict[str, str]]) -> TeacherAnswer:
-        """One answer; TeacherError when there is none (after the retries)."""
-        ...
-
-
-class OpenAITeacher:
-    """Any OpenAI-compatible chat-completions endpoint: vLLM, Venice.AI, DeepSeek, OpenAI."""
-
-    def __init__(self, settings: TeacherSettings) -> None:
-        import openai
-
-        self.settings = settings
-        self._openai = openai
-        # Retries are ours (backoff, readable errors, calls counted), so the client makes none.
-        self._client = openai.OpenAI(
-            base_url=settings.base_url,
-            api_key=settings.api_key or "EMPTY",  # the client insists on a key; vLLM ignores it
-            max_retries=0,
-            timeout=settings.timeout,
-        )
-
-    @property
-    def model_id(self) -> str:
-        return self.settings.model
-
-    @property
-    def _where(self) -> str:
-        return f"The teacher at {_safe_url(self.settings.base_url)}"
-
-    def ask(self, messages: list[dict[str, str]]) -> TeacherAnswer:
-        s = self.settings
-        attempts = s.max_retries + 1
-        for attempt in range(attempts):
-            try:
-                answer = self._ask_once(messages)
-                answer.attempts = attempt + 1
-                return answer
-            except TeacherError as error:
-                secret_free(error, s.api_key)  # a provider may quote the key back: not in a message
-                error.__cause__ = safe_cause(error.__cause__, s.api_key)  # nor in a logged traceback
-                error.attempts = attempt + 1
-                if not error.retryable or attempt + 1 >= attempts:
-                    if error.retryable and attempts > 1:
-                        error.message = f"{error.message.rstrip('.')} (after {attempts} attempts)."
-                        error.args = (error.message,)
-                    raise
-                delay = s.backoff * 2**attempt  # seconds: 2, 4, 8 with the default 2 s
-                retry_after = error.extra.get("retry_after")
-                if retry_after is not None:
-                    delay = max(delay, min(float(retry_after), RETRY_AFTER_MAX))
-                logger.warning(
-                    "%s; retrying in %.1f s (attempt %d of %d)", error.message, delay, attempt + 2, attempts
-                )
-                time.sleep(delay)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    def _ask_once(self, messages: list[dict[str, str]]) -> TeacherAnswer:
-        s = self.settings
-        try:
-            response = self._client.chat.completions.create(
-                model=s.model, messages=messages, max_tokens=s.max_tokens, temperature=s.temperature
-            )
-        except Exception as exc:
-            error = self._classify(exc)
-            if error is None:
-                raise
-            raise error from exc
-        choices = getattr(response, "choices", None)
-        if not isinstance(choices, list) or not choices:
-            raise TeacherError(
-                f"{self._where} sent a malformed answer: no choices in {_preview(str(response))}.",
-                retryable=False,
-            )
-        choice = choices[0]
-        message = getattr(choice, "message", None)
-        usage = getattr(response, "usage", None)
-        return TeacherAnswer(
-            content=_as_text(getattr(message, "content", None)),
-            # DeepSeek and most providers: `reasoning_content`; newer vLLM reasoning parsers: `reasoning`.
-            reasoning_content=_as_text(getattr(message, "reasoning_content", None))
-            or _as_text(getattr(message, "reasoning", None)),
-            refusal=_as_text(getattr(message, "refusal", None)),
-            finish_reason=str(getattr(choice, "finish_reason", None) or "unknown"),
-            prompt_tokens=int(getattr(usage, "prompt_tokens", 0) or 0),
-            completion_tokens=int(getattr(usage, "completion_tokens", 0) or 0),
-            usage_reported=usage is not None,
-        )
-
-    def _classify(self, exc: Exception) -> TeacherError | None:
-        """A TeacherError for a failure we understand; None for a bug of ours (raised as is)."""
-        import httpx
-
-        openai = self._openai
-        timeout = f"{self.settings.timeout:g} s"
-        if isinstance(exc, openai.APITimeoutError | httpx.TimeoutException):
-            return TeacherError(f"{self._where} did not answer within {timeout}.", retryable=True)
-        if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
-            cause = exc.__cause__ or exc
-            return TeacherError(f"{self._where} could not be reached ({cause}).", retryable=True)
-        if isinstance(exc, openai.APIStatusError):
-            status = exc.status_code
-            message = redact(_error_body_message(exc.body) or exc.message, self.settings.api_key)
-            retryable = status in RETRYABLE_STATUSES or status >= 500
-            fatal = status in FATAL_STATUSES
-            verb = "failed" if status >= 500 else "refused the request"
-            hint = ""
-            if status in (401, 403):
-                hint = " Check the teacher's API key (TEACHER_API_KEY or --teacher-key-env)."
-            elif status == 404:
-                hint = f" Check the base URL (it ends in /v1) and the model name {self.settings.model!r}."
-            elif status == 402:
-                hint = " The provider's account may be out of credit."
-            extra: dict[str, Any] = {"status": status}
-            retry_after = _retry_after(exc)
-            if retry_after is not None:
-                extra["retry_after"] = retry_after
-            return TeacherError(
-                f"{self._where} {verb} (HTTP {status}): {_preview(message, 300)}.{hint}",
-                retryable=retryable,
-                fatal=fatal,
-                extra=extra,
-            )
-        if isinstance(exc, openai.APIResponseValidationError | ValueError):
-            # ValueError: a 200 whose body is not JSON (json.JSONDecodeError is one).
-            return TeacherError(
-                f"{self._where} sent a malformed answer: {_preview(redact(str(exc), self.settings.api_key))}.",
-                retryable=False,
-            )
-        if isinstance(exc, openai.APIError):  # e.g. an error object inside a 200 answer
-            return TeacherError(f"{self._where} failed while answering: {exc.message}.", retryable=True)
-        return None
-
-
-class LocalTeacher:
-    """The writer's in-process engine (transformers on the CPU) as the teacher; needs Django settings
-    (WRITER_MODEL_PATH, WRITER_LOCAL_THREADS). No retries: nothing transient can go wrong in-process."""
-
-    def __init__(self, settings: TeacherSettings) -> None:
-        from writer.engines import get_engine
-
-        self.settings = settings
-        self._engine = get_engine("local")
-
-    @property
-    def model_id(self) -> str:
-        return f"local:{self._engine.settings.model_name}"
-
-    def ask(self, messages: list[dict[str, str]]) -> TeacherAnswer:
-        from writer.engines.base import Sampling
-
-        s = self.settings
-        try:
-            result = self._engine.generate(
-                messages, n=1, sampling=Sampling(max_tokens=s.max_tokens, temperature=s.temperature)
-            )
-        except EngineError as exc:
-            raise TeacherError(f"The local teacher failed: {exc.message}", retryable=False) from exc
-        completion = result.completions[0]
-        return TeacherAnswer(
-            content=completion.text,
-            finish_reason=completion.finish_reason,
-            prompt_tokens=result.prompt_tokens,
-            completion_tokens=completion.tokens,
-        )
-
-
-@functools.lru_cache(maxsize=4)
-def get_teacher(settings: TeacherSettings) -> Teacher:
-    """The process's teacher for these settings (its HTTP client, or the loaded local model, is kept)."""
-    if settings.engine == "local":
-        return LocalTeacher(settings)
-    return OpenAITeacher(settings)
-
-
-def reset_caches() -> None:
-    """Forget the teachers and their clients (for tests)."""
-    get_teacher.cache_clear()
-
-
-def _as_text(value: Any) -> str:
-    if value is None:
-        return ""
-    if isinstance(value, list):  # content parts: [{"type": "text", "text": ...}]
-        return "".join(p.get("text", "") if isinstance(p, dict) else str(p) for p in value)
-    return str(value)
-
-
-def _error_body_message(body: object) -> str:
-    """The human message of an OpenAI-style error body ({"message"}, {"error": {"message"}}, {"detail"})."""
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(inner, str):
-            return inner
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-    if isinstance(body, str):
-        return body
-    return ""
-
-
-def _retry_after(exc: Any) -> float | None:
-    response = getattr(exc, "response", None)
-    value = response.headers.get("retry-after") if response is not None else None
-    try:
-        return float(value) if value is not None else None
-    except ValueError:  # an HTTP date: rare from these APIs; the backoff is used instead
-        return None
-
-
-def _preview(text: str, limit: int = 120) -> str:
-    """A short, printable quote of `text` for a failure reason (control characters escaped)."""
-    short = text[:limit] + ("…" if len(text) > limit else "")
-    return repr(short)
-
-
-# ---------------------------------------------------------------------------------------------
 # Reading the teacher's answer
 
 
@@ -530,7 +176,7 @@ def check_reasoning(answer: TeacherAnswer, *, max_tokens: int | None = None) -> 
         limit = f" ({max_tokens})" if max_tokens else ""
         cut = f"; it stopped at max_tokens{limit}, so raise --max-tokens"
     if answer.refusal.strip():
-        return "", out.thinking, f"The teacher refused: {_preview(answer.refusal.strip())}."
+        return "", out.thinking, f"The teacher refused: {preview(answer.refusal.strip())}."
     text = _tidy(_WRITER_TAG.sub("", _SOLUTION_BLOCK.sub("", out.answer)))
     if not text:
         if out.unclosed_think:
@@ -551,7 +197,7 @@ def check_reasoning(answer: TeacherAnswer, *, max_tokens: int | None = None) -> 
             out.thinking,
             (
                 f"The teacher's answer is not text: {binary} of its {len(text)} characters are control "
-                f"or undecodable characters ({_preview(text, 60)})."
+                f"or undecodable characters ({preview(text, 60)})."
             ),
         )
     if binary:  # a stray one or two in real prose: drop them, keep the prose
@@ -572,11 +218,11 @@ def check_reasoning(answer: TeacherAnswer, *, max_tokens: int | None = None) -> 
             out.thinking,
             (
                 f"The teacher's answer is not prose ({len(words)} words, "
-                f"{letters / max(len(visible), 1):.0%} letters): {_preview(text, 80)}{cut}."
+                f"{letters / max(len(visible), 1):.0%} letters): {preview(text, 80)}{cut}."
             ),
         )
     if len(words) <= REFUSAL_MAX_WORDS and _REFUSAL.match(text):
-        return "", out.thinking, f"The teacher refused: {_preview(text)}."
+        return "", out.thinking, f"The teacher refused: {preview(text)}."
     return text, out.thinking, ""
 
 

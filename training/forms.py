@@ -1,6 +1,13 @@
 from __future__ import annotations
 
+import dataclasses
+
 from django import forms
+
+from mesu_web.errors import ApplicationError
+from training.config import GRPOJobConfig
+
+_CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(GRPOJobConfig)}  # defaults and help texts
 
 
 class TrainingJobForm(forms.Form):
@@ -14,9 +21,29 @@ class TrainingJobForm(forms.Form):
     max_completion_length = forms.IntegerField(min_value=8, initial=64)
     lora_rank = forms.IntegerField(min_value=1, initial=16)
     gradient_accumulation_steps = forms.IntegerField(min_value=1, initial=1)
+    # Optional: left empty, the job config's default. GRPOJobConfig checks the values (lr > 0, warmup
+    # in [0, 1)); `add_application_error` puts what it rejects beside the field.
+    learning_rate = forms.FloatField(
+        required=False,
+        initial=_CONFIG_FIELDS["learning_rate"].default,
+        help_text=GRPOJobConfig.help_texts()["learning_rate"],
+    )
+    warmup_ratio = forms.FloatField(
+        required=False,
+        initial=_CONFIG_FIELDS["warmup_ratio"].default,
+        help_text=GRPOJobConfig.help_texts()["warmup_ratio"],
+    )
     rewards = forms.CharField(
         max_length=300, initial="format_partial,rouge1,bleu", help_text="Comma-separated reward names."
     )
+
+    def add_application_error(self, exc: ApplicationError) -> None:
+        """Show a refused job on the form: each of the config's problems beside the field it names
+        (its messages start with the field's name, e.g. "learning_rate must be > 0"), the rest above."""
+        problems = exc.extra.get("errors") or [exc.message]
+        for problem in problems:
+            name = str(problem).split(" ", 1)[0]
+            self.add_error(name if name in self.fields else None, problem)
 
 
 class AdapterRegisterForm(forms.Form):

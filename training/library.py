@@ -3,8 +3,8 @@
 Importable without Django: the folder is an argument (`library_dir`); the Django default is
 `settings.TRAINING_BOOKS_DIR` (var/books). `build_dataset --books <library>` trains on it as it is.
 
-`import_book_file` reads a .txt/.md/.markdown book (decoded, cleaned and split exactly as
-`training.dataset.load_book_file` and the writer's import do) or an .epub (ebooklib), fills chapter 0
+`import_book_file` reads a .txt/.md/.markdown/.epub book with the one book reader
+(`writer.book_import.read_book`, as `training.dataset.load_book_file` and the writer's import do), fills chapter 0
 (title, author, date, version, summary, and characters/setting/intent when the book has them: from
 the front matter or the EPUB metadata, each overridable) and writes ONE file `<library>/<slug>.md`:
 
@@ -37,36 +37,40 @@ into place, so a failed import leaves nothing behind and an existing book is rep
 
 from __future__ import annotations
 
-import io
 import os
 import re
 import shutil
 import tempfile
-import unicodedata
-import warnings
-import zipfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, fields, replace
-from html.parser import HTMLParser
 from pathlib import Path, PurePath
 from typing import Any
 
 from mesu_web.errors import ApplicationError
+from mesu_web.slugs import slug_of
 from training.dataset import (
     BOOK_MAX_BYTES,
-    BOOK_SUFFIXES,
     DEFAULT_MAX_ANSWER_CHARS,
     NOT_BOOK_STEMS,
     SUMMARY_CHARS,
-    _plain,
-    _title_from_stem,
     find_books,
     load_book_file,
     meta_from_front_matter,
+    title_from_stem,
+    unwrap_emphasis,
 )
-from writer.book_import import _MD_HEADING, _chapter_title_of_markdown, _plain_title, split_book
+from writer.book_import import (
+    BOOK_SUFFIXES,
+    MAX_HEADING_CHARS,
+    DetectedBook,
+    describe_size,
+    markdown_heading_title,
+    plain_chapter_title,
+    read_book,
+    read_book_file,
+)
 from writer.prompting import ChapterText
-from writer.text_input import clean_text, decode_text_file
+from writer.text_input import clean_text
 
 LIBRARY_SUFFIX = ".md"
 TITLE_MAX_CHARS = 200  # as writer.models.Story.title
@@ -78,8 +82,6 @@ LONG_FIELD_MAX_CHARS = 600
 SLUG_MAX_CHARS = 80
 # A chapter this short is more likely a title, contents or copyright page than a part of the story.
 SHORT_CHAPTER_WORDS = 30
-# An EPUB is a ZIP archive: its unpacked size is bounded as well as its own (a "zip bomb").
-EPUB_UNPACKED_FACTOR = 4
 
 # Chapter 0 fields after title and author: label as written -> field. The first label of each field
 # is the one the library writes.
@@ -112,13 +114,6 @@ _LABEL_LINE = re.compile(
 )
 _HEADING_LINE = re.compile(r"^(?P<hashes>#{1,6})(?=\s+\S)")
 _FENCE_LINE = re.compile(r"^(?P<indent>\s*)(?P<run>`{3,}|~{3,})")
-# Tags of real HTML (not "<3" or "a < b" or a made-up "<Static>"): a book with any of them is markup.
-_HTML_TAG = re.compile(
-    r"<\s*/?\s*(?:p|br|div|span|i|b|u|em|strong|script|style|a|img|h[1-6]|ul|ol|li|blockquote|hr|table|"
-    r"tr|td|th|font|center|sup|sub|iframe|object|embed|html|head|body|meta|link|title|pre|code|small|"
-    r"section|article|header|footer|nav|svg|form|input|button)\b[^>]*>|<!--",
-    re.IGNORECASE,
-)
 
 
 class BookExistsError(ApplicationError):
@@ -222,74 +217,36 @@ def read_book_source(
 ) -> SourceBook:
     """Chapter 0 and chapters 1..n of a .txt/.md/.markdown/.epub book (a path, or bytes + filename);
     ApplicationError saying why for anything that is not a readable book within `max_bytes`."""
-    data, name = _source_bytes(source, filename=filename, max_bytes=max_bytes)
-    suffix = PurePath(name).suffix.lower()
-    if suffix not in BOOK_SUFFIXES:
-        kind = f"a {suffix} file" if suffix else "a file without an extension"
-        raise ApplicationError(
-            f"'{name}' is {kind}; a training book is one of {', '.join(BOOK_SUFFIXES)} "
-            "(save Word or PDF documents as plain text first)."
-        )
-    if suffix == ".epub":
-        book = _read_epub(data, name, max_bytes=max_bytes)
-    else:
-        book = _read_text_book(data, name, max_bytes=max_bytes)
-    if not book.chapters:
-        raise ApplicationError(f"'{name}' has no chapter text (only a title or front matter).")
-    return book
-
-
-def _source_bytes(source: Path | str | bytes, *, filename: str | None, max_bytes: int) -> tuple[bytes, str]:
     if isinstance(source, bytes | bytearray):
         if not filename:
             raise ApplicationError("A book given as bytes needs its file name (the name tells its format).")
-        return bytes(source), PurePath(filename).name
-    path = Path(source)
-    name = filename or path.name
-    if not path.is_file():
-        raise ApplicationError(f"No such book file: {path}")
-    size = path.stat().st_size
-    if size > max_bytes:
-        # Refused before reading: a 10 GB file should not be loaded to learn that it is too big.
-        raise ApplicationError(f"'{name}' is {_size(size)}; the limit is {_size(max_bytes)}.")
-    try:
-        return path.read_bytes(), name
-    except OSError as exc:
-        raise ApplicationError(f"Cannot read '{path}': {exc.strerror or exc}.") from exc
+        name = PurePath(filename).name
+        book = read_book(bytes(source), name, max_bytes=max_bytes, markup_to_text=True)
+    else:
+        name = PurePath(filename or Path(source).name).name
+        book = read_book_file(source, filename=filename, max_bytes=max_bytes, markup_to_text=True)
+    if not book.chapters:
+        raise ApplicationError(f"'{name}' has no chapter text (only a title or front matter).")
+    chapters = [
+        ChapterText(number=i, title=ch.title, text=ch.text) for i, ch in enumerate(book.chapters, start=1)
+    ]
+    return SourceBook(metadata=_chapter_zero(book, name), chapters=chapters, notes=list(book.notes))
 
 
-def _size(n: int) -> str:
-    return f"{n / (1024 * 1024):.1f} MB ({n:,} bytes)" if n >= 1024 * 1024 else f"{n:,} bytes"
-
-
-def _read_text_book(data: bytes, name: str, *, max_bytes: int) -> SourceBook:
-    text = clean_text(decode_text_file(data, filename=name, max_bytes=max_bytes))
-    notes: list[str] = []
-    if _HTML_TAG.search(text):
-        tags = sorted(
-            {m.group(0).lower().split()[0].strip("</>") or "<!--" for m in _HTML_TAG.finditer(text)}
+def _chapter_zero(book: DetectedBook, name: str) -> BookMetadata:
+    """An EPUB's metadata, or the fields of a text book's front matter; the file's name as the title
+    when the book gives none."""
+    fallback = title_from_stem(PurePath(name).stem)
+    if PurePath(name).suffix.lower() == ".epub":
+        return BookMetadata(
+            title=book.title or fallback, author=book.author, date=book.date, summary=book.description
         )
-        text = _tidy_paragraphs(_html_to_text(text, html_whitespace=False))
-        notes.append(
-            f"HTML markup was turned into text ({', '.join('<' + t + '>' for t in tags[:6])}"
-            f"{', ...' if len(tags) > 6 else ''}; scripts and styles dropped)."
-        )
-        try:
-            text = clean_text(text)
-        except ApplicationError as exc:
-            raise ApplicationError(f"'{name}' has no text once its HTML markup is removed.") from exc
-    book = split_book(text)
-    fallback = _title_from_stem(PurePath(name).stem)
     meta = meta_from_front_matter(book.front_matter, fallback_title=fallback)
     title, rest = meta.title, meta.summary
     if _LABEL_LINE.match(title):
         # No title line, and the first short line is a field ("Date: 2024-05-01"): the file name is the title.
         title, rest = fallback, f"{title}\n{rest}"
-    metadata = BookMetadata(title=title, author=meta.author_name, **_fields_from_text(rest))
-    chapters = [
-        ChapterText(number=i, title=ch.title, text=ch.text) for i, ch in enumerate(book.chapters, start=1)
-    ]
-    return SourceBook(metadata=metadata, chapters=chapters, notes=notes)
+    return BookMetadata(title=title, author=meta.author_name, **_fields_from_text(rest))
 
 
 def _fields_from_text(text: str) -> dict[str, str]:
@@ -326,152 +283,6 @@ def _fields_from_text(text: str) -> dict[str, str]:
     return out
 
 
-def _read_epub(data: bytes, name: str, *, max_bytes: int) -> SourceBook:
-    if len(data) > max_bytes:
-        raise ApplicationError(f"'{name}' is {_size(len(data))}; the limit is {_size(max_bytes)}.")
-    if not data:
-        raise ApplicationError(f"'{name}' is empty.")
-    try:
-        with zipfile.ZipFile(io.BytesIO(data)) as archive:
-            # zipfile never inflates a part past its declared size, so this bounds the work below too.
-            unpacked = sum(info.file_size for info in archive.infolist())
-            if unpacked > EPUB_UNPACKED_FACTOR * max_bytes:
-                raise ApplicationError(
-                    f"'{name}' unpacks to {_size(unpacked)}; the limit is "
-                    f"{_size(EPUB_UNPACKED_FACTOR * max_bytes)}."
-                )
-            broken = archive.testzip()  # the first part whose checksum is wrong, or None
-    except (zipfile.BadZipFile, zipfile.LargeZipFile, ValueError, EOFError, OSError) as exc:
-        raise ApplicationError(
-            f"'{name}' is not a readable EPUB: it is not a complete ZIP archive, which an EPUB is ({exc})."
-        ) from exc
-    if broken is not None:
-        raise ApplicationError(f"'{name}' is not a readable EPUB: its part '{broken}' is damaged.")
-    try:
-        import ebooklib
-        from ebooklib import epub
-    except ImportError as exc:  # a dependency (pyproject.toml); only a broken install lacks it
-        raise ApplicationError(
-            f"'{name}' is an EPUB, and reading EPUB needs the ebooklib package, which is not installed here."
-        ) from exc
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # ebooklib warns about its own future defaults
-            book = epub.read_epub(io.BytesIO(data), options={"ignore_ncx": True})
-    except Exception as exc:  # ebooklib raises bare KeyError/lxml/zip errors on a broken book
-        raise ApplicationError(f"'{name}' is not a readable EPUB: {type(exc).__name__}: {exc}.") from exc
-
-    def meta(field_name: str, *, join: bool = False) -> str:
-        try:
-            values = [str(v[0]) for v in book.get_metadata("DC", field_name) if v and v[0]]
-        except Exception:
-            return ""
-        values = [_html_to_text(v, html_whitespace=True).strip() for v in values]
-        values = [v for v in values if v]
-        return (", ".join(values) if join else (values[0] if values else "")).strip()
-
-    chapters: list[ChapterText] = []
-    skipped_pages = 0
-    for item_id, linear in book.spine:
-        item = book.get_item_with_id(item_id)
-        if item is None or item.get_type() != ebooklib.ITEM_DOCUMENT:
-            continue
-        if not item.is_chapter() or str(linear).lower() == "no":
-            # The navigation page (a table of contents), or a page outside the reading order.
-            skipped_pages += 1
-            continue
-        parser = _HTMLToText(html_whitespace=True, capture_heading=True)
-        parser.feed(item.get_content().decode("utf-8", errors="replace"))
-        parser.close()
-        try:
-            text = clean_text(_tidy_paragraphs("".join(parser.parts)))
-        except ApplicationError:
-            skipped_pages += 1  # a cover image, a blank page, or a part title with nothing under it
-            continue
-        heading = " ".join("".join(parser.heading).split())
-        chapters.append(ChapterText(number=len(chapters) + 1, title=heading, text=text))
-    notes = []
-    if skipped_pages:
-        notes.append(
-            f"{skipped_pages} EPUB page(s) without story text (navigation, cover, blank) were left out."
-        )
-    date = meta("date")
-    if re.match(r"^\d{4}-\d{2}-\d{2}T", date):
-        date = date[:10]  # "2024-05-01T00:00:00+00:00": the day is what a reader means by a date
-    metadata = BookMetadata(
-        title=meta("title") or _title_from_stem(PurePath(name).stem),
-        author=meta("creator", join=True),
-        date=date,
-        summary=meta("description"),
-    )
-    return SourceBook(metadata=metadata, chapters=chapters, notes=notes)
-
-
-class _HTMLToText(HTMLParser):
-    """The visible text of HTML: blocks become paragraphs, <br> a line break, scripts and styles are
-    dropped, entities decoded. With `html_whitespace` (real HTML, EPUB), runs of spaces and newlines
-    inside the text are one space, as a browser shows them; without it (markup inside a text book)
-    the book's own line breaks are kept. With `capture_heading`, the first h1-h3 is the page's title
-    and is kept out of the text (as an EPUB chapter's heading)."""
-
-    _BLOCKS = frozenset({"p", "div", "h1", "h2", "h3", "h4", "h5", "h6", "li", "blockquote", "tr", "hr",
-                         "section", "article", "header", "footer", "ul", "ol", "table", "pre"})  # fmt: skip
-    _HIDDEN = frozenset({"script", "style", "head", "title", "svg", "iframe", "object", "noscript"})
-
-    def __init__(self, *, html_whitespace: bool, capture_heading: bool = False) -> None:
-        super().__init__(convert_charrefs=True)
-        self.parts: list[str] = []
-        self.heading: list[str] = []
-        self._html_whitespace = html_whitespace
-        self._capture = capture_heading
-        self._hidden = 0
-        self._in_heading = False
-
-    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag in self._HIDDEN:
-            self._hidden += 1
-        elif tag == "br":
-            self.parts.append("\n")
-        elif tag in self._BLOCKS:
-            self.parts.append("\n\n")
-        if self._capture and tag in {"h1", "h2", "h3"} and not self.heading:
-            self._in_heading = True
-
-    def handle_startendtag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
-        if tag == "br":
-            self.parts.append("\n")
-        elif tag in self._BLOCKS:
-            self.parts.append("\n\n")
-
-    def handle_endtag(self, tag: str) -> None:
-        if tag in self._HIDDEN:
-            self._hidden = max(0, self._hidden - 1)
-        elif tag in self._BLOCKS:
-            self.parts.append("\n\n")
-        if tag in {"h1", "h2", "h3"}:
-            self._in_heading = False
-
-    def handle_data(self, data: str) -> None:
-        if self._hidden:
-            return
-        if self._html_whitespace:
-            data = re.sub(r"\s+", " ", data)
-        (self.heading if self._in_heading else self.parts).append(data)
-
-
-def _html_to_text(text: str, *, html_whitespace: bool) -> str:
-    parser = _HTMLToText(html_whitespace=html_whitespace)
-    parser.feed(text)
-    parser.close()
-    return "".join(parser.parts)
-
-
-def _tidy_paragraphs(text: str) -> str:
-    # HTML's indentation and the blank lines around every block: one blank line between paragraphs.
-    lines = [line.strip() for line in text.splitlines()]
-    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
-
-
 # ---------------------------------------------------------------------------------------------
 # Normalising and writing
 
@@ -498,7 +309,7 @@ def _plain_line(line: str) -> str:
     # meta_from_front_matter strips each line of chapter 0 and unwraps "*emphasis*": do it until it
     # changes nothing, so that reading the file back gives the same text.
     while True:
-        new = _plain(line)
+        new = unwrap_emphasis(line)
         if new == line:
             return line
         line = new
@@ -544,7 +355,7 @@ def _heading_title(raw: str, number: int) -> str:
     """The title written as "## Chapter N: <title>": one that reads back as itself."""
     # Trailing punctuation would make "Chapter 4: The End." read as prose rather than a heading.
     title = " ".join(raw.split()).lstrip("#:.| ").rstrip(" .,;:").strip()
-    head = _plain_title(title)
+    head = plain_chapter_title(title)
     if head is not None:
         if head == title and re.match(r"(?i)ch(?:apter|\.|\b)", title):
             title = ""  # only a number ("CHAPTER II", "Chapter Twelve"): it is renumbered anyway
@@ -553,17 +364,11 @@ def _heading_title(raw: str, number: int) -> str:
     plain = f"Chapter {number}"
     if not title or title.lower() == plain.lower():
         return plain
-    room = 80 - len(plain) - 2  # writer.book_import reads a heading of up to 80 characters as a title
+    room = MAX_HEADING_CHARS - len(plain) - 2  # longer, "Chapter N: <title>" would read as prose
     for candidate in (_cut(title, room), _cut(title, room).rstrip(" .,;:#|-–—")):
-        if candidate and _title_read_back(f"## {plain}: {candidate}") == candidate:
+        if candidate and markdown_heading_title(f"## {plain}: {candidate}") == candidate:
             return candidate
     return plain
-
-
-def _title_read_back(heading_line: str) -> str | None:
-    # As writer.book_import reads a chapter heading: the markdown heading, then its "Chapter N: " part.
-    m = _MD_HEADING.match(heading_line)
-    return _chapter_title_of_markdown(m.group("title")) if m else None
 
 
 def _heading(ch: ChapterText) -> str:
@@ -656,12 +461,7 @@ def normalise_chapters(chapters: Sequence[ChapterText]) -> list[ChapterText]:
 
 def slugify(value: str) -> str:
     """A file-name slug: ASCII letters, digits and dashes when the title has any, else its own letters."""
-    ascii_text = unicodedata.normalize("NFKD", value).encode("ascii", "ignore").decode("ascii")
-    ascii_text = ascii_text.replace("'", "").replace("’", "")
-    slug = re.sub(r"[^a-z0-9]+", "-", ascii_text.lower()).strip("-")
-    if not slug:
-        slug = re.sub(r"[\W_]+", "-", unicodedata.normalize("NFKC", value).lower()).strip("-")
-    return slug[:SLUG_MAX_CHARS].strip("-")
+    return slug_of(value, max_length=SLUG_MAX_CHARS, keep_letters=True)
 
 
 def _check_slug(slug: str) -> str:
@@ -743,7 +543,7 @@ def import_book_file(
         raise ApplicationError(f"'{_source_name(source, filename)}' has no chapter text.")
     slug = _check_slug(slug) if slug is not None else slugify(metadata.title)
     if not slug:
-        slug = slugify(_title_from_stem(PurePath(_source_name(source, filename)).stem)) or "book"
+        slug = slugify(title_from_stem(PurePath(_source_name(source, filename)).stem)) or "book"
     target = library / f"{slug}{LIBRARY_SUFFIX}"
     if target.exists() and not overwrite:
         raise BookExistsError(
@@ -755,8 +555,8 @@ def import_book_file(
     data = text.encode("utf-8")
     if len(data) > BOOK_MAX_BYTES:
         raise ApplicationError(
-            f"'{_source_name(source, filename)}' makes a {_size(len(data))} book; build_dataset reads books of "
-            f"up to {_size(BOOK_MAX_BYTES)}."
+            f"'{_source_name(source, filename)}' makes a {describe_size(len(data))} book; build_dataset reads "
+            f"books of up to {describe_size(BOOK_MAX_BYTES)}."
         )
     try:
         library.mkdir(parents=True, exist_ok=True)

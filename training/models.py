@@ -4,16 +4,13 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
+from mesu_web.jobs.models import JobRow
 
-class TrainingJob(models.Model):
+
+class TrainingJob(JobRow):
     """One GRPO run on the `gpu` queue. Job state is this row; pages read it, never Celery's state."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Training"
-        SUCCEEDED = "succeeded", "Done"
-        CANCELLED = "cancelled", "Cancelled"
-        FAILED = "failed", "Failed"
+    RUNNING_LABEL = "Training"
 
     name = models.CharField(max_length=120)
     # None for jobs started from the command line (train_grpo).
@@ -24,12 +21,10 @@ class TrainingJob(models.Model):
     out_dir = models.CharField(max_length=500, help_text="Checkpoints and the adapter go here.")
     config = models.JSONField(help_text="GRPOJobConfig.to_dict(): validated before the job was queued.")
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
     max_steps = models.PositiveIntegerField()
     step_logs = models.JSONField(default=list, blank=True, help_text="Per step: loss, KL, rewards, tokens/s.")
-    error = models.TextField(blank=True)
     attempts = models.PositiveSmallIntegerField(default=0)
 
     adapter_path = models.CharField(max_length=500, blank=True)
@@ -38,22 +33,11 @@ class TrainingJob(models.Model):
     base_unchanged = models.BooleanField(null=True)
     resumed_from = models.CharField(max_length=500, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
 
     def get_absolute_url(self) -> str:
         return reverse("training:job_detail", args=[self.pk])
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.CANCELLED, self.Status.FAILED)
 
 
 class WriterAdapter(models.Model):
@@ -95,15 +79,9 @@ class WriterAdapter(models.Model):
         return self.name
 
 
-class EvaluationRun(models.Model):
+class EvaluationRun(JobRow):
     """One target (the base model or an adapter) generated through the writer engine on a dataset's
     held-out test split and scored with every chosen reward; the leaderboard reads these rows."""
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
 
     adapter = models.ForeignKey(
         WriterAdapter, null=True, blank=True, on_delete=models.CASCADE, related_name="evaluations"
@@ -120,7 +98,6 @@ class EvaluationRun(models.Model):
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
 
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     done = models.PositiveIntegerField(default=0)
     total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True, help_text="{reward: mean over the scored pairs}.")
@@ -128,31 +105,16 @@ class EvaluationRun(models.Model):
     samples = models.JSONField(default=list, blank=True, help_text="Per pair: book, k, scores, an excerpt.")
     tokens = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(default=0.0)
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.target_name} on {self.dataset_dir} ({self.status})"
 
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
-
-class AdapterExport(models.Model):
+class AdapterExport(JobRow):
     """One export of a registered adapter (training.export), run on the `gpu` queue: merging loads the
     base model, and merged 4-bit needs CUDA."""
 
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Exporting"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
+    RUNNING_LABEL = "Exporting"
 
     adapter = models.ForeignKey(WriterAdapter, on_delete=models.CASCADE, related_name="exports")
     formats = models.JSONField(help_text="training.export.EXPORT_FORMATS names.")
@@ -161,19 +123,8 @@ class AdapterExport(models.Model):
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
     )
-    status = models.CharField(max_length=10, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=200, blank=True)
     entries = models.JSONField(default=list, blank=True, help_text="ExportEntry.to_dict() per format and type.")
-    error = models.TextField(blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
 
     def __str__(self) -> str:
         return f"{self.adapter} → {', '.join(self.formats)} ({self.status})"
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)

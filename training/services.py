@@ -10,17 +10,15 @@ import re
 import shutil
 import tempfile
 from collections.abc import Callable, Sequence
-from datetime import timedelta
 from pathlib import Path
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
-from django.utils.text import slugify
 
 from mesu_web.errors import ApplicationError
-from mesu_web.recovery import BrokerSnapshot, Recovered, broker_snapshot, rows_recover
+from mesu_web.slugs import slug_of, unique_slug
 from training.config import CONFIG_FILENAME, GRPOJobConfig
 from training.dataset import build_dataset, read_jsonl
 from training.evaluation import evaluate_pairs, reward_names
@@ -131,7 +129,7 @@ def training_job_run(
 def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
     """Ask a running job to stop after its current step (it keeps a checkpoint); a queued one stops at once."""
     if job.is_finished:
-        raise ApplicationError(f"This job is already {job.get_status_display().lower()}.")
+        raise ApplicationError(f"This job is already {job.status_label.lower()}.")
     TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=True)
     TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.QUEUED).update(
         status=TrainingJob.Status.CANCELLED, finished_at=timezone.now()
@@ -154,16 +152,12 @@ def training_job_fail(*, job_id: int, error: str) -> None:
 
 def _adapter_name_for_job(job: TrainingJob) -> str:
     """A served name for a job's adapter: '<slug of the job name>-j<id>', unique in the registry."""
-    slug = slugify(job.name)[:50].strip("-._") or "writer"
-    name = f"{slug}-j{job.pk}"
-    candidate, n = name, 1
-    while (
-        WriterAdapter.objects.filter(name=candidate).exists()
-        or (settings.WRITER_ADAPTER_DIR / candidate).exists()
-    ):
-        n += 1
-        candidate = f"{name}-{n}"
-    return candidate
+    slug = slug_of(job.name, max_length=50) or "writer"
+
+    def taken(name: str) -> bool:
+        return WriterAdapter.objects.filter(name=name).exists() or (settings.WRITER_ADAPTER_DIR / name).exists()
+
+    return unique_slug(f"{slug}-j{job.pk}", taken=taken, fallback="writer")
 
 
 def _read_json(path: Path) -> dict:
@@ -471,9 +465,9 @@ def serving_token_counter() -> Callable[[str], int]:
 
 def serving_prompt_budget() -> int:
     """The prompt budget the writer gives a prompt, so training prompts match served ones."""
-    from writer.services import PROMPT_SAFETY_TOKENS
+    from writer.prompting import prompt_budget
 
-    return settings.WRITER_CONTEXT_TOKENS - settings.WRITER_MAX_NEW_TOKENS - PROMPT_SAFETY_TOKENS
+    return prompt_budget(context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=settings.WRITER_MAX_NEW_TOKENS)
 
 
 def book_import(
@@ -570,7 +564,8 @@ def adapter_export_run(*, export_id: int) -> AdapterExport | None:
         if export.is_finished:
             return None
         export.status = AdapterExport.Status.RUNNING
-        export.save(update_fields=["status"])
+        export.started_at = export.started_at or timezone.now()
+        export.save(update_fields=["status", "started_at"])
 
     def on_progress(event: dict) -> None:
         AdapterExport.objects.filter(pk=export_id).update(
@@ -605,46 +600,17 @@ def adapter_export_fail(*, export_id: int, error: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------------
-# Recovery (mesu_web/recovery.py runs this from every worker and `manage.py recover_stale`)
+# Recovery (TrainingConfig.ready() registers each kind; mesu_web/jobs/recovery.py sweeps them)
+#
+# Jobs, evaluations and exports that no `gpu` worker will run otherwise: `running` whose worker died
+# (their run lock is free), or `queued` for longer than `stale_after` with no message in the broker.
+# A dead job goes back to `queued` and resumes from its last checkpoint (a job that was being cancelled
+# is cancelled instead, and one that has been started RECOVERY_MAX_ATTEMPTS times fails: a job that
+# kills its worker each time must not loop). Evaluations and exports keep no attempt count, so a dead
+# one fails with the reason, to be started again from its page, rather than risk such a loop.
 
 
-def training_rows_recover(*, stale_after: timedelta, broker: BrokerSnapshot | None = None) -> dict[str, Recovered]:
-    """Jobs, evaluations and exports that no `gpu` worker will run otherwise: `running` whose worker died
-    (their run lock is free), or `queued` for longer than `stale_after` with no message in the broker.
-
-    A dead job goes back to `queued` and resumes from its last checkpoint (a job that was being cancelled
-    is cancelled instead, and one that has been started RECOVERY_MAX_ATTEMPTS times fails: a job that
-    kills its worker each time must not loop). Evaluations and exports keep no attempt count, so a dead
-    one fails with the reason, to be started again from its page, rather than risk such a loop."""
-    from training.tasks import adapter_export_task, evaluation_run_task, training_job_run_task
-
-    broker = broker or broker_snapshot()
-    return {
-        "training_jobs": rows_recover(
-            model=TrainingJob,
-            task=training_job_run_task,
-            stale_after=stale_after,
-            broker=broker,
-            requeue_dead_run=_training_job_requeue_dead_run,
-        ),
-        "evaluation_runs": rows_recover(
-            model=EvaluationRun,
-            task=evaluation_run_task,
-            stale_after=stale_after,
-            broker=broker,
-            requeue_dead_run=lambda pk: _close_dead_run(EvaluationRun, pk, "evaluation"),
-        ),
-        "adapter_exports": rows_recover(
-            model=AdapterExport,
-            task=adapter_export_task,
-            stale_after=stale_after,
-            broker=broker,
-            requeue_dead_run=lambda pk: _close_dead_run(AdapterExport, pk, "export"),
-        ),
-    }
-
-
-def _training_job_requeue_dead_run(job_id: int) -> str | None:
+def training_job_requeue_dead_run(job_id: int) -> str | None:
     job = TrainingJob.objects.select_for_update().filter(pk=job_id).first()
     if job is None or job.status != TrainingJob.Status.RUNNING:
         return None
@@ -662,6 +628,14 @@ def _training_job_requeue_dead_run(job_id: int) -> str | None:
         return "closed"
     TrainingJob.objects.filter(pk=job_id).update(status=TrainingJob.Status.QUEUED)
     return "requeued"
+
+
+def evaluation_run_close_dead_run(run_id: int) -> str | None:
+    return _close_dead_run(EvaluationRun, run_id, "evaluation")
+
+
+def adapter_export_close_dead_run(export_id: int) -> str | None:
+    return _close_dead_run(AdapterExport, export_id, "export")
 
 
 def _close_dead_run(model: type[EvaluationRun] | type[AdapterExport], pk: int, what: str) -> str | None:

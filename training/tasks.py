@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from celery import Task, shared_task
 
-from mesu_web.recovery import exclusive_per_row
-from mesu_web.tasks import RowTask
+from mesu_web.jobs.locks import exclusive_per_row
+from mesu_web.jobs.tasks import RowTask
 from training import services
 
 

@@ -37,19 +37,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
     form = TrainingJobForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
         data = form.cleaned_data
-        names = [n.strip() for n in data["rewards"].split(",") if n.strip()]
         try:
-            config = GRPOJobConfig(
-                base_model=str(settings.WRITER_MODEL_PATH),
-                max_steps=data["max_steps"],
-                num_generations=data["num_generations"],
-                per_device_train_batch_size=data["num_generations"],
-                max_completion_length=data["max_completion_length"],
-                lora_rank=data["lora_rank"],
-                gradient_accumulation_steps=data["gradient_accumulation_steps"],
-                reward_names=names,
-                reward_weights=[1.0] * len(names),
-            )
+            config = GRPOJobConfig.from_form(data, base_model=str(settings.WRITER_MODEL_PATH))
             job = services.training_job_create(
                 user=request.user,
                 config=config,
@@ -58,7 +47,7 @@ def job_list(request: HttpRequest) -> HttpResponse:
                 name=data["name"],
             )
         except ApplicationError as exc:
-            form.add_error(None, exc.message)
+            form.add_application_error(exc)
         else:
             messages.success(request, f"Training job “{job.name}” is queued on the gpu workers.")
             return redirect("training:job_detail", pk=job.pk)

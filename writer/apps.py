@@ -7,3 +7,17 @@ class WriterConfig(AppConfig):
     default_auto_field = "django.db.models.BigAutoField"
     name = "writer"
     verbose_name = "Writer"
+
+    def ready(self) -> None:
+        from mesu_web.jobs.recovery import register_recovery, rows_recovery
+        from writer import services, tasks
+        from writer.models import GenerationRequest
+
+        register_recovery(
+            "generation_requests",
+            rows_recovery(
+                model=GenerationRequest,
+                task=tasks.generation_request_run_task,
+                requeue_dead_run=services.generation_request_requeue_dead_run,
+            ),
+        )

@@ -10,7 +10,6 @@ from django.contrib.auth import get_user_model
 from django.db import transaction
 
 from brands.demo import seed_brands
-from brands.services import story_brand_settings_update
 from writer import roles, services
 from writer.models import Story
 from writer.text_input import decode_text_file
@@ -95,8 +94,7 @@ def seed_demo() -> list[DemoUser]:
         metadata = {k: v for k, v in spec.items() if k not in ("file", "title")}
         story = services.book_import(owner=author, text=text, title=spec["title"], **metadata)
         services.story_set_published(story=story, published=True)
-    seed_brands(users["bree"])
     # The seaside story takes brand placements; the other stays plain (authors opt in, out by default).
     lighthouse = Story.objects.get(owner=author, title=DEMO_STORIES[0]["title"])
-    story_brand_settings_update(story=lighthouse, opt_in=True)
+    seed_brands(users["bree"], opt_in_stories=[lighthouse])
     return list(DEMO_USERS)

@@ -122,32 +122,3 @@ def prepare_model(target: Path, *, force: bool = False) -> Path:
             raise
     logger.info("Prepared the model folder %s", target)
     return target
-
-
-def make_random_lora(base_dir: Path, out_dir: Path, *, r: int = 8, seed: int = 0) -> Path:
-    """Save a LoRA (q_proj, v_proj) with random non-zero weights for `base_dir` into `out_dir`.
-
-    For tests and benchmarks: `init_lora_weights=False` makes B non-zero too, so unlike a freshly
-    initialised LoRA it really changes the model's output.
-    """
-    import torch
-    from peft import LoraConfig, get_peft_model
-    from transformers import AutoModelForCausalLM
-
-    out_dir = Path(out_dir)
-    if (out_dir / "adapter_config.json").is_file() and (out_dir / "adapter_model.safetensors").is_file():
-        return out_dir
-    torch.manual_seed(seed)
-    base = AutoModelForCausalLM.from_pretrained(base_dir, dtype=torch.float32)
-    config = LoraConfig(
-        r=r,
-        lora_alpha=2 * r,
-        target_modules=["q_proj", "v_proj"],
-        lora_dropout=0.0,
-        init_lora_weights=False,
-        task_type="CAUSAL_LM",
-    )
-    peft_model = get_peft_model(base, config)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    peft_model.save_pretrained(out_dir)
-    return out_dir

@@ -6,6 +6,8 @@ from django.db import models
 from django.db.models import Q
 from django.urls import reverse
 
+from mesu_web.jobs.models import JobRow
+
 MAX_OPTIONS = 4  # options per generation request (the UI offers 1-4, 3 by default)
 
 
@@ -75,18 +77,12 @@ class Chapter(models.Model):
         return self.title or f"Chapter {self.number}"
 
 
-class GenerationRequest(models.Model):
+class GenerationRequest(JobRow):
     """One ask for a next chapter. Job state is this row; the UI reads it, never Celery's state."""
 
     class Kind(models.TextChoices):
         AUTHOR = "author", "Author's next chapter"
         READER = "reader", "Reader's personalised chapter"
-
-    class Status(models.TextChoices):
-        QUEUED = "queued", "Queued"
-        RUNNING = "running", "Running"
-        SUCCEEDED = "succeeded", "Done"
-        FAILED = "failed", "Failed"
 
     story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="generation_requests")
     requested_by = models.ForeignKey(
@@ -100,11 +96,9 @@ class GenerationRequest(models.Model):
     max_new_tokens = models.PositiveIntegerField()
     next_number = models.PositiveIntegerField(help_text="The chapter number being written.")
 
-    status = models.CharField(max_length=12, choices=Status.choices, default=Status.QUEUED)
     stage = models.CharField(max_length=200, blank=True)
     progress_tokens = models.PositiveIntegerField(default=0)
     attempts = models.PositiveSmallIntegerField(default=0)
-    error = models.TextField(blank=True)
     prompt_tokens = models.PositiveIntegerField(null=True, blank=True)
     prompt_report = models.JSONField(default=dict, blank=True)
     # Brand placements: decided when the request is made (story opt-in, reader's switch, `--brands`).
@@ -112,11 +106,7 @@ class GenerationRequest(models.Model):
     brand_note = models.TextField(blank=True, help_text="Which brands were matched, or why none was.")
     model_name = models.CharField(max_length=128, blank=True)
 
-    created_at = models.DateTimeField(auto_now_add=True)
-    started_at = models.DateTimeField(null=True, blank=True)
-    finished_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
+    class Meta(JobRow.Meta):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(n__gte=1) & Q(n__lte=MAX_OPTIONS), name="request_n_in_range"),
@@ -128,10 +118,6 @@ class GenerationRequest(models.Model):
 
     def get_absolute_url(self) -> str:
         return reverse("writer:request_detail", args=[self.pk])
-
-    @property
-    def is_finished(self) -> bool:
-        return self.status in (self.Status.SUCCEEDED, self.Status.FAILED)
 
     @property
     def progress_percent(self) -> int:
@@ -212,19 +198,3 @@ class GenerationOption(models.Model):
         """A reader sees a branded option only once its brand approved it."""
         return self.review_status in (ReviewStatus.NONE, ReviewStatus.NOT_SENT, ReviewStatus.APPROVED)
 
-
-class Notification(models.Model):
-    """Something a user should know: a placement decision, a finished chapter."""
-
-    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="notifications")
-    message = models.CharField(max_length=300)
-    url = models.CharField(max_length=300, blank=True)
-    created_at = models.DateTimeField(auto_now_add=True)
-    read_at = models.DateTimeField(null=True, blank=True)
-
-    class Meta:
-        ordering = ["-created_at"]
-        indexes = [models.Index(fields=["user", "read_at"])]
-
-    def __str__(self) -> str:
-        return self.message

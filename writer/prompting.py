@@ -39,6 +39,14 @@ SYSTEM_PROMPT = (
     f"{SOLUTION_START}{SOLUTION_END}"
 )
 
+PROMPT_SAFETY_TOKENS = 32  # room for the chat template's own tokens around the messages
+
+
+def prompt_budget(*, context_tokens: int, max_new_tokens: int) -> int:
+    """Tokens the messages of a prompt may take: the model's context less the answer and the template."""
+    return context_tokens - max_new_tokens - PROMPT_SAFETY_TOKENS
+
+
 # Between the top-level parts of the user message. Counted as part of the piece before it.
 _SEP = "\n\n"
 # The marker that opens the most recent chapter when only its end is kept.

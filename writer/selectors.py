@@ -7,7 +7,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery
 from django.http import Http404
 
-from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus, Story
+from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -60,7 +60,7 @@ def chapter_get(*, story: Story, number: int) -> Chapter:
 def chapter_get_for_reading(*, story: Story, number: int) -> Chapter:
     """The chapter a reader opens, and in the same query what its page shows around it: `last_number`,
     the story's last chapter (for the "next" link), and `sponsor_name`, the brand of the approved paid
-    placement it carries or None (the disclosure label; see `chapter_sponsor`)."""
+    placement it carries or None (the disclosure label)."""
     last = Chapter.objects.filter(story=OuterRef("story")).order_by("-number").values("number")[:1]
     sponsor = GenerationOption.objects.filter(
         accepted_chapter=OuterRef("pk"), review_status=ReviewStatus.APPROVED
@@ -128,26 +128,3 @@ def option_get_for_author(*, pk: int, user: AnyUser) -> GenerationOption:
     if option.request.story.owner_id != user.pk:
         raise PermissionDenied("Only the story's author can accept a chapter into the story.")
     return option
-
-
-
-def chapter_sponsor(*, chapter: Chapter) -> str:
-    """The brand whose approved paid placement this chapter carries, or "" (for the disclosure label)."""
-    option = (
-        GenerationOption.objects.filter(accepted_chapter=chapter, review_status=ReviewStatus.APPROVED)
-        .select_related("brand")
-        .first()
-    )
-    return option.brand.name if option is not None and option.brand is not None else ""
-
-
-def notification_list(*, user: AnyUser, limit: int = 50) -> list[Notification]:
-    if not user.is_authenticated:
-        return []
-    return list(Notification.objects.filter(user=user).order_by("-created_at")[:limit])
-
-
-def notification_unread_count(*, user: AnyUser) -> int:
-    if not user.is_authenticated:
-        return 0
-    return Notification.objects.filter(user=user, read_at__isnull=True).count()

@@ -5,8 +5,6 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
-from datetime import timedelta
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -14,14 +12,12 @@ from django.contrib.auth.models import AbstractBaseUser, Group
 from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
-from django.utils.text import slugify
 
-from brands.brief import PLACEMENT_HINTS, placement_terms, render_brand_brief
-from brands.placements import find_mentions, mention_spans
+from brands.matching import OptionPlan, brand_use_for_request, option_plans_for_request
 from mesu_web.errors import ApplicationError, EngineError
-from mesu_web.recovery import BrokerSnapshot, Recovered, broker_snapshot, rows_recover
+from mesu_web.slugs import unique_slug
 from writer import roles
-from writer.book_import import split_book
+from writer.book_import import DetectedBook, split_book
 from writer.engines import get_engine, resolve_adapter
 from writer.engines.base import Completion, Sampling
 from writer.models import (
@@ -29,12 +25,11 @@ from writer.models import (
     Chapter,
     GenerationOption,
     GenerationRequest,
-    Notification,
     ReviewStatus,
     Story,
 )
 from writer.parsing import parse_output
-from writer.prompting import REASONING_START, ChapterText, StoryMeta, build_prompt
+from writer.prompting import REASONING_START, ChapterText, StoryMeta, build_prompt, prompt_budget
 from writer.text_input import clean_text
 
 logger = logging.getLogger(__name__)
@@ -43,7 +38,6 @@ User = get_user_model()
 
 STORY_FIELDS = ("title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes")
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress write per second while tokens stream in
-PROMPT_SAFETY_TOKENS = 32  # room for the chat template's own tokens around the messages
 
 
 # --- Users -----------------------------------------------------------------------------------------
@@ -69,13 +63,8 @@ def user_signup(*, username: str, password: str, role: str, email: str = "") -> 
 # --- Stories and chapters --------------------------------------------------------------------------
 
 
-def _unique_slug(title: str) -> str:
-    base = slugify(title)[:60].strip("-") or "story"
-    slug, suffix = base, 2
-    while Story.objects.filter(slug=slug).exists():
-        slug = f"{base}-{suffix}"
-        suffix += 1
-    return slug
+def _story_slug(title: str) -> str:
+    return unique_slug(title, taken=lambda slug: Story.objects.filter(slug=slug).exists(), fallback="story")
 
 
 def _clean_tags(tags: Sequence[str] | str) -> list[str]:
@@ -100,7 +89,7 @@ def story_create(*, owner: AbstractBaseUser, title: str, **metadata: object) -> 
     for _ in range(3):  # two authors may pick the same title at the same moment
         try:
             with transaction.atomic():
-                return Story.objects.create(owner=owner, title=title, slug=_unique_slug(title), **metadata)
+                return Story.objects.create(owner=owner, title=title, slug=_story_slug(title), **metadata)
         except IntegrityError:
             continue
     raise ApplicationError("Could not give the story a unique address; try another title.")
@@ -197,14 +186,24 @@ def chapter_delete(*, chapter: Chapter) -> None:
 
 @transaction.atomic
 def book_import(
-    *, owner: AbstractBaseUser, text: str, title: str, author_name: str = "", **metadata: object
+    *,
+    owner: AbstractBaseUser,
+    title: str,
+    text: str = "",
+    book: DetectedBook | None = None,
+    author_name: str = "",
+    **metadata: object,
 ) -> Story:
-    """A story from one plain-text or markdown book, split at its chapter headings."""
-    book = split_book(clean_text(text))
+    """A story from one book: `text` (plain text or markdown) split at its chapter headings, or a book
+    file already read by `writer.book_import.read_book_file` (.txt, .md or .epub)."""
+    if book is None:
+        book = split_book(clean_text(text))
     if not book.chapters:
         raise ApplicationError("No chapter text was found in the book.")
-    if not metadata.get("summary") and book.front_matter:
-        metadata["summary"] = book.front_matter[:2000]
+    # A text book's front matter, or what an EPUB says it is about.
+    front_matter = book.front_matter or book.description
+    if not metadata.get("summary") and front_matter:
+        metadata["summary"] = front_matter[:2000]
     story = story_create(owner=owner, title=title, author_name=author_name, **metadata)
     Chapter.objects.bulk_create(
         Chapter(story=story, number=i, title=ch.title[:200], text=ch.text, source=Chapter.Source.IMPORTED)
@@ -271,18 +270,10 @@ def generation_request_create(
     if not 8 <= max_new <= settings.WRITER_CONTEXT_TOKENS // 2:
         raise ApplicationError(f"New tokens per option must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}.")
 
-    from brands.selectors import sponsorship_allowed
     from writer.selectors import chapter_count  # local: selectors import nothing from services
 
     reader = user if kind == GenerationRequest.Kind.READER else None
-    allowed = sponsorship_allowed(story=story, reader=reader)
-    brand_note = ""
-    if use_brands and not allowed:
-        brand_note = (
-            "No brand placement: the reader turned sponsored chapters off."
-            if reader is not None and sponsorship_allowed(story=story)
-            else "No brand placement: the author has not opted this story in."
-        )
+    places_brands, brand_note = brand_use_for_request(story=story, reader=reader, use_brands=use_brands)
     request = GenerationRequest.objects.create(
         story=story,
         requested_by=user,
@@ -294,7 +285,7 @@ def generation_request_create(
         max_new_tokens=max_new,
         next_number=chapter_count(story=story) + 1,
         stage="Waiting for a writer",
-        use_brands=allowed and use_brands is not False,
+        use_brands=places_brands,
         brand_note=brand_note,
     )
     if enqueue:
@@ -353,8 +344,13 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         ChapterText(number=c.number, title=c.title, text=c.text)
         for c in Chapter.objects.filter(story=story, number__lt=request.next_number).order_by("number")
     ]
-    plans = _option_plans(request) if request.use_brands else [OptionPlan()] * request.n
-    budget = settings.WRITER_CONTEXT_TOKENS - request.max_new_tokens - PROMPT_SAFETY_TOKENS
+    if request.use_brands:
+        matched = option_plans_for_request(story=story, preference=request.preference, n=request.n)
+        _set_progress(request_id, brand_note=matched.note)
+        plans = matched.plans
+    else:
+        plans = [OptionPlan()] * request.n
+    budget = prompt_budget(context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=request.max_new_tokens)
 
     def prompt_for(plan: OptionPlan):  # noqa: ANN202 (a BuiltPrompt)
         return build_prompt(
@@ -429,59 +425,9 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     return locked
 
 
-@dataclass(frozen=True)
-class OptionPlan:
-    """What one option is asked to carry: nothing, or one brand asset placed a given way."""
-
-    brand_id: int | None = None
-    asset_id: int | None = None
-    hint: str = ""
-    brief: str = ""
-    terms: tuple[str, ...] = ()
-
-
-def _option_plans(request: GenerationRequest) -> list[OptionPlan]:
-    """Spread the matched brands over the options (nearest first; with fewer brands than options, the
-    same brand placed another way). No safe match: plain options, and the request says why."""
-    from brands.selectors import brand_match_for_story, brief_parts
-    from brands.services import assets_embed_missing
-
-    assets_embed_missing()  # a brand saved a moment ago may not have its vector from the queue yet
-    matches = brand_match_for_story(story=request.story, preference=request.preference, k=max(5, 2 * request.n))
-    best_per_brand = {}
-    for match in matches:
-        best_per_brand.setdefault(match.brand.pk, match)
-    chosen = list(best_per_brand.values())
-    if not chosen:
-        _set_progress(
-            request.pk,
-            brand_note="No brand matched this story safely (nearest too far, excluded, or banned themes): plain options.",
-        )
-        return [OptionPlan()] * request.n
-    _set_progress(
-        request.pk,
-        brand_note="Matched: " + ", ".join(f"{m.brand.name} ({m.asset.name}, distance {m.distance:.2f})" for m in chosen),
-    )
-    plans = []
-    for i in range(request.n):
-        match = chosen[i % len(chosen)]
-        hint = PLACEMENT_HINTS[i % len(PLACEMENT_HINTS)]
-        brief_brand, brief_asset = brief_parts(brand=match.brand, asset=match.asset)
-        plans.append(
-            OptionPlan(
-                brand_id=match.brand.pk,
-                asset_id=match.asset.pk,
-                hint=hint,
-                brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint),
-                terms=placement_terms(brief_brand, brief_asset),
-            )
-        )
-    return plans
-
-
 def _option_row(request: GenerationRequest, index: int, plan: OptionPlan, completion: Completion) -> GenerationOption:
     parsed = parse_output(completion.text)
-    mentions = mention_spans(find_mentions(parsed.text, plan.terms)) if plan.brand_id else []
+    mentions = plan.mentions_in(parsed.text)
     if plan.brand_id is None:
         review = ReviewStatus.NONE
     else:
@@ -570,35 +516,14 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
     return chapter
 
 
-def notification_create(*, user_id: int, message: str, url: str = "") -> Notification:
-    return Notification.objects.create(user_id=user_id, message=message[:300], url=url[:300])
+# --- Recovery (WriterConfig.ready() registers it; mesu_web/jobs/recovery.py sweeps it) --------------
 
 
-def notifications_mark_read(*, user: AbstractBaseUser) -> int:
-    return Notification.objects.filter(user=user, read_at__isnull=True).update(read_at=timezone.now())
-
-
-# --- Recovery (mesu_web/recovery.py runs these from every worker and `manage.py recover_stale`) ------
-
-
-def generation_requests_recover(*, stale_after: timedelta, broker: BrokerSnapshot | None = None) -> Recovered:
-    """Re-enqueue the requests no worker will write otherwise: `running` ones whose worker died (their run
-    lock is free) and `queued` ones older than `stale_after` whose message the broker lost. Idempotent:
-    a request that is written twice still gets one set of options (generation_request_run)."""
-    from writer.tasks import generation_request_run_task  # local: the tasks module imports this one
-
-    return rows_recover(
-        model=GenerationRequest,
-        task=generation_request_run_task,
-        stale_after=stale_after,
-        broker=broker or broker_snapshot(),
-        requeue_dead_run=_generation_request_requeue_dead_run,
-    )
-
-
-def _generation_request_requeue_dead_run(request_id: int) -> str | None:
-    """Back to `queued`, or `failed` once it has been started RECOVERY_MAX_ATTEMPTS times: a request whose
-    run kills its worker each time (out of memory) must not loop for ever."""
+def generation_request_requeue_dead_run(request_id: int) -> str | None:
+    """A `running` request whose worker died (its run lock is free): back to `queued`, to be enqueued
+    again, or `failed` once it has been started RECOVERY_MAX_ATTEMPTS times: a request whose run kills its
+    worker each time (out of memory) must not loop for ever. A request written twice still gets one set
+    of options (generation_request_run)."""
     request = GenerationRequest.objects.select_for_update().filter(pk=request_id).first()
     if request is None or request.status != GenerationRequest.Status.RUNNING:
         return None

@@ -5,8 +5,8 @@ from __future__ import annotations
 from celery import Task, shared_task
 
 from mesu_web.errors import EngineError
-from mesu_web.recovery import exclusive_per_row
-from mesu_web.tasks import RowTask
+from mesu_web.jobs.locks import exclusive_per_row
+from mesu_web.jobs.tasks import RowTask
 from writer import services
 
 RETRY_DELAYS_SECONDS = (15, 60)  # after the engine's own quick retries: two slower ones

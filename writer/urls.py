@@ -25,5 +25,4 @@ urlpatterns = [
     path("requests/<int:pk>/progress/", views.request_progress, name="request_progress"),
     path("requests/<int:pk>/retry/", views.request_retry, name="request_retry"),
     path("options/<int:pk>/accept/", views.option_accept, name="option_accept"),
-    path("notifications/", views.notifications, name="notifications"),
 ]

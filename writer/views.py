@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from brands import services as brand_services
+from brands.matching import placement_view_record
 from mesu_web.errors import ApplicationError
 from writer import selectors, services
 from writer.forms import (
@@ -292,7 +292,7 @@ def _request_context(request: HttpRequest, gen: GenerationRequest) -> dict:
     shown = options if is_owner or request.user.is_staff else [o for o in options if o.visible_to_requester]
     for option in shown:
         if option.is_sponsored and request.user.pk == gen.requested_by_id and not is_owner:
-            brand_services.placement_view_record(option=option, user=request.user)
+            placement_view_record(option=option, user=request.user)
     return {
         "gen": gen,
         "story": gen.story,
@@ -352,10 +352,3 @@ def option_accept(request: HttpRequest, pk: int) -> HttpResponse:
     messages.success(request, f"{option.label} is now chapter {chapter.number}.")
     return redirect(chapter)
 
-
-@login_required
-@require_GET
-def notifications(request: HttpRequest) -> HttpResponse:
-    items = selectors.notification_list(user=request.user)
-    services.notifications_mark_read(user=request.user)
-    return render(request, "writer/notifications.html", {"items": items})

@@ -10,7 +10,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 import pytest
 
 from brands import embedder as embedder_module
-from brands import selectors, services
+from brands import matching, services
 from brands.embedder import EmbedderSettings, OpenAIEmbedder, SentenceTransformerEmbedder, get_embedder
 from brands.models import BrandAsset
 from mesu_web.errors import EngineError
@@ -207,17 +207,17 @@ def test_the_setting_swaps_the_embedder_for_storage_and_matching(server, setting
     services.asset_create(brand=bank, kind="product", name="Starter account", terms=["Northstar Starter"])
     assert services.assets_embed_missing() == 2  # MiniLM in-process
     story = StoryFactory(owner=users["alice"], summary="Two friends learn to surf at a windy beach.")
-    local = {m.asset.name: m.distance for m in selectors.brand_match_for_story(story=story, max_distance=2)}
+    local = {m.asset.name: m.distance for m in matching.brand_match_for_story(story=story, max_distance=2)}
 
     settings.BRAND_EMBEDDER = "openai"
     settings.BRAND_EMBEDDING_URL = server.url + "/"  # a trailing slash is fine
     settings.BRAND_EMBEDDING_API_KEY = API_KEY
     assert isinstance(get_embedder(), OpenAIEmbedder)
     # The stored vectors belong to another embedder: matching ignores them until they are redone.
-    assert selectors.brand_match_for_story(story=story, max_distance=2) == []
+    assert matching.brand_match_for_story(story=story, max_distance=2) == []
     assert services.assets_embed_missing() == 2
     assert set(BrandAsset.objects.values_list("embedding_model", flat=True)) == {"openai:all-MiniLM-L6-v2"}
-    remote = {m.asset.name: m.distance for m in selectors.brand_match_for_story(story=story, max_distance=2)}
+    remote = {m.asset.name: m.distance for m in matching.brand_match_for_story(story=story, max_distance=2)}
     assert remote.keys() == local.keys()
     for name, distance in local.items():
         assert remote[name] == pytest.approx(distance, abs=1e-5)  # the same model behind HTTP

@@ -17,9 +17,10 @@ from brands.demo import seed_brands
 from brands.models import PlacementDecision, PlacementView
 from brands.placements import find_mentions, mention_spans
 from mesu_web.errors import ApplicationError
+from mesu_web.notifications.models import Notification
 from tests.factories import UserFactory, run_generation, story_with_chapters
 from writer import services
-from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus
+from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus
 
 pytestmark = pytest.mark.slow
 

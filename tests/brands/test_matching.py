@@ -9,7 +9,7 @@ import pytest
 from django.core.management import CommandError, call_command
 from django.db import connection
 
-from brands import selectors, services
+from brands import matching, selectors, services
 from brands.embedder import get_embedder
 from brands.models import BrandAsset
 from tests.factories import ChapterFactory, StoryFactory
@@ -103,7 +103,7 @@ def names(matches) -> list[str]:  # noqa: ANN001
 
 def test_a_seaside_story_matches_the_surf_brand_before_the_bank(brands, users):
     story = seaside_story(users["alice"])
-    every = selectors.brand_match_for_story(story=story, k=10, max_distance=2.0)
+    every = matching.brand_match_for_story(story=story, k=10, max_distance=2.0)
     by_brand = {}
     for m in every:
         by_brand.setdefault(m.brand.name, m.distance)  # nearest first: the first is the brand's best
@@ -111,7 +111,7 @@ def test_a_seaside_story_matches_the_surf_brand_before_the_bank(brands, users):
     assert by_brand[SURF] < by_brand[BANK]
     assert [m.distance for m in every] == sorted(m.distance for m in every)
     # At the default maximum the bank is too far to count as a match at all.
-    default = selectors.brand_match_for_story(story=story)
+    default = matching.brand_match_for_story(story=story)
     assert default and default[0].brand.name == SURF
     assert BANK not in names(default)
     assert all(m.distance <= 0.75 for m in default)
@@ -120,12 +120,12 @@ def test_a_seaside_story_matches_the_surf_brand_before_the_bank(brands, users):
 def test_a_readers_preference_moves_the_match(brands, users):
     story = seaside_story(users["alice"])
     plain = {
-        m.asset.name: m.distance for m in selectors.brand_match_for_story(story=story, k=10, max_distance=2)
+        m.asset.name: m.distance for m in matching.brand_match_for_story(story=story, k=10, max_distance=2)
     }
     wish = "Mara and Theo share a bubble tea with tapioca pearls at the night market stall."
     moved = {
         m.asset.name: m.distance
-        for m in selectors.brand_match_for_story(story=story, preference=wish, k=10, max_distance=2)
+        for m in matching.brand_match_for_story(story=story, preference=wish, k=10, max_distance=2)
     }
     assert moved["Pop the pearl!"] < plain["Pop the pearl!"]
 
@@ -146,10 +146,10 @@ def test_a_readers_preference_moves_the_match(brands, users):
 )
 def test_a_banned_theme_in_the_story_never_matches_that_brand(brands, users, overrides, preference, blocked):
     story = seaside_story(users["alice"], **overrides)
-    matches = selectors.brand_match_for_story(story=story, preference=preference, k=10, max_distance=2.0)
+    matches = matching.brand_match_for_story(story=story, preference=preference, k=10, max_distance=2.0)
     assert blocked not in names(matches)
     assert matches, "the other brands still match"
-    reasons = selectors.brands_blocked_for_story(story=story, preference=preference)
+    reasons = matching.brands_blocked_for_story(story=story, preference=preference)
     assert any(
         r.startswith("banned theme") for r in reasons[brands[{SURF: "surf", BOBA: "boba"}[blocked]].pk]
     )
@@ -160,27 +160,27 @@ def test_a_banned_theme_in_the_latest_chapter_blocks_the_brand(brands, users):
     ChapterFactory(
         story=story, number=2, text="At the harbour the fight turned to real violence, and Theo ran."
     )
-    assert SURF not in names(selectors.brand_match_for_story(story=story, k=10, max_distance=2.0))
+    assert SURF not in names(matching.brand_match_for_story(story=story, k=10, max_distance=2.0))
 
 
 def test_a_theme_matches_whole_words_only(brands, users):
     # "crime" is banned by the bank; "crimean" is another word and must not block it.
     story = seaside_story(users["alice"], summary="A summer by the Crimean sea.")
-    assert brands["bank"].pk not in selectors.brands_blocked_for_story(story=story)
-    assert selectors.banned_themes_hit(text="self_harm and SELF HARM", themes=["self-harm"]) == ["self-harm"]
-    assert selectors.banned_themes_hit(text="a drugstore", themes=["drugs", "drug"]) == []
+    assert brands["bank"].pk not in matching.brands_blocked_for_story(story=story)
+    assert matching.banned_themes_hit(text="self_harm and SELF HARM", themes=["self-harm"]) == ["self-harm"]
+    assert matching.banned_themes_hit(text="a drugstore", themes=["drugs", "drug"]) == []
 
 
 def test_author_exclusions_hold(brands, users):
     story = seaside_story(users["alice"])
     services.story_brand_settings_update(story=story, opt_in=True, excluded_brand_ids=[brands["surf"].pk])
-    matches = selectors.brand_match_for_story(story=story, k=10, max_distance=2.0)
+    matches = matching.brand_match_for_story(story=story, k=10, max_distance=2.0)
     assert SURF not in names(matches)
     assert {BANK, BOBA} <= set(names(matches))
-    assert selectors.brands_blocked_for_story(story=story)[brands["surf"].pk] == ["excluded by the author"]
+    assert matching.brands_blocked_for_story(story=story)[brands["surf"].pk] == ["excluded by the author"]
     # Undoing the exclusion brings the brand back.
     services.story_brand_settings_update(story=story, opt_in=True, excluded_brand_ids=[])
-    assert selectors.brand_match_for_story(story=story)[0].brand.name == SURF
+    assert matching.brand_match_for_story(story=story)[0].brand.name == SURF
 
 
 def test_max_distance_keeps_weak_matches_out(brands, users, settings):
@@ -192,27 +192,27 @@ def test_max_distance_keeps_weak_matches_out(brands, users, settings):
         setting="The eastern front, winter 1943.",
     )
     ChapterFactory(story=story, number=1, text="Shells fell on the ridge; the gunner loaded another round.")
-    everything = selectors.brand_match_for_story(story=story, k=10, max_distance=2.0)
+    everything = matching.brand_match_for_story(story=story, k=10, max_distance=2.0)
     assert len(everything) == 4  # nothing is blocked: only distance decides
     assert min(m.distance for m in everything) > settings.BRAND_MATCH_MAX_DISTANCE
-    assert selectors.brand_match_for_story(story=story, k=10) == []
+    assert matching.brand_match_for_story(story=story, k=10) == []
     # The setting is the default; an argument overrides it.
     settings.BRAND_MATCH_MAX_DISTANCE = 2.0
-    assert len(selectors.brand_match_for_story(story=story, k=10)) == 4
+    assert len(matching.brand_match_for_story(story=story, k=10)) == 4
     cut = sorted(m.distance for m in everything)[1]
-    assert len(selectors.brand_match_for_story(story=story, k=10, max_distance=cut)) == 2
+    assert len(matching.brand_match_for_story(story=story, k=10, max_distance=cut)) == 2
 
 
 def test_inactive_brands_and_other_embedders_vectors_never_match(brands, users):
     story = seaside_story(users["alice"])
     services.brand_update(brand=brands["surf"], is_active=False)
-    assert SURF not in names(selectors.brand_match_for_story(story=story, k=10, max_distance=2.0))
+    assert SURF not in names(matching.brand_match_for_story(story=story, k=10, max_distance=2.0))
     services.brand_update(brand=brands["surf"], is_active=True)
     # A vector made by another model lives in another space: it is ignored until re-embedded.
     BrandAsset.objects.filter(brand=brands["surf"]).update(embedding_model="openai:some-other-model")
-    assert SURF not in names(selectors.brand_match_for_story(story=story, k=10, max_distance=2.0))
+    assert SURF not in names(matching.brand_match_for_story(story=story, k=10, max_distance=2.0))
     assert services.assets_embed_missing() == 2
-    assert selectors.brand_match_for_story(story=story)[0].brand.name == SURF
+    assert matching.brand_match_for_story(story=story)[0].brand.name == SURF
 
 
 def test_the_hnsw_index_serves_the_query_and_filters_still_fill_k(brands, users):
@@ -237,12 +237,12 @@ def test_the_hnsw_index_serves_the_query_and_filters_still_fill_k(brands, users)
         cursor.execute("SET enable_seqscan = off")  # 114 rows: without this the planner reads the table
     try:
         embedder = get_embedder()
-        query = embedder.embed(selectors.story_context_parts(story))[0]
-        plan = selectors.nearest_assets_queryset(
+        query = embedder.embed(matching.story_context_parts(story))[0]
+        plan = matching.nearest_assets_queryset(
             query=query, model_id=embedder.model_id, excluded_brand_ids=[crowd.pk], max_distance=2.0
         )[:3].explain()
         assert "brand_asset_embedding_hnsw" in plan
-        matches = selectors.brand_match_for_story(story=story, k=3, max_distance=2.0)
+        matches = matching.brand_match_for_story(story=story, k=3, max_distance=2.0)
     finally:
         with connection.cursor() as cursor:
             cursor.execute("RESET enable_seqscan")
@@ -288,5 +288,5 @@ def test_seed_brands_is_idempotent_and_its_surf_brand_fits_a_seaside_story(users
     assert all(b.assets.count() >= 2 and b.banned_themes for b in first)
     assert {b.name for b in selectors.brand_list_for_manager(user=users["mia"])} >= {SURF, BANK, BOBA}
     services.assets_embed_missing()
-    matches = selectors.brand_match_for_story(story=seaside_story(users["alice"]), k=10, max_distance=2.0)
+    matches = matching.brand_match_for_story(story=seaside_story(users["alice"]), k=10, max_distance=2.0)
     assert matches[0].brand.name == SURF

@@ -8,9 +8,10 @@ from datetime import timedelta
 
 import pytest
 
-from mesu_web import recovery
+from mesu_web.celery import app
+from mesu_web.jobs import recovery
 from tests.factories import story_with_chapters
-from tests.faults.conftest import wait_for
+from tests.fixtures_redis import wait_for
 from writer import services
 from writer.models import GenerationOption, GenerationRequest
 from writer.tasks import generation_request_run_task
@@ -48,7 +49,7 @@ def test_a_request_whose_worker_is_killed_mid_stream_completes_once_with_n_optio
 
     wait_for(running_again, timeout=60, what=lambda: f"the new worker to take the request\n{second.log[-2000:]}")
     # While the new worker writes it, a sweep (from anywhere) sees its run lock and leaves it alone.
-    assert request.pk not in recovery.sweep(stale_after=timedelta(0))["generation_requests"]["requeued_dead_runs"]
+    assert request.pk not in recovery.sweep(app=app, stale_after=timedelta(0))["generation_requests"]["requeued_dead_runs"]
 
     def finished() -> bool:
         request.refresh_from_db()

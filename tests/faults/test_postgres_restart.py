@@ -20,7 +20,8 @@ import httpx
 import pytest
 from django.conf import settings
 
-from tests.faults.conftest import ROOT, free_port, wait_for
+from tests.faults.conftest import ROOT
+from tests.fixtures_redis import free_port, wait_for
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 

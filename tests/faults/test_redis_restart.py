@@ -10,7 +10,7 @@ from __future__ import annotations
 import pytest
 
 from tests.factories import story_with_chapters
-from tests.faults.conftest import wait_for
+from tests.fixtures_redis import wait_for
 from writer import services
 from writer.models import GenerationOption, GenerationRequest
 

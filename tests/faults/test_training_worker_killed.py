@@ -10,8 +10,8 @@ from pathlib import Path
 import pytest
 from django.contrib.auth import get_user_model
 
-from tests.faults.conftest import wait_for
-from tests.training.test_trainer import tiny_config, write_dataset
+from tests.fixtures_redis import wait_for
+from tests.fixtures_training import tiny_config, write_dataset
 from training import services
 from training.models import TrainingJob, WriterAdapter
 from training.trainer import _checkpoint_to_resume

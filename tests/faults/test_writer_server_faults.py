@@ -18,7 +18,7 @@ import pytest
 from django.urls import reverse
 
 from tests.factories import story_with_chapters
-from tests.faults.conftest import free_port, wait_for
+from tests.fixtures_redis import free_port, wait_for
 from writer import services
 from writer.models import GenerationOption, GenerationRequest
 

@@ -11,7 +11,6 @@ server with runtime LoRA loading at MESU_GPU_VLLM_URL (scripts/gpu/serve.sh) and
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import pytest
@@ -29,26 +28,6 @@ def gpu_base_model() -> Path:
     from writer.model_files import prepare_model
 
     return prepare_model(Path(settings.WRITER_MODEL_PATH))
-
-
-def write_dataset(folder: Path, n: int = 4) -> Path:
-    """Chat prompts with a reference answer, as build_dataset writes them (train.jsonl)."""
-    topics = ["the sea", "a red bicycle", "winter mornings", "a lost key", "an old map", "the moon"]
-    folder.mkdir(parents=True, exist_ok=True)
-    rows = [
-        {
-            "prompt": [
-                {"role": "system", "content": "You write short, vivid prose."},
-                {"role": "user", "content": f"Write the next chapter, about {topics[i % len(topics)]}."},
-            ],
-            "answer": f"The chapter continues with {topics[i % len(topics)]} and the keeper's lamp.",
-            "book": f"book-{i % 2}",
-            "k": i + 1,
-        }
-        for i in range(n)
-    ]
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return folder
 
 
 def gpu_config_values(base_model: Path, **overrides) -> dict:

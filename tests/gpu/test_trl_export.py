@@ -7,7 +7,8 @@ import json
 import pytest
 from safetensors import safe_open
 
-from tests.gpu.conftest import gpu_config_values, needs_cuda, write_dataset
+from tests.fixtures_training import write_dataset
+from tests.gpu.conftest import gpu_config_values, needs_cuda
 from training.config import CONFIG_FILENAME, GRPOJobConfig
 from training.trainer import run_grpo
 

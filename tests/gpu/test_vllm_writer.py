@@ -19,9 +19,9 @@ pytestmark = [
 
 
 def test_runtime_lora_and_four_parsed_options(gpu_base_model, tmp_path):
+    from tests.fixtures_training import make_random_lora
     from writer.engines.base import Adapter, Sampling
     from writer.engines.vllm import VLLMEngine, VLLMSettings, reset_caches
-    from writer.model_files import make_random_lora
     from writer.parsing import parse_output
     from writer.prompting import REASONING_START
 

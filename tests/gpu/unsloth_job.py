@@ -24,7 +24,8 @@ def main() -> int:
     if not ok:
         print(json.dumps({"error": why}))
         return 2
-    from tests.gpu.conftest import gpu_config_values, write_dataset
+    from tests.fixtures_training import write_dataset
+    from tests.gpu.conftest import gpu_config_values
     from training.config import GRPOJobConfig
     from training.trainer import run_grpo
 

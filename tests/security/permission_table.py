@@ -243,7 +243,7 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
             Case("rita's option", {"pk": w.rita_opt.pk}, WRONG_METHOD,
                  logged_in(404, alice=302, rita=403, root=403), {"text": "Accepted."}),
         ],
-        "writer:notifications": [Case("", {}, logged_in(200), WRONG_METHOD)],
+        "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
         "brands:brand_create": [

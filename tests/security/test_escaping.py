@@ -149,7 +149,7 @@ def _pages(e: SimpleNamespace) -> list[tuple[str, str]]:
         ("alice", reverse("writer:request_progress", args=[e.gen.pk])),
         ("alice", reverse("writer:request_detail", args=[e.reader_gen.pk])),
         ("alice", reverse("writer:request_detail", args=[e.failed.pk])),
-        ("alice", reverse("writer:notifications")),
+        ("alice", reverse("notifications:list")),
         ("alice", reverse("brands:story_settings", args=[s])),
         ("rita", reverse("writer:story_detail", args=[s])),
         ("rita", reverse("writer:request_detail", args=[e.reader_gen.pk])),

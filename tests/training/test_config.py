@@ -159,6 +159,72 @@ def test_a_saved_gpu_config_reads_back_on_cpu():
 
 
 # ---------------------------------------------------------------------------------------------
+# From the admin page's form
+
+
+def form_data(**overrides) -> dict:
+    """TrainingJobForm's cleaned_data (learning rate and warmup left empty)."""
+    data = {
+        "name": "try",
+        "dataset_dir": "/data/ds",
+        "out_dir": "/runs/out",
+        "max_steps": 2,
+        "num_generations": 2,
+        "max_completion_length": 16,
+        "lora_rank": 8,
+        "gradient_accumulation_steps": 1,
+        "rewards": " format_partial, rouge1 ,",
+        "learning_rate": None,
+        "warmup_ratio": None,
+    }
+    return data | overrides
+
+
+def test_from_form_builds_the_config_the_page_always_built():
+    c = GRPOJobConfig.from_form(form_data(), base_model=BASE)
+    assert c == GRPOJobConfig(
+        base_model=BASE,
+        max_steps=2,
+        num_generations=2,
+        per_device_train_batch_size=2,
+        max_completion_length=16,
+        lora_rank=8,
+        gradient_accumulation_steps=1,
+        reward_names=["format_partial", "rouge1"],
+        reward_weights=[1.0, 1.0],
+    )
+    # Every chosen reward weighs 1.0; empty learning rate and warmup keep the config's defaults.
+    assert (c.learning_rate, c.warmup_ratio) == (5e-6, 0.1)
+
+
+def test_from_form_passes_learning_rate_and_warmup_through():
+    c = GRPOJobConfig.from_form(form_data(learning_rate=2e-4, warmup_ratio=0.0), base_model=BASE)
+    assert (c.learning_rate, c.warmup_ratio) == (2e-4, 0.0)
+
+
+@pytest.mark.parametrize(
+    ("overrides", "message"),
+    [
+        ({"learning_rate": -1e-5}, "learning_rate must be > 0, not -1e-05."),
+        ({"learning_rate": 0.0}, "learning_rate must be > 0, not 0.0."),
+        ({"warmup_ratio": 1.0}, "warmup_ratio must be in [0, 1), not 1.0."),
+        ({"warmup_ratio": -0.1}, "warmup_ratio must be in [0, 1), not -0.1."),
+    ],
+)
+def test_from_form_rejects_bad_values_with_a_clear_message(overrides, message):
+    with pytest.raises(ApplicationError) as info:
+        GRPOJobConfig.from_form(form_data(**overrides), base_model=BASE)
+    # The form puts each problem beside the field its message starts with.
+    assert info.value.extra["errors"] == [message]
+    assert message in info.value.message
+
+
+def test_from_form_names_a_reward_typo():
+    with pytest.raises(ApplicationError, match="did you mean 'bleu'"):
+        GRPOJobConfig.from_form(form_data(rewards="rouge1,blue"), base_model=BASE)
+
+
+# ---------------------------------------------------------------------------------------------
 # Resolution and JSON
 
 

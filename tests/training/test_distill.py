@@ -1,5 +1,6 @@
-"""Distilled reasoning: the real vLLM server and the local engine as teachers, and a real (tiny) HTTP
-teacher in a thread that answers with R1 <think> sections, garbage, refusals, 4xx/5xx and timeouts."""
+"""Distilled reasoning (the pipeline, training.distill, and its teacher client, training.teacher): the
+real vLLM server and the local engine as teachers, and a real (tiny) HTTP teacher in a thread that
+answers with R1 <think> sections, garbage, refusals, 4xx/5xx and timeouts."""
 
 from __future__ import annotations
 
@@ -21,16 +22,14 @@ from mesu_web.errors import ApplicationError
 from training.dataset import Pair, build_dataset, write_jsonl
 from training.distill import (
     SUMMARY_FILENAME,
-    TeacherAnswer,
-    TeacherSettings,
     check_reasoning,
     distill_dataset,
     existing_chapters_of,
     full_completion,
     pair_key,
-    reset_caches,
     split_teacher_output,
 )
+from training.teacher import TeacherAnswer, TeacherSettings, reset_caches
 from writer.parsing import parse_output
 from writer.prompting import (
     REASONING_END,

@@ -14,6 +14,7 @@ from django.test import Client
 from django.urls import reverse
 
 from mesu_web.errors import ApplicationError
+from tests.fixtures_training import write_dataset
 from training import selectors, services
 from training.models import EvaluationRun
 
@@ -24,7 +25,6 @@ TOPICS = ["a harbour at dawn", "the last train home", "a letter never sent"]
 
 
 def write_test_split(folder: Path, rows: int = 2) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
     lines = [
         {
             "prompt": [
@@ -37,8 +37,7 @@ def write_test_split(folder: Path, rows: int = 2) -> Path:
         }
         for i, topic in enumerate(TOPICS[:rows])
     ]
-    (folder / "test.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines), encoding="utf-8")
-    return folder
+    return write_dataset(folder, lines, split="test")
 
 
 @pytest.fixture

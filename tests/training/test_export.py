@@ -134,7 +134,7 @@ def test_an_adapter_for_another_base_model_is_refused_before_loading(model_dir, 
     """A LoRA trained on a 64-wide, 2-layer Llama does not fit SmolLM2 (576 wide, 30 layers)."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from writer.model_files import make_random_lora
+    from tests.fixtures_training import make_random_lora
 
     tiny_dir = tmp_path / "tiny-llama"
     config = LlamaConfig(

@@ -8,7 +8,7 @@ import pytest
 from django.contrib.auth import get_user_model
 
 from mesu_web.errors import ApplicationError
-from tests.training.test_trainer import tiny_config, write_dataset
+from tests.fixtures_training import tiny_config, write_dataset
 from training import services
 from training.models import TrainingJob, WriterAdapter
 

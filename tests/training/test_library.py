@@ -14,8 +14,9 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from mesu_web.errors import ApplicationError
+from tests.books import make_epub
 from training import library as lib
-from training.dataset import DEFAULT_MAX_ANSWER_CHARS, build_dataset, load_book_file
+from training.dataset import DEFAULT_MAX_ANSWER_CHARS, build_dataset, load_book_file, read_jsonl
 from training.library import (
     BookExistsError,
     BookMetadata,
@@ -54,46 +55,6 @@ def assert_reads_back(book) -> None:
     again = read_library_book(book.path)
     assert again.metadata == book.metadata
     assert again.chapters == book.chapters
-
-
-def make_epub(
-    path: Path,
-    chapters: list[tuple[str, str]],
-    *,
-    title: str = "The Glass Market",
-    authors: tuple[str, ...] = ("A. Writer",),
-    date: str = "2024-05-01T00:00:00+00:00",
-    description: str = "<p>A market made of <b>glass</b> &amp; rain.</p>",
-    nav: bool = True,
-) -> Path:
-    """A small EPUB 3 written by ebooklib itself: one XHTML page per (heading, body html) chapter."""
-    from ebooklib import epub
-
-    book = epub.EpubBook()
-    book.set_identifier("urn:mesu:test")
-    book.set_title(title)
-    book.set_language("en")
-    for author in authors:
-        book.add_author(author)
-    if date:
-        book.add_metadata("DC", "date", date)
-    if description:
-        book.add_metadata("DC", "description", description)
-    pages = []
-    for i, (heading, body) in enumerate(chapters, start=1):
-        page = epub.EpubHtml(title=heading or f"Page {i}", file_name=f"ch{i}.xhtml", lang="en")
-        page.content = (f"<h1>{heading}</h1>" if heading else "") + body
-        book.add_item(page)
-        pages.append(page)
-    book.toc = pages
-    book.add_item(epub.EpubNcx())
-    spine: list = list(pages)
-    if nav:
-        book.add_item(epub.EpubNav())
-        spine = ["nav", *pages]
-    book.spine = spine
-    epub.write_epub(str(path), book)
-    return path
 
 
 # ---------------------------------------------------------------------------------------------
@@ -547,6 +508,54 @@ def test_import_books_then_build_dataset_gives_every_pair(tmp_path):
     reasons = {Path(r["file"]).name: r["reason"] for r in again["books"]}
     assert "already has 'neon-rain.md'" in reasons["neon_rain.txt"]
     assert "already has 'the-lighthouse-keepers-daughter.md'" in reasons["the_lighthouse_keepers_daughter.md"]
+
+
+def test_build_dataset_on_epubs_gives_the_chapters_import_books_gives(tmp_path):
+    """One reader: build_dataset reads a folder of EPUBs as import_books imports them, the navigation
+    page (a table of contents) no chapter of either."""
+    folder = tmp_path / "epubs"
+    folder.mkdir()
+    make_epub(
+        folder / "glass.epub",
+        [
+            ("Chapter 1: The Stall", "<p>Juno walked into the glass market at dawn.</p><p>Rain fell.</p>"),
+            ("Chapter 2: Static", "<p>Her earpiece hissed.</p><p>Static had a plan, as always.</p>"),
+            ("", "<p>No heading on this page, but the story goes on.</p>"),
+        ],
+    )  # fmt: skip
+    make_epub(
+        folder / "salt.epub",
+        [("Salt", "<p>The sea took the pier.</p>"), ("Iron", "<p>They built it again, in iron.</p>")],
+        title="Salt and Iron",
+        authors=("B. Writer",),
+    )
+    library = tmp_path / "lib"
+    result, error = run_import(str(folder), "--library", str(library))
+    assert error is None and result["imported"] == 2
+
+    def pairs_by_title(books_dir: Path, out: Path) -> dict[str, list[tuple[int, str]]]:
+        counts = build_dataset(
+            books_dir=books_dir, out_dir=out, count_tokens=words, budget_tokens=BUDGET, test_fraction=0
+        )
+        title_of = {book_id: info["title"] for book_id, info in counts["books"].items()}
+        by_title: dict[str, list[tuple[int, str]]] = {}
+        for pair in read_jsonl(out / "train.jsonl"):
+            by_title.setdefault(title_of[pair.book], []).append((pair.k, pair.answer))
+        return by_title
+
+    from_epubs = pairs_by_title(folder, tmp_path / "ds-epub")
+    assert from_epubs == pairs_by_title(library, tmp_path / "ds-lib")
+    assert from_epubs["The Glass Market"] == [
+        (1, "Her earpiece hissed.\n\nStatic had a plan, as always."),
+        (2, "No heading on this page, but the story goes on."),
+    ]
+    for epub, slug in (("glass.epub", "the-glass-market"), ("salt.epub", "salt-and-iron")):
+        _, chapters = load_book_file(folder / epub)
+        assert [c.text for c in chapters] == [
+            c.text for c in read_library_book(library / f"{slug}.md").chapters
+        ]
+    first = load_book_file(folder / "glass.epub")[1][0]
+    assert first.text.startswith("Juno walked")  # chapter 1 is the story's, not the table of contents
 
 
 def test_import_books_goes_on_past_a_bad_file_and_exits_non_zero(tmp_path):

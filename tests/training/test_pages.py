@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from django.urls import reverse
 
-from tests.training.test_trainer import tiny_config, write_dataset
+from tests.fixtures_training import tiny_config, write_dataset
 from training import services
 from training.models import TrainingJob
 
@@ -52,6 +52,31 @@ def test_the_form_queues_a_validated_job(client_for, tmp_path, django_capture_on
     bad = {**form, "name": "bad", "rewards": "rouge1,blue"}
     response = client_for("root").post(reverse("training:job_list"), bad)
     assert response.status_code == 200 and "did you mean" in response.content.decode()
+    assert not TrainingJob.objects.filter(name="bad").exists()
+
+
+def test_the_form_sets_learning_rate_and_warmup(client_for, tmp_path, django_capture_on_commit_callbacks, settings, model_dir):
+    settings.WRITER_MODEL_PATH = model_dir
+    ds = write_dataset(tmp_path / "ds")
+    page = client_for("root").get(reverse("training:job_list")).content.decode()
+    assert 'name="learning_rate"' in page and 'name="warmup_ratio"' in page and "a short job wants 0" in page
+    form = {
+        "name": "short", "dataset_dir": str(ds), "out_dir": str(tmp_path / "out"), "max_steps": 2,
+        "num_generations": 2, "max_completion_length": 16, "lora_rank": 8, "gradient_accumulation_steps": 1,
+        "rewards": "format_partial,rouge1", "learning_rate": "2e-4", "warmup_ratio": "0",
+    }
+    with django_capture_on_commit_callbacks(execute=False):
+        response = client_for("root").post(reverse("training:job_list"), form)
+    job = TrainingJob.objects.get(name="short")
+    assert response.status_code == 302
+    assert (job.config["learning_rate"], job.config["warmup_ratio"]) == (2e-4, 0.0)
+    # Values the config refuses come back as errors beside their fields; nothing is queued.
+    bad = {**form, "name": "bad", "learning_rate": "-1e-5", "warmup_ratio": "1"}
+    response = client_for("root").post(reverse("training:job_list"), bad)
+    errors = response.context["form"].errors
+    assert response.status_code == 200
+    assert errors["learning_rate"] == ["learning_rate must be > 0, not -1e-05."]
+    assert errors["warmup_ratio"] == ["warmup_ratio must be in [0, 1), not 1.0."]
     assert not TrainingJob.objects.filter(name="bad").exists()
 
 

@@ -21,6 +21,7 @@ from training.rewards import (
     format_partial,
     get_reward_funcs,
     meteor,
+    meteor_score,
     reference_for,
     score_all,
     solution_text,
@@ -150,7 +151,7 @@ def test_meteor_says_whether_wordnet_was_used():
 
 
 def test_meteor_without_wordnet_falls_back_and_says_so(monkeypatch):
-    monkeypatch.setattr(rewards, "_wordnet", lambda: None)
+    monkeypatch.setattr(meteor_score, "_wordnet", lambda: None)
     logged: list[tuple[str, float]] = []
     scores = meteor(
         [GOOD, answer("p", "the old automobile stopped")],

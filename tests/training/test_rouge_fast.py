@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 from rouge_score import rouge_scorer, tokenizers
 
 from training import rewards
+from training.rewards import overlap
 
 TOL = 1e-12
 
@@ -130,13 +131,13 @@ def library(candidate: str, reference: str) -> dict[str, float]:
 
 def assert_same(candidate: str, reference: str) -> None:
     expected = library(candidate, reference)
-    got = rewards._rouge_all.__wrapped__(candidate, reference)
+    got = overlap._rouge_all.__wrapped__(candidate, reference)
     assert set(got) == {"rouge1", "rouge2", "rougeL"}
     for name, value in expected.items():
         assert got[name] == pytest.approx(value, abs=TOL, rel=0), name
         assert isinstance(got[name], float)
     if candidate.strip() and reference.strip():
-        assert rewards._rouge_scores(candidate, reference) == got
+        assert overlap._rouge_scores(candidate, reference) == got
 
 
 # --- Tokens ----------------------------------------------------------------------------------
@@ -151,23 +152,23 @@ def assert_same(candidate: str, reference: str) -> None:
 @example("İstanbul\u212aelvin straße ﬁnance")
 @example("Don't stop--running, it's 1984!\nThe lamps' light.")
 def test_word_by_word_tokens_equal_the_library_tokenizer(text):
-    assert rewards._rouge_tokens(text) == _TOKENIZER.tokenize(text)
+    assert overlap._rouge_tokens(text) == _TOKENIZER.tokenize(text)
 
 
 @prop
 @given(long_texts)
 def test_word_by_word_tokens_of_long_texts(text):
-    assert rewards._rouge_tokens(text) == _TOKENIZER.tokenize(text)
+    assert overlap._rouge_tokens(text) == _TOKENIZER.tokenize(text)
 
 
 def test_word_tokens_are_cached_and_reset():
     rewards.reset_caches()
-    rewards._rouge_tokens("running running running lamps")
-    info = rewards._rouge_word_tokens.cache_info()
+    overlap._rouge_tokens("running running running lamps")
+    info = overlap._rouge_word_tokens.cache_info()
     assert info.misses == 2 and info.hits == 2
     rewards.reset_caches()
-    assert rewards._rouge_word_tokens.cache_info().currsize == 0
-    assert rewards._rouge_tokenizer.cache_info().currsize == 0
+    assert overlap._rouge_word_tokens.cache_info().currsize == 0
+    assert overlap._rouge_tokenizer.cache_info().currsize == 0
 
 
 # --- LCS -------------------------------------------------------------------------------------
@@ -186,19 +187,19 @@ many_tokens = st.lists(st.sampled_from([str(i) for i in range(40)]), max_size=30
 @example(["a", "b", "c"], ["c", "b", "a"])
 @example(["a"] * 70, ["a"] * 65)  # more than one 64-bit machine word
 def test_lcs_length_equals_dynamic_programming(a, b):
-    assert rewards._lcs_length(a, b) == lcs_dp(a, b) == rewards._lcs_length(b, a)
+    assert overlap._lcs_length(a, b) == lcs_dp(a, b) == overlap._lcs_length(b, a)
 
 
 @prop
 @given(st.one_of(few_tokens, many_tokens), st.one_of(few_tokens, many_tokens))
 def test_lcs_length_of_long_sequences(a, b):
-    assert rewards._lcs_length(a, b) == lcs_dp(a, b)
+    assert overlap._lcs_length(a, b) == lcs_dp(a, b)
 
 
 def test_lcs_length_against_rouge_score_table():
     a = _TOKENIZER.tokenize("the cat sat on the mat and the dog sat on the log " * 10)
     b = _TOKENIZER.tokenize("a dog and a cat sat by the mat on a log " * 12)
-    assert rewards._lcs_length(a, b) == rouge_scorer._lcs_table(a, b)[-1][-1]
+    assert overlap._lcs_length(a, b) == rouge_scorer._lcs_table(a, b)[-1][-1]
 
 
 # --- Scores ----------------------------------------------------------------------------------
@@ -238,7 +239,7 @@ def test_reward_functions_give_the_library_numbers():
     words = "the lamp room smelled of brass polish and old rain while running lamps ran".split()
     reference = " ".join(words[(i * 7) % len(words)] for i in range(600))
     candidates = [" ".join(words[(i * k) % len(words)] for i in range(90)) for k in (1, 3, 5)]
-    rewards._rouge_all.cache_clear()
+    overlap._rouge_all.cache_clear()
     got = {
         name: getattr(rewards, name)(candidates, answer=[reference] * 3)
         for name in ("rouge1", "rouge2", "rougeL")

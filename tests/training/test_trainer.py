@@ -17,10 +17,9 @@ import pytest
 from safetensors import safe_open
 
 from mesu_web.errors import ApplicationError
+from tests.fixtures_training import TOPICS, tiny_config, write_dataset
 from training.config import CONFIG_FILENAME, GRPOJobConfig, cuda_available
 from training.trainer import run_grpo
-
-TOPICS = ["the sea", "a red bicycle", "winter mornings", "a lost key"]
 
 
 @pytest.fixture(scope="module")
@@ -30,44 +29,6 @@ def base_model() -> str:
     from writer.model_files import prepare_model
 
     return str(prepare_model(Path(settings.WRITER_MODEL_PATH)))
-
-
-def write_dataset(folder: Path, rows: list[dict] | None = None) -> Path:
-    folder.mkdir(parents=True, exist_ok=True)
-    if rows is None:
-        rows = [
-            {
-                "prompt": [
-                    {"role": "system", "content": "You write short, vivid prose."},
-                    {"role": "user", "content": f"Write one sentence about {topic}."},
-                ],
-                "answer": f"The chapter continues with {topic}.",
-                "book": f"book-{i % 2}",
-                "k": i + 1,
-            }
-            for i, topic in enumerate(TOPICS)
-        ]
-        rows[1]["brand_terms"] = ["Acme"]  # a column only some rows have reaches the rewards too
-    (folder / "train.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows), encoding="utf-8")
-    return folder
-
-
-def tiny_config(base_model: str, **overrides) -> GRPOJobConfig:
-    values = {
-        "base_model": base_model,
-        "lora_rank": 8,
-        "num_generations": 2,
-        "gradient_accumulation_steps": 1,  # 2 completions = 1 prompt x 2 generations a step
-        "max_completion_length": 16,
-        "max_steps": 2,
-        "learning_rate": 1e-4,
-        "warmup_ratio": 0.0,  # a warmup step runs at learning rate 0: the LoRA would not move
-        "reward_names": ["rouge1", "format_partial"],
-        "reward_weights": [1.0, 0.5],
-        "report_to": "none",
-    }
-    values.update(overrides)
-    return GRPOJobConfig(**values)
 
 
 def lora_tensors(adapter: Path) -> dict:

@@ -1,12 +1,28 @@
-"""Splitting a book into chapters at its headings, and only at its headings."""
+"""The one book reader: splitting a book into chapters at its headings, and only at its headings, and
+reading .txt/.md/.epub files (the writer's import_book command reads them the same way)."""
 
 from __future__ import annotations
 
+import json
+import re
+from io import StringIO
 from pathlib import Path
 
 import pytest
+from django.core.management import call_command
 
-from writer.book_import import DetectedBook, DetectedChapter, split_book
+from mesu_web.errors import ApplicationError
+from tests.books import make_epub
+from writer.book_import import (
+    DetectedBook,
+    DetectedChapter,
+    markdown_heading_title,
+    read_book,
+    read_book_file,
+    split_book,
+)
+from writer.models import Story
+from writer.text_input import clean_text
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 
@@ -155,3 +171,90 @@ def test_the_neon_rain_sample():
     assert '"In chapter three of the Runner\'s Code,"' in book.chapters[2].text
     for chapter in book.chapters:
         assert 300 <= len(chapter.text.split()) <= 600, chapter.title
+
+
+def test_a_heading_line_reads_as_split_book_reads_it():
+    assert markdown_heading_title("## Chapter 3: The Storm") == "The Storm"
+    assert markdown_heading_title("### The Storm ###") == "The Storm"
+    assert markdown_heading_title("Chapter 3: The Storm") is None  # not a markdown heading
+
+
+# ---------------------------------------------------------------------------------------------
+# Reading book files
+
+
+def test_a_text_book_file_is_decoded_cleaned_and_split():
+    data = (SAMPLES / "neon_rain.txt").read_bytes()
+    book = read_book(data, "neon_rain.txt", max_bytes=len(data))
+    assert book == split_book(clean_text(data.decode("utf-8")))
+    assert book.notes == [] and book.title == ""  # a text book's title is in its front matter
+
+
+def test_html_in_a_text_book_is_turned_into_text_only_when_asked():
+    data = b"Chapter 1\n\n<p>Juno <b>ran</b>.</p>\n\nChapter 2\n\n<p>Rain fell.</p><script>x()</script>\n"
+    as_written = read_book(data, "markup.md", max_bytes=1000)
+    assert as_written.chapters[0].text == "<p>Juno <b>ran</b>.</p>" and as_written.notes == []
+    converted = read_book(data, "markup.md", max_bytes=1000, markup_to_text=True)
+    assert [c.text for c in converted.chapters] == ["Juno ran.", "Rain fell."]
+    assert "HTML markup was turned into text" in converted.notes[0]
+
+
+def test_an_epub_is_read_in_reading_order_without_its_navigation_page(tmp_path):
+    path = make_epub(
+        tmp_path / "glass.epub",
+        [
+            ("Chapter 1: The Stall", "<p>Juno walked in.</p><p>Rain &amp; glass.</p>"),
+            ("", "<p>No heading.</p>"),
+        ],
+        authors=("A. Writer", "B. Writer"),
+    )
+    book = read_book_file(path, max_bytes=10**6)
+    assert book.chapters == [
+        DetectedChapter("Chapter 1: The Stall", "Juno walked in.\n\nRain & glass."),
+        DetectedChapter("Chapter 2", "No heading."),  # numbered, as a text book without headings is
+    ]
+    assert (book.front_matter, book.title, book.author, book.date, book.description) == (
+        "",
+        "The Glass Market",
+        "A. Writer, B. Writer",
+        "2024-05-01",
+        "A market made of glass & rain.",
+    )
+    assert book.notes == ["1 EPUB page(s) without story text (navigation, cover, blank) were left out."]
+
+
+@pytest.mark.parametrize(
+    ("name", "data", "fragment"),
+    [
+        (
+            "report.pdf",
+            b"%PDF-1.7",
+            "'report.pdf' is a .pdf file; a book is one of .txt, .md, .markdown, .epub",
+        ),
+        ("big.txt", b"Chapter 1\n\n" + b"word " * 300, "'big.txt' is 1,511 bytes; the limit is 1,000 bytes"),
+        ("big.epub", b"PK" + b"\x00" * 1200, "'big.epub' is 1,202 bytes; the limit is 1,000 bytes"),
+        ("bad.epub", b"PK\x03\x04 not really", "not a complete ZIP archive"),
+        ("image.txt", b"\x89PNG\r\n\x1a\n" + bytes(range(256)), "binary file (a PNG image)"),
+    ],
+)
+def test_what_is_not_a_readable_book_is_refused_with_its_reason(tmp_path, name, data, fragment):
+    (tmp_path / name).write_bytes(data)
+    with pytest.raises(ApplicationError, match=re.escape(fragment)):
+        read_book_file(tmp_path / name, max_bytes=1000)
+    with pytest.raises(ApplicationError, match="No such book file"):
+        read_book_file(tmp_path / "missing.txt", max_bytes=1000)
+
+
+def test_the_import_book_command_reads_an_epub_with_the_same_reader(users, tmp_path):
+    path = make_epub(
+        tmp_path / "glass.epub",
+        [("Chapter 1: The Stall", "<p>Juno walked in.</p>"), ("Chapter 2: Static", "<p>It hissed.</p>")],
+    )
+    out = StringIO()
+    call_command("import_book", str(path), "--title", "Glass", stdout=out)
+    story = Story.objects.get(slug=json.loads(out.getvalue())["story"])
+    chapters = read_book_file(path, max_bytes=10**6).chapters
+    assert [(c.title, c.text) for c in story.chapters.order_by("number")] == [
+        (c.title, c.text) for c in chapters
+    ]
+    assert story.summary == "A market made of glass & rain."  # the EPUB's description

@@ -18,8 +18,9 @@ from django.urls import reverse
 
 from brands.models import Brand, BrandAsset
 from brands.selectors import review_queue_for_manager
+from mesu_web.notifications.models import Notification
 from tests.factories import CHAPTER_TEXT, StoryFactory
-from writer.models import Chapter, GenerationOption, GenerationRequest, Notification, ReviewStatus, Story
+from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story
 
 SMALL = 30  # chapters, requests and pending placements of the small world
 LARGE = 10 * SMALL  # ... and of the large one: beyond every page size, so pagination must cut it

@@ -23,7 +23,14 @@ from typing import Any, TypeVar
 import httpx
 import openai
 
-from mesu_web.errors import EngineError, safe_cause, secret_free
+from mesu_web.errors import (
+    EngineError,
+    error_body_message,
+    is_retryable_status,
+    response_message,
+    safe_cause,
+    secret_free,
+)
 from writer.engines.base import (
     Adapter,
     Completion,
@@ -37,9 +44,6 @@ logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
-# HTTP statuses worth another try: timeout, conflict (e.g. an adapter being loaded by another
-# worker), rate limit. Every 5xx is retried too.
-RETRYABLE_STATUSES = frozenset({408, 409, 429})
 # Without a tokenizer, ~4 characters of English prose per token (SmolLM2's BPE gives 4.2-4.6 on
 # novel text); rounded up so a prompt budget errs on the short side.
 CHARS_PER_TOKEN_ESTIMATE = 4
@@ -338,10 +342,10 @@ class VLLMEngine:
             f"{settings.base_url}/load_lora_adapter",
             json={"lora_name": adapter.name, "lora_path": str(adapter.path)},
         )
-        message = _response_message(response)
+        message = response_message(response)
         if response.status_code == 400 and "already been loaded" in message:
             return  # another worker loaded it between our check and our request
-        if response.status_code in RETRYABLE_STATUSES or response.status_code >= 500:
+        if is_retryable_status(response.status_code):
             response.raise_for_status()  # classified as transient by _call
         if response.status_code >= 400:
             hint = ""
@@ -445,11 +449,11 @@ class VLLMEngine:
         status: int | None = None
         message = ""
         if isinstance(exc, openai.APIStatusError):
-            status, message = exc.status_code, _error_body_message(exc.body) or exc.message
+            status, message = exc.status_code, error_body_message(exc.body) or exc.message
         elif isinstance(exc, httpx.HTTPStatusError):
-            status, message = exc.response.status_code, _response_message(exc.response)
+            status, message = exc.response.status_code, response_message(exc.response)
         if status is not None:
-            retryable = status in RETRYABLE_STATUSES or status >= 500
+            retryable = is_retryable_status(status)
             verb = "failed" if status >= 500 else "refused the request"
             return EngineError(
                 f"{server} {verb} (HTTP {status}): {message}", retryable=retryable, extra={"status": status}
@@ -459,26 +463,6 @@ class VLLMEngine:
         if isinstance(exc, openai.APIError):  # e.g. an error event in the middle of a stream
             return EngineError(f"{server} failed while answering: {exc.message}", retryable=True)
         return None
-
-
-def _error_body_message(body: object) -> str:
-    """The human message in an OpenAI-style error body ({"message"} or {"error": {"message"}})."""
-    if isinstance(body, dict):
-        inner = body.get("error", body)
-        if isinstance(inner, dict) and inner.get("message"):
-            return str(inner["message"])
-        if isinstance(body.get("detail"), str):
-            return body["detail"]
-    if isinstance(body, str):
-        return body
-    return ""
-
-
-def _response_message(response: httpx.Response) -> str:
-    try:
-        return _error_body_message(response.json()) or response.text
-    except ValueError:
-        return response.text.strip()[:500]
 
 
 @functools.cache

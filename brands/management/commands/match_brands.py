@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from brands import selectors, services
+from brands import matching, services
 from mesu_web.errors import ApplicationError
 from writer.models import Story
 
@@ -41,7 +41,7 @@ class Command(BaseCommand):
             embedded = services.assets_embed_missing()
             if embedded:
                 self.stderr.write(f"Embedded {embedded} brand asset(s) that had no up-to-date vector.")
-            matches = selectors.brand_match_for_story(
+            matches = matching.brand_match_for_story(
                 story=story,
                 preference=options["preference"],
                 k=options["k"],

@@ -10,7 +10,8 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
-from training.distill import ENGINES, TeacherSettings, distill_dataset
+from training.distill import distill_dataset
+from training.teacher import ENGINES, TeacherSettings
 
 
 class Command(BaseCommand):

@@ -18,8 +18,9 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
-from training.dataset import BOOK_MAX_BYTES, BOOK_SUFFIXES
+from training.dataset import BOOK_MAX_BYTES
 from training.library import BookExistsError, book_files, import_book_file
+from writer.book_import import BOOK_SUFFIXES
 
 
 def default_library_dir() -> Path:

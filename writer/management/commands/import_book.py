@@ -9,11 +9,14 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from writer import roles, services
-from writer.text_input import decode_text_file
+from writer.book_import import BOOK_SUFFIXES, read_book_file
 
 
 class Command(BaseCommand):
-    help = 'Create a story from a plain-text or markdown book. Prints {"story": "<slug>", "chapters": N}.'
+    help = (
+        f"Create a story from a book ({', '.join(BOOK_SUFFIXES)}), split at its chapter headings. "
+        'Prints {"story": "<slug>", "chapters": N}.'
+    )
 
     def add_arguments(self, parser) -> None:
         parser.add_argument("file", type=Path)
@@ -28,9 +31,9 @@ class Command(BaseCommand):
             raise CommandError(f"No such file: {path}")
         owner = self._owner(options["owner"])
         try:
-            text = decode_text_file(path.read_bytes(), filename=path.name, max_bytes=settings.MESU_UPLOAD_MAX_BYTES)
+            book = read_book_file(path, max_bytes=settings.MESU_UPLOAD_MAX_BYTES)
             story = services.book_import(
-                owner=owner, text=text, title=options["title"], author_name=options["author_name"]
+                owner=owner, book=book, title=options["title"], author_name=options["author_name"]
             )
             if options["publish"]:
                 services.story_set_published(story=story, published=True)

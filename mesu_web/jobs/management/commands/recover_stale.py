@@ -6,7 +6,8 @@ from datetime import timedelta
 from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
-from mesu_web.recovery import sweep
+from mesu_web.celery import app
+from mesu_web.jobs.recovery import sweep
 
 
 class Command(BaseCommand):
@@ -28,4 +29,4 @@ class Command(BaseCommand):
         seconds = settings.RECOVERY_STALE_AFTER if options["stale_after"] is None else options["stale_after"]
         if seconds < 0:
             raise CommandError("--stale-after must not be negative.")
-        self.stdout.write(json.dumps(sweep(stale_after=timedelta(seconds=seconds))))
+        self.stdout.write(json.dumps(sweep(app=app, stale_after=timedelta(seconds=seconds))))

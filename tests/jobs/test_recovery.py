@@ -1,5 +1,6 @@
-"""The recovery sweep against the real PostgreSQL and a real (private) Redis, without workers: which rows it
-re-enqueues, which it leaves alone, and that it never sends a second message for one row.
+"""The recovery sweep (mesu_web/jobs/recovery.py) against the real PostgreSQL and a real (private) Redis,
+without workers: which rows it re-enqueues, which it leaves alone, and that it never sends a second message
+for one row.
 
 A "live worker" here is a second database connection holding the row's run lock, as a worker's does while
 it runs the row; closing that connection is what a kill -9 does to the worker's.
@@ -18,15 +19,16 @@ from django.conf import settings
 from django.core.management import call_command
 from django.utils import timezone
 
-from mesu_web import recovery
+from mesu_web.celery import app
+from mesu_web.jobs import broker as jobs_broker
+from mesu_web.jobs import recovery
+from mesu_web.jobs.locks import lock_class
 from tests.factories import story_with_chapters
 from training.models import EvaluationRun, TrainingJob
 from training.tasks import training_job_run_task
 from writer import services
 from writer.models import GenerationRequest
 from writer.tasks import generation_request_run_task
-
-pytestmark = pytest.mark.faults
 
 HOUR = timedelta(hours=1)
 
@@ -52,7 +54,7 @@ def messages_for(url: str, queue: str, task_name: str, pk: int) -> int:
     """How many messages for (task, pk) wait in `queue` of the Redis at `url`."""
     client = redis.Redis.from_url(url)
     try:
-        rows = [recovery._message_row(json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
+        rows = [jobs_broker.message_row(json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
     finally:
         client.close()
     return rows.count((task_name, pk))
@@ -67,7 +69,7 @@ def other_connection() -> psycopg.Connection:
 
 
 def hold_run_lock(conn: psycopg.Connection, task_name: str, pk: int) -> None:
-    assert conn.execute("SELECT pg_try_advisory_lock(%s, %s)", [recovery._lock_class(task_name), pk]).fetchone()[0]
+    assert conn.execute("SELECT pg_try_advisory_lock(%s, %s)", [lock_class(task_name), pk]).fetchone()[0]
 
 
 def test_a_running_request_is_left_alone_while_its_worker_lives_and_requeued_once_it_dies(make_request, broker):
@@ -75,12 +77,12 @@ def test_a_running_request_is_left_alone_while_its_worker_lives_and_requeued_onc
     worker = other_connection()
     hold_run_lock(worker, generation_request_run_task.name, pk)
 
-    result = recovery.sweep(stale_after=HOUR)
+    result = recovery.sweep(app=app, stale_after=HOUR)
     assert result["generation_requests"]["requeued_dead_runs"] == []
     assert GenerationRequest.objects.get(pk=pk).status == GenerationRequest.Status.RUNNING  # slow, not dead
 
     worker.close()  # the worker dies: PostgreSQL drops its lock with its connection
-    result = recovery.sweep(stale_after=HOUR)
+    result = recovery.sweep(app=app, stale_after=HOUR)
     assert result["generation_requests"]["requeued_dead_runs"] == [pk]
     request = GenerationRequest.objects.get(pk=pk)
     assert request.status == GenerationRequest.Status.QUEUED and request.progress_tokens == 0
@@ -89,7 +91,7 @@ def test_a_running_request_is_left_alone_while_its_worker_lives_and_requeued_onc
 
     # Idempotent: the next sweeps find the message in the broker and send no second one.
     for stale_after in (HOUR, timedelta(0)):
-        again = recovery.sweep(stale_after=stale_after)["generation_requests"]
+        again = recovery.sweep(app=app, stale_after=stale_after)["generation_requests"]
         assert again["requeued_dead_runs"] == again["requeued_lost"] == []
     assert messages_for(broker, "generation", generation_request_run_task.name, pk) == 1
 
@@ -99,13 +101,13 @@ def test_a_queued_request_whose_message_was_lost_is_enqueued_again_once_it_is_st
     young = make_request()
     services.generation_request_enqueue(request=GenerationRequest.objects.get(pk=young))  # on_commit: now
 
-    result = recovery.sweep(stale_after=timedelta(minutes=1))["generation_requests"]
+    result = recovery.sweep(app=app, stale_after=timedelta(minutes=1))["generation_requests"]
     assert result["requeued_lost"] == [old]
     assert messages_for(broker, "generation", generation_request_run_task.name, old) == 1
     assert messages_for(broker, "generation", generation_request_run_task.name, young) == 1  # its own, only
 
     # Now both have a message: however stale, neither gets another.
-    assert recovery.sweep(stale_after=timedelta(0))["generation_requests"]["requeued_lost"] == []
+    assert recovery.sweep(app=app, stale_after=timedelta(0))["generation_requests"]["requeued_lost"] == []
     assert messages_for(broker, "generation", generation_request_run_task.name, old) == 1
 
 
@@ -118,13 +120,13 @@ def test_a_message_delivered_to_a_worker_counts_as_pending(make_request, broker)
     raw = client.rpop("generation")  # what a worker's fetch does, then kombu's bookkeeping:
     client.hset("unacked", "tag-1", json.dumps([json.loads(raw), "", "generation"]))
     client.close()
-    assert recovery.broker_snapshot().has(generation_request_run_task.name, pk)
-    assert recovery.sweep(stale_after=timedelta(0))["generation_requests"]["requeued_lost"] == []
+    assert jobs_broker.broker_snapshot(app).has(generation_request_run_task.name, pk)
+    assert recovery.sweep(app=app, stale_after=timedelta(0))["generation_requests"]["requeued_lost"] == []
 
 
 def test_a_request_that_kills_its_worker_every_time_fails_with_a_reason(make_request, settings):
     pk = make_request(status=GenerationRequest.Status.RUNNING, attempts=settings.RECOVERY_MAX_ATTEMPTS)
-    result = recovery.sweep(stale_after=HOUR)["generation_requests"]
+    result = recovery.sweep(app=app, stale_after=HOUR)["generation_requests"]
     assert result["closed_dead_runs"] == [pk] and result["requeued_dead_runs"] == []
     request = GenerationRequest.objects.get(pk=pk)
     assert request.status == GenerationRequest.Status.FAILED
@@ -149,7 +151,7 @@ def test_sweeps_take_turns(make_request):
     other = other_connection()
     try:
         hold_run_lock(other, "mesu_web.recovery.sweep", 0)
-        assert recovery.sweep(stale_after=HOUR) == {"skipped": "another sweep is running"}
+        assert recovery.sweep(app=app, stale_after=HOUR) == {"skipped": "another sweep is running"}
     finally:
         other.close()
 
@@ -166,7 +168,7 @@ def test_training_rows(alice, broker, tmp_path):
         target_name="smollm2", dataset_dir=str(tmp_path), engine="vllm", max_new_tokens=16,
         status=EvaluationRun.Status.RUNNING,
     )
-    result = recovery.sweep(stale_after=HOUR)
+    result = recovery.sweep(app=app, stale_after=HOUR)
     assert result["training_jobs"]["requeued_dead_runs"] == [dead.pk]
     assert result["training_jobs"]["closed_dead_runs"] == [cancelling.pk]
     assert result["evaluation_runs"]["closed_dead_runs"] == [evaluation.pk]
@@ -178,14 +180,13 @@ def test_training_rows(alice, broker, tmp_path):
 
 
 def test_a_broker_that_cannot_be_read_changes_nothing_and_says_so(make_request):
-    from mesu_web.celery import app
-    from tests.faults.conftest import _reset_pools, free_port
+    from tests.fixtures_redis import free_port, reset_pools
 
     stale = make_request(created_at=timezone.now() - timedelta(minutes=5))
     dead = make_request(status=GenerationRequest.Status.RUNNING, attempts=1)
-    _reset_pools(app)
+    reset_pools(app)
     app.conf.broker_url = f"redis://127.0.0.1:{free_port()}/0"  # nothing listens there (the fixture restores it)
-    result = recovery.sweep(stale_after=timedelta(minutes=1))
+    result = recovery.sweep(app=app, stale_after=timedelta(minutes=1))
     assert "could not be read" in result["broker"]
     requests = result["generation_requests"]
     assert requests["unchecked"] == [stale] and requests["requeued_lost"] == []
