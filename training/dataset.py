@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from mesu_web.errors import ApplicationError
-from writer.book_import import BOOK_SUFFIXES, read_book_file
+from writer.book_import import BOOK_SUFFIXES, read_book_file, unwrap_emphasis
 from writer.prompting import ChapterText, StoryMeta, build_prompt
 
 logger = logging.getLogger(__name__)
@@ -181,16 +181,6 @@ def split_by_book(
 
 _TITLE_LINE = re.compile(r"^\s*(?:#\s+|title\s*:\s*)(?P<value>.+?)\s*#*\s*$", re.IGNORECASE)
 _AUTHOR_LINE = re.compile(r"^\s*(?:author\s*:|by)\s+(?P<value>.+?)\s*$", re.IGNORECASE)
-_EMPHASIS = re.compile(r"^([*_]{1,3})(?P<inner>.+)\1$")
-
-
-def unwrap_emphasis(line: str) -> str:
-    """`line` stripped, without the bold/italic markers around all of it ("**By A. Writer**")."""
-    line = line.strip()
-    m = _EMPHASIS.match(line)
-    return m.group("inner").strip() if m else line
-
-
 def meta_from_front_matter(front_matter: str, *, fallback_title: str) -> StoryMeta:
     """Chapter 0 from a book's front matter: "# Title" / "Title: ..." and "Author: ..." / "By ..."
     lines when present; else a short first line (not a sentence) is the title; else `fallback_title`.

@@ -57,7 +57,6 @@ from training.dataset import (
     load_book_file,
     meta_from_front_matter,
     title_from_stem,
-    unwrap_emphasis,
 )
 from writer.book_import import (
     BOOK_SUFFIXES,
@@ -68,6 +67,7 @@ from writer.book_import import (
     plain_chapter_title,
     read_book,
     read_book_file,
+    unwrap_emphasis,
 )
 from writer.prompting import ChapterText
 from writer.text_input import clean_text

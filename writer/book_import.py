@@ -101,14 +101,19 @@ class _Heading:
     title: str
 
 
+def unwrap_emphasis(line: str) -> str:
+    """`line` stripped, without the bold/italic markers around all of it ("**By A. Writer**")."""
+    line = line.strip()
+    m = _EMPHASIS.match(line)
+    return m.group("inner").strip() if m else line
+
+
 def plain_chapter_title(line: str) -> str | None:
     """The chapter title if `line` (stripped) is a plain chapter heading ("Chapter 12: The Storm" ->
     "The Storm", "CHAPTER II" -> "CHAPTER II"), else None."""
     if not line or len(line) > MAX_HEADING_CHARS:
         return None
-    emphasis = _EMPHASIS.match(line)
-    if emphasis:
-        line = emphasis.group("inner").strip()
+    line = unwrap_emphasis(line)
     m = _PLAIN_HEADING.match(line)
     if m is None:
         return None

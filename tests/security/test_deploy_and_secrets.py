@@ -31,7 +31,7 @@ from brands import services as brand_services
 from brands.embedder import EmbedderSettings
 from mesu_web.errors import ApplicationError, EngineError
 from tests.factories import run_generation, story_with_chapters
-from training.distill import TeacherSettings, get_teacher
+from training.teacher import TeacherSettings, get_teacher
 from writer import engines
 from writer import services as writer_services
 from writer.engines.vllm import VLLMSettings
