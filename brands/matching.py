@@ -201,6 +201,15 @@ def brand_use_for_request(*, story: Story, reader: AbstractBaseUser | None, use_
     return allowed and use_brands is not False, note
 
 
+def story_brands_opt_in(*, story: Story) -> None:
+    """The author opts `story` in to brand placements (`import_book --brands-opt-in`); the brands it
+    excluded stay excluded."""
+    from brands.services import story_brand_settings_update
+
+    excluded = story_excluded_brand_ids(story=story)
+    story_brand_settings_update(story=story, opt_in=True, excluded_brand_ids=excluded)
+
+
 @dataclass(frozen=True)
 class OptionPlan:
     """What one option is asked to carry: nothing, or one brand asset placed a given way."""

@@ -3,11 +3,40 @@
 from __future__ import annotations
 
 import os
+import re
+from pathlib import Path
 
 from django.core.exceptions import ImproperlyConfigured
 
 _TRUE = {"1", "true", "yes", "on"}
 _FALSE = {"0", "false", "no", "off", ""}
+
+
+_ENV_LINE = re.compile(r"^(?:export\s+)?(?P<name>[A-Za-z_][A-Za-z0-9_]*)\s*=\s*(?P<value>.*)$")
+
+
+def load_env_file(path: Path) -> dict[str, str]:
+    """Set the variables of a `.env` file (NAME=value lines; `#` comments, blank lines, `export`, and
+    single or double quotes around a value are allowed) that the environment does not set already:
+    a real environment variable always wins. Returns what it set; no file, nothing set. A line that is
+    not NAME=value fails loudly with its number, as a bad value does."""
+    if not path.is_file():
+        return {}
+    loaded: dict[str, str] = {}
+    for number, raw in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        line = raw.strip()
+        if not line or line.startswith("#"):
+            continue
+        match = _ENV_LINE.match(line)
+        if match is None:
+            raise ImproperlyConfigured(f"{path}, line {number}: expected NAME=value, not {raw!r}.")
+        name, value = match["name"], match["value"].strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        if name not in os.environ:
+            os.environ[name] = value
+            loaded[name] = value
+    return loaded
 
 
 def env_str(name: str, default: str | None = None) -> str:

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
-from mesu_web.env import env_bool, env_choice, env_float, env_int, env_list, env_str
+from mesu_web.env import env_bool, env_choice, env_float, env_int, env_list, env_str, load_env_file
 
 BASE_DIR = Path(__file__).resolve().parent.parent
+# A local run's defaults (`./dev setup` writes DJANGO_DEBUG=1 there, so that `manage.py ...` works from a
+# plain shell); the environment always wins, and production has no such file.
+load_env_file(Path(os.environ.get("MESU_ENV_FILE", BASE_DIR / ".env")))
 VAR_DIR = Path(env_str("MESU_VAR_DIR", str(BASE_DIR / "var")))
 
 DEBUG = env_bool("DJANGO_DEBUG", False)

@@ -257,6 +257,7 @@ def test_match_brands_command_embeds_missing_assets_and_prints_json(brands, user
     call_command("match_brands", "--story", story.slug, "--k", "2", stdout=out, stderr=err)
     payload = json.loads(out.getvalue())
     assert "Embedded 4 brand asset(s)" in err.getvalue()
+    assert "has not opted in to brand placements" in err.getvalue()
     assert 1 <= len(payload) <= 2
     assert all(set(row) == {"brand", "asset", "distance"} for row in payload)
     assert payload[0]["brand"] == SURF
@@ -275,6 +276,11 @@ def test_match_brands_command_embeds_missing_assets_and_prints_json(brands, user
         stdout=out,
     )
     assert BOBA in [r["brand"] for r in json.loads(out.getvalue())]
+    # Once the author opts in, nothing is said about it.
+    matching.story_brands_opt_in(story=story)
+    err = StringIO()
+    call_command("match_brands", "--story", story.slug, stdout=StringIO(), stderr=err)
+    assert "opted in" not in err.getvalue()
     with pytest.raises(CommandError, match="No story"):
         call_command("match_brands", "--story", "no-such-story")
 

@@ -38,6 +38,19 @@ def test_import_book_prints_slug_and_count(users):
     assert story.owner.username == "alice"  # the first author
 
 
+def test_import_book_opts_the_story_in_to_brands_only_when_asked(users):
+    from brands.selectors import sponsorship_allowed
+
+    def imported(*flags: str) -> Story:
+        out = StringIO()
+        book = str(SAMPLES / "the_lighthouse_keepers_daughter.md")
+        call_command("import_book", book, "--title", "Lighthouse", *flags, stdout=out)
+        return Story.objects.get(slug=json.loads(out.getvalue())["story"])
+
+    assert sponsorship_allowed(story=imported()) is False
+    assert sponsorship_allowed(story=imported("--brands-opt-in")) is True
+
+
 def test_import_book_refuses_a_binary_file(users, tmp_path):
     bad = tmp_path / "cover.txt"
     bad.write_bytes(b"\x89PNG\r\n\x1a\n" + bytes(range(256)) * 8)

@@ -4,7 +4,7 @@ import json
 
 from django.core.management.base import BaseCommand, CommandError
 
-from brands import matching, services
+from brands import matching, selectors, services
 from mesu_web.errors import ApplicationError
 from writer.models import Story
 
@@ -15,8 +15,9 @@ class Command(BaseCommand):
         "distance, nearest first), after safety filtering: inactive brands, brands whose banned themes "
         "occur in the story or the preference, brands the author excluded, and assets farther than "
         "BRAND_MATCH_MAX_DISTANCE never appear. A story that has not opted in to brand placements is "
-        "matched all the same: this command only shows matches and changes nothing but missing "
-        "embeddings; the opt-in (and a reader's opt-out) is enforced when a chapter is generated. "
+        "matched all the same, and the command says so on stderr: it only shows matches and changes "
+        "nothing but missing embeddings; the opt-in (and a reader's opt-out) is enforced when a chapter "
+        "is generated. "
         "Assets without an up-to-date embedding are embedded first, synchronously (no worker needed)."
     )
 
@@ -37,6 +38,11 @@ class Command(BaseCommand):
             raise CommandError(f"No story with the slug {options['story']!r}.")
         if options["k"] < 1:
             raise CommandError("--k must be at least 1.")
+        if not selectors.sponsorship_allowed(story=story):
+            self.stderr.write(
+                f"{story.title!r} has not opted in to brand placements: its chapters get no brand until the "
+                "author opts in (the story's page, or import_book --brands-opt-in). Its matches would be:"
+            )
         try:
             embedded = services.assets_embed_missing()
             if embedded:

@@ -7,6 +7,7 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.core.management.base import BaseCommand, CommandError
 
+from brands.matching import story_brands_opt_in
 from mesu_web.errors import ApplicationError
 from writer import roles, services
 from writer.book_import import BOOK_SUFFIXES, read_book_file
@@ -24,6 +25,11 @@ class Command(BaseCommand):
         parser.add_argument("--author-name", default="")
         parser.add_argument("--owner", default="", help="Username of the owning author (default: the first author).")
         parser.add_argument("--publish", action="store_true")
+        parser.add_argument(
+            "--brands-opt-in",
+            action="store_true",
+            help="Opt the story in to brand placements (the author's choice; off by default).",
+        )
 
     def handle(self, *args, **options) -> None:
         path: Path = options["file"]
@@ -37,6 +43,8 @@ class Command(BaseCommand):
             )
             if options["publish"]:
                 services.story_set_published(story=story, published=True)
+            if options["brands_opt_in"]:
+                story_brands_opt_in(story=story)
         except ApplicationError as exc:
             raise CommandError(exc.message) from None
         self.stdout.write(json.dumps({"story": story.slug, "chapters": story.chapters.count()}))
