@@ -38,6 +38,7 @@ ALLOWED_EDGES = {
     ("training", "writer.model_files"): "the packaged base model",
     ("training", "writer.book_import"): "the one book reader",
     ("training", "writer.text_input"): "decoding uploaded text",
+    ("training", "writer.quality"): "the repetition reward measures loops as the options do",
     ("training", "brands.placements"): "the placement reward finds mentions as the review page does",
     ("training", "brands.embedder"): "the embedding reward uses the packaged MiniLM",
 }

@@ -33,8 +33,8 @@ compared with the whole reference. Set the factor to None to always compare whol
 
 The modules: `settings` (RewardSettings, configure, the caches), `completions` (completion, solution
 and reference texts), `format`, `overlap` (BLEU, ROUGE), `meteor_score`, `model_based` (BERTScore,
-embedding cosine, perplexity), `brand` (brand_subtlety) and `registry` (names, default weights,
-lookup, score_all). Callers import from the package: the names below are its public API.
+embedding cosine, perplexity), `brand` (brand_subtlety), `quality` (repetition) and `registry` (names,
+default weights, lookup, score_all). Callers import from the package: the names below are its public API.
 """
 
 from __future__ import annotations
@@ -51,6 +51,7 @@ from training.rewards.model_based import (
     solution_perplexity,
 )
 from training.rewards.overlap import bleu, rouge1, rouge2, rougeL
+from training.rewards.quality import repetition
 from training.rewards.registry import (
     DEFAULT_WEIGHTS,
     MODEL_REWARDS,
@@ -89,6 +90,7 @@ __all__ = [
     "meteor",
     "perplexity",
     "reference_for",
+    "repetition",
     "reset_caches",
     "rouge1",
     "rouge2",

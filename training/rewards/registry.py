@@ -13,6 +13,7 @@ from training.rewards.format import format_exact, format_partial
 from training.rewards.meteor_score import meteor
 from training.rewards.model_based import bertscore, embedding_cosine, perplexity
 from training.rewards.overlap import bleu, rouge1, rouge2, rougeL
+from training.rewards.quality import repetition
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -29,6 +30,7 @@ REWARDS: dict[str, RewardFunc] = {
     "perplexity": perplexity,
     "embedding_cosine": embedding_cosine,
     "brand_subtlety": brand_subtlety,
+    "repetition": repetition,
 }
 # Rewards that load a model on first use (seconds and hundreds of MB; see docs/benchmarks.md).
 MODEL_REWARDS = frozenset({"bertscore", "perplexity", "embedding_cosine"})
@@ -50,6 +52,8 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "perplexity": 0.5,
     "embedding_cosine": 1.0,
     "brand_subtlety": 1.0,
+    # A looping chapter (the same sentence again and again) is what readers reject first.
+    "repetition": 1.0,
 }
 
 

@@ -1,0 +1,51 @@
+"""writer/quality.py: repetition and length as a reader would notice them, and the `repetition` reward
+that measures the same way."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from training.rewards import REWARDS, repetition, score_all
+from writer.quality import longest_repeat, repeated_ngram_share, text_quality, words_of
+
+SAMPLES = Path(__file__).resolve().parents[2] / "samples"
+LOOP = "They are looking at the children. " * 50
+
+
+def test_words_are_lower_cased_and_keep_their_apostrophes():
+    assert words_of("Don’t SAY it—twice, Mara's 2 dogs.") == ["don't", "say", "it", "twice", "mara's", "2", "dogs"]
+    assert words_of("") == [] and words_of("… — !") == []
+
+
+def test_a_loop_is_almost_all_repeats_and_prose_almost_none():
+    loop = text_quality(LOOP)
+    assert loop.words == 300 and loop.repetition > 0.95
+    assert loop.longest_repeat == 150  # half the text occurs twice, side by side
+    human = text_quality((SAMPLES / "neon_rain.txt").read_text(encoding="utf-8"))
+    assert human.words > 1500 and human.repetition < 0.05 and human.longest_repeat < 12
+
+
+@pytest.mark.parametrize(
+    ("text", "share", "longest"),
+    [
+        ("", 0.0, 0),
+        ("one two three", 0.0, 0),  # fewer words than a 4-gram
+        ("a b c d a b c d", 1 / 5, 4),  # 5 4-grams, one repeats; "a b c d" twice, not overlapping
+        ("a a a a a a", 2 / 3, 3),  # overlapping runs do not count as a longer repeat
+    ],
+)
+def test_edge_cases(text, share, longest):
+    words = words_of(text)
+    assert repeated_ngram_share(words) == pytest.approx(share)
+    assert longest_repeat(words) == longest
+
+
+def test_the_repetition_reward_scores_the_chapter_part():
+    looping = f"<start_working_out>plan<end_working_out><SOLUTION>{LOOP}</SOLUTION>"
+    fresh = "<start_working_out>plan<end_working_out><SOLUTION>The tide came in. Mara ran for the lamp.</SOLUTION>"
+    low, high, empty = repetition([looping, fresh, "<SOLUTION></SOLUTION>"])
+    assert low < 0.05 and high == 1.0 and empty == 0.0
+    assert "repetition" in REWARDS
+    assert score_all(fresh, "ref", names="repetition") == {"repetition": 1.0}
