@@ -19,6 +19,7 @@ from training.dataset import Pair
 from training.rewards import get_reward_funcs
 from writer.engines.base import Adapter, Sampling, WriterEngine
 from writer.parsing import parse_output
+from writer.quality import text_quality
 
 EXCERPT_CHARS = 400  # of each generated solution, kept with its scores for the admin to read
 
@@ -31,6 +32,9 @@ class EvaluationResult:
     tokens: int  # new tokens generated in all
     seconds: float
     model: str = ""  # what the engine says produced the text
+    # Means over the pairs of writer.quality: words, repetition (share of repeated 4-grams) and
+    # longest_repeat (words), and the worst repetition of any answer.
+    quality: dict[str, float] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -40,6 +44,7 @@ class EvaluationResult:
             "tokens": self.tokens,
             "seconds": round(self.seconds, 2),
             "model": self.model,
+            "quality": self.quality,
         }
 
 
@@ -91,6 +96,7 @@ def evaluate_pairs(
         tokens += completion.tokens
         parsed = parse_output(completion.text)
         formatted += bool(parsed.format_ok)
+        quality = text_quality(parsed.text).to_dict()
         call = {"prompts": [pair.prompt], "answer": [pair.answer]}
         pair_scores: dict[str, float | None] = {}
         for name, func in zip(names, funcs, strict=True):
@@ -102,6 +108,7 @@ def evaluate_pairs(
             "k": pair.k,
             "scores": pair_scores,
             "format_ok": bool(parsed.format_ok),
+            "quality": quality,
             "tokens": completion.tokens,
             "excerpt": (parsed.text or completion.text)[:EXCERPT_CHARS],
         }
@@ -115,4 +122,14 @@ def evaluate_pairs(
         tokens=tokens,
         seconds=time.monotonic() - started,
         model=model,
+        quality=quality_summary([sample["quality"] for sample in samples]),
     )
+
+
+def quality_summary(qualities: Sequence[dict[str, float]]) -> dict[str, float]:
+    """The mean of each writer.quality measure over the answers, and the worst repetition."""
+    if not qualities:
+        return {}
+    summary = {name: round(sum(q[name] for q in qualities) / len(qualities), 4) for name in qualities[0]}
+    summary["worst_repetition"] = max(q["repetition"] for q in qualities)
+    return summary

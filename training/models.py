@@ -102,6 +102,9 @@ class EvaluationRun(JobRow):
     total = models.PositiveIntegerField(default=0)
     metrics = models.JSONField(default=dict, blank=True, help_text="{reward: mean over the scored pairs}.")
     format_ok = models.FloatField(null=True, blank=True, help_text="Share of answers in the exact format.")
+    quality = models.JSONField(
+        default=dict, blank=True, help_text="Means of writer.quality: words, repetition, longest_repeat."
+    )
     samples = models.JSONField(default=list, blank=True, help_text="Per pair: book, k, scores, an excerpt.")
     tokens = models.PositiveIntegerField(default=0)
     seconds = models.FloatField(default=0.0)

@@ -422,6 +422,7 @@ def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:
         total=len(result.samples),
         metrics=result.metrics,
         format_ok=result.format_ok,
+        quality=result.quality,
         samples=result.samples,
         tokens=result.tokens,
         seconds=result.seconds,

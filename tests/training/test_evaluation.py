@@ -62,6 +62,12 @@ def test_base_and_adapter_are_scored_and_ranked(users, adapter, tmp_path, client
         assert set(run.metrics) == {"format_exact", "format_partial", "rouge1", "bleu"}
         assert all(0.0 <= v <= 1.0 for k, v in run.metrics.items() if k != "format_exact")
         assert run.tokens > 0 and len(run.samples) == 2 and run.samples[0]["book"] == "book-0"
+        # Quality as a reader meets it, measured on every answer and summed up on the row.
+        answers = [s["quality"] for s in run.samples]
+        assert all(set(q) == {"words", "repetition", "longest_repeat"} for q in answers)
+        assert run.quality["words"] == pytest.approx(sum(q["words"] for q in answers) / 2, abs=1e-3)
+        assert run.quality["worst_repetition"] == max(q["repetition"] for q in answers)
+        assert 0.0 <= run.quality["repetition"] <= 1.0
     assert base.target_name == "smollm2" and tuned.target_name == "evaluated"
     # The random LoRA changes the text: base and adapter do not produce the same answers.
     assert [s["excerpt"] for s in base.samples] != [s["excerpt"] for s in tuned.samples]
@@ -71,6 +77,7 @@ def test_base_and_adapter_are_scored_and_ranked(users, adapter, tmp_path, client
     assert values == sorted(values, reverse=True) and len(values) == 2
     page = client_for("root").get(reverse("training:leaderboard"), {"metric": "rouge1"}).content.decode()
     assert "evaluated" in page and "smollm2" in page and 'class="sorted"' in page
+    assert "repeated 4-grams" in page and "longest repeat" in page
     # A newer run of the same target replaces its row; the board keeps one row per writer.
     _run(adapter, dataset, limit=1)
     assert len(selectors.leaderboard(dataset_dir=str(dataset.resolve()), metric="rouge1")["rows"]) == 2
