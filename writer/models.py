@@ -5,8 +5,10 @@ from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
 from django.urls import reverse
+from django.utils.functional import cached_property
 
 from mesu_web.jobs.models import JobRow
+from writer.quality import TextQuality, text_quality
 
 MAX_OPTIONS = 4  # options per generation request (the UI offers 1-4, 3 by default)
 
@@ -187,6 +189,11 @@ class GenerationOption(models.Model):
     @property
     def label(self) -> str:
         return f"Option {self.index + 1}"
+
+    @cached_property
+    def quality(self) -> TextQuality:
+        """Words, repeated 4-grams and the longest passage written twice, of the text as it is now."""
+        return text_quality(self.text)
 
     @property
     def is_sponsored(self) -> bool:

@@ -49,3 +49,27 @@ def test_the_repetition_reward_scores_the_chapter_part():
     assert low < 0.05 and high == 1.0 and empty == 0.0
     assert "repetition" in REWARDS
     assert score_all(fresh, "ref", names="repetition") == {"repetition": 1.0}
+
+
+@pytest.mark.slow
+def test_every_option_reports_its_quality_in_generate_next(users, local_engine):
+    import json
+    from io import StringIO
+
+    from django.core.management import call_command
+
+    from tests.factories import story_with_chapters
+    from writer.models import GenerationOption
+
+    story = story_with_chapters(owner=users["alice"], chapters=1)
+    out = StringIO()
+    call_command("generate_next", "--story", story.slug, "--n", "2", "--max-new-tokens", "24", stdout=out)
+    options = json.loads(out.getvalue())["options"]
+    assert len(options) == 2
+    for option in options:
+        measured = text_quality(GenerationOption.objects.get(pk=option["id"]).text)
+        assert (option["words"], option["repetition"], option["longest_repeat"]) == (
+            measured.words,
+            measured.repetition,
+            measured.longest_repeat,
+        )

@@ -74,6 +74,9 @@ class Command(BaseCommand):
                 {
                     "id": o.pk,
                     "format_ok": o.format_ok,
+                    "repetition": o.quality.repetition,
+                    "longest_repeat": o.quality.longest_repeat,
+                    "words": o.quality.words,
                     "reasoning": o.reasoning,
                     "text": o.text,
                     "tokens": o.tokens,
