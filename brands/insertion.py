@@ -1,0 +1,156 @@
+"""Write first, then place: the pieces that put a brand asset into a chapter written without it.
+
+GEM-Bench found that readers prefer an advert inserted into an ad-free draft over one asked for in the
+prompt. So a branded option is written like any other, and then: the passage where the asset fits best is
+chosen (sentence embeddings of the draft's passages against the asset), the writer rewrites only that
+passage so that it names the asset by one of its exact terms, and the result is checked (the term is
+there, the rewrite is about as long as the passage, the brand's cap holds) before it replaces the passage.
+Everything outside the passage stays the draft's, character for character, by construction.
+
+Pure text, no Django: `brands.matching` runs it with the writer's engine and the brand's embedder.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+
+from brands.placements import find_mentions
+
+PASSAGE_OPEN, PASSAGE_CLOSE = "<PASSAGE>", "</PASSAGE>"
+MIN_PASSAGE_WORDS = 12  # shorter paragraphs (a line of dialogue) are joined with the next
+MAX_PASSAGE_WORDS = 120  # longer ones are cut at sentence ends: a rewrite of a short passage stays close
+LENGTH_RANGE = (0.6, 1.8)  # the rewrite's words against the passage's: outside it, the model wrote something else
+
+_PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\n\s*\n|\s*\Z)", re.DOTALL)
+# A sentence: up to its end mark (and a closing quote or bracket), or the end of the text.
+_SENTENCE = re.compile(r"[^.!?…]*(?:[.!?…]+[\"'”’)\]]*|$)")
+_WORD = re.compile(r"\S+")
+
+
+@dataclass(frozen=True)
+class Passage:
+    start: int  # character offsets into the draft
+    end: int
+    text: str
+
+    @property
+    def words(self) -> int:
+        return len(_WORD.findall(self.text))
+
+
+def passages(draft: str) -> list[Passage]:
+    """The draft cut into passages of MIN..MAX_PASSAGE_WORDS words: its paragraphs, short ones joined to
+    the next, long ones cut at sentence ends. Offsets index the draft, so a passage can be replaced
+    without touching anything around it."""
+    pieces: list[Passage] = []
+    for match in _PARAGRAPH.finditer(draft):
+        pieces += _cut_long(draft, match.start(), match.end())
+    joined: list[Passage] = []
+    for piece in pieces:
+        if joined and joined[-1].words < MIN_PASSAGE_WORDS:
+            last = joined.pop()
+            piece = Passage(last.start, piece.end, draft[last.start : piece.end])
+        joined.append(piece)
+    if len(joined) > 1 and joined[-1].words < MIN_PASSAGE_WORDS:
+        tail = joined.pop()
+        last = joined.pop()
+        joined.append(Passage(last.start, tail.end, draft[last.start : tail.end]))
+    return joined
+
+
+def _cut_long(draft: str, start: int, end: int) -> list[Passage]:
+    """A paragraph of more than MAX_PASSAGE_WORDS words, cut at sentence ends into pieces of about half
+    that (the last piece takes what is left)."""
+    text = draft[start:end]
+    if len(_WORD.findall(text)) <= MAX_PASSAGE_WORDS:
+        return [Passage(start, end, text)]
+    cuts: list[Passage] = []
+    piece_start = 0
+    for sentence in _SENTENCE.finditer(text):
+        if len(_WORD.findall(text[piece_start : sentence.end()])) >= MAX_PASSAGE_WORDS // 2:
+            cuts.append(Passage(start + piece_start, start + sentence.end(), text[piece_start : sentence.end()]))
+            rest = text[sentence.end() :]
+            piece_start = sentence.end() + len(rest) - len(rest.lstrip())
+    if piece_start < len(text):
+        cuts.append(Passage(start + piece_start, end, text[piece_start:]))
+    return cuts
+
+
+def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
+    dot = sum(x * y for x, y in zip(a, b, strict=True))
+    norm = math.sqrt(sum(x * x for x in a)) * math.sqrt(sum(y * y for y in b))
+    return dot / norm if norm else 0.0
+
+
+def best_passage(
+    candidates: Sequence[Passage], asset_text: str, *, embed: Callable[[list[str]], list[list[float]]]
+) -> tuple[int, float]:
+    """The index of the passage nearest in meaning to the asset (its kind, name and description), and
+    the cosine similarity. The first passage of a chapter sets the scene: it is chosen only when it is
+    the only one."""
+    if not candidates:
+        raise ValueError("a draft with no passage cannot carry a placement")
+    vectors = embed([asset_text, *(p.text for p in candidates)])
+    scores = [_cosine(vectors[0], v) for v in vectors[1:]]
+    allowed = range(1, len(candidates)) if len(candidates) > 1 else range(1)
+    index = max(allowed, key=lambda i: (scores[i], -i))
+    return index, scores[index]
+
+
+def rewrite_messages(
+    *, passage: Passage, before: str, after: str, term: str, asset_line: str, brand_line: str, hint: str
+) -> list[dict[str, str]]:
+    """The chat that asks the writer to rewrite only `passage` so that it names the asset as `term`."""
+    system = (
+        "You are a fiction editor. You rewrite one passage of a chapter so that it mentions a product "
+        "naturally, in the story's own voice, without changing what happens. Answer with the rewritten "
+        f"passage only, between {PASSAGE_OPEN} and {PASSAGE_CLOSE}."
+    )
+    user = (
+        f"The chapter so far ends with:\n{before[-600:]}\n\n"
+        f"The passage to rewrite:\n{PASSAGE_OPEN}{passage.text}{PASSAGE_CLOSE}\n\n"
+        f"It is followed by:\n{after[:300]}\n\n"
+        f"Rewrite the passage so that it names {term!r} exactly once ({asset_line}). {brand_line} "
+        f"{hint} Keep the same events, characters and length; add no new scene; no advertising tone."
+    )
+    return [{"role": "system", "content": system}, {"role": "user", "content": user}]
+
+
+def rewritten_passage(answer: str) -> str:
+    """The passage inside the answer's tags (a missing closing tag: up to the end); "" when the answer
+    has no opening tag and is not plain prose either."""
+    opened = answer.find(PASSAGE_OPEN)
+    body = answer[opened + len(PASSAGE_OPEN) :] if opened >= 0 else answer
+    closed = body.find(PASSAGE_CLOSE)
+    body = body[:closed] if closed >= 0 else body
+    return body.strip()
+
+
+@dataclass(frozen=True)
+class Placed:
+    text: str  # the draft with the passage replaced
+    passage: Passage  # the draft's passage that was replaced
+    rewrite: str  # what replaced it
+    spans: list[list[int]]  # [[start, end]] of the asset's mentions in `text`
+
+
+def place(draft: str, passage: Passage, rewrite: str, *, terms: Sequence[str], cap: int) -> Placed:
+    """`draft` with `passage` replaced by `rewrite`, checked: the rewrite names the asset (an exact term;
+    a near miss is not a placement a brand approved), is 0.6-1.8x the passage's length, and the whole
+    text names it at most `cap` times. ValueError saying what failed."""
+    rewrite = rewrite.strip()
+    if not rewrite:
+        raise ValueError("the writer returned no passage")
+    ratio = len(_WORD.findall(rewrite)) / max(passage.words, 1)
+    if not LENGTH_RANGE[0] <= ratio <= LENGTH_RANGE[1]:
+        raise ValueError(f"the rewrite is {ratio:.1f}x the passage's length")
+    if not any(m.exact for m in find_mentions(rewrite, terms)):
+        raise ValueError("the rewrite does not name the asset")
+    text = draft[: passage.start] + rewrite + draft[passage.end :]
+    mentions = [m for m in find_mentions(text, terms) if m.exact]
+    if len(mentions) > cap:
+        raise ValueError(f"the chapter would name the brand {len(mentions)} times; its cap is {cap}")
+    return Placed(text=text, passage=passage, rewrite=rewrite, spans=[[m.start, m.end] for m in mentions])
