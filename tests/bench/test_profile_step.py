@@ -60,7 +60,7 @@ def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "gpu" / "profile_step.py"), "run", "--url", f"http://127.0.0.1:{PORT}",
              "--model", lora_adapter_dir.name, "--loras", str(lora_adapter_dir.parent), "--trace-dir", str(traces), "--dataset", str(dataset), "--requests", "2",
-             "--new-tokens", "160", "--delay-s", "3", "--window-s", "1", "--layers", str(layers), "--json", str(out)],
+             "--new-tokens", "160", "--delay-s", "3", "--window-s", "2", "--layers", str(layers), "--json", str(out)],
             capture_output=True, text=True, timeout=400,
         )  # fmt: skip
     finally:
