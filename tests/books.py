@@ -1,9 +1,16 @@
 """Book files built by tests: a small real EPUB for the one book reader (`writer.book_import`) and for
-the commands that read books through it (import_book, import_books, build_dataset)."""
+the commands that read books through it (import_book, import_books, build_dataset); real public-domain
+novels from Debian's R packages for the reader's chapter splitting."""
 
 from __future__ import annotations
 
+import functools
+import shutil
+import subprocess
+import tempfile
 from pathlib import Path
+
+import pytest
 
 
 def make_epub(
@@ -44,3 +51,67 @@ def make_epub(
     book.spine = spine
     epub.write_epub(str(path), book)
     return path
+
+
+# ---------------------------------------------------------------------------------------------
+# Real public-domain novels, as Debian ships them inside R packages (installed by
+# scripts/setup_books.sh): r-cran-tokenizers' `mobydick` (Project Gutenberg's EBook #2701 of 2008,
+# one string with its Gutenberg header and licence and Windows line endings) and r-cran-janeaustenr's
+# six novels (one element per line, "CHAPTER 1" or "Chapter 1" lines, Emma in three volumes).
+# R itself (r-base-core, which both depend on) reads them: no Python reader of R's lazy-load files.
+
+PUBLIC_DOMAIN_BOOKS = {
+    "mobydick": "tokenizers",
+    "emma": "janeaustenr",
+    "mansfieldpark": "janeaustenr",
+    "northangerabbey": "janeaustenr",
+    "persuasion": "janeaustenr",
+    "prideprejudice": "janeaustenr",
+    "sensesensibility": "janeaustenr",
+}
+
+_EXPORT_BOOKS = r"""
+args <- commandArgs(trailingOnly = TRUE)
+out <- args[1]
+for (i in seq(2, length(args), by = 2)) {
+  name <- args[i]; package <- args[i + 1]
+  e <- new.env()
+  found <- tryCatch({ data(list = name, package = package, envir = e); exists(name, envir = e) },
+                    error = function(err) FALSE, warning = function(w) FALSE)
+  if (found) {
+    text <- enc2utf8(paste(get(name, envir = e), collapse = "\n"))
+    writeBin(charToRaw(text), file.path(out, paste0(name, ".txt")))
+  }
+}
+"""
+
+SETUP_HINT = "scripts/setup_books.sh installs Debian's r-cran-tokenizers and r-cran-janeaustenr (./dev setup)"
+
+
+@functools.cache
+def _exported_books() -> dict[str, str]:
+    rscript = shutil.which("Rscript")
+    if rscript is None:
+        return {}
+    with tempfile.TemporaryDirectory() as tmp:
+        args = [arg for name, package in PUBLIC_DOMAIN_BOOKS.items() for arg in (name, package)]
+        subprocess.run(
+            [rscript, "--vanilla", "-e", _EXPORT_BOOKS, tmp, *args],
+            check=True,
+            capture_output=True,
+            timeout=120,
+        )
+        return {path.stem: path.read_bytes().decode("utf-8") for path in Path(tmp).glob("*.txt")}
+
+
+def public_domain_book(name: str) -> str:
+    """The text of one of PUBLIC_DOMAIN_BOOKS exactly as its R package holds it; the test is skipped,
+    saying why, where R or the package is not installed."""
+    if shutil.which("Rscript") is None:
+        pytest.skip(f"Rscript is not installed: {SETUP_HINT}")
+    text = _exported_books().get(name)
+    if text is None:
+        pytest.skip(
+            f"R package {PUBLIC_DOMAIN_BOOKS[name]} (data set {name!r}) is not installed: {SETUP_HINT}"
+        )
+    return text
