@@ -5,26 +5,36 @@ and how the matches are spread over the options (`OptionPlan`: a brief for the p
 The writer calls `brand_use_for_request` when a request is made and `option_plans_for_request` when it is
 written; an option's placements are found with `OptionPlan.mentions_in`; a reader's view of an approved
 placement is counted with `placement_view_record`.
+
+Placement integrity (the last section): `option_placement` scans each new option's chapter and reasoning
+for every name of every brand (`brand_catalogue`) and decides whether it needs a brand's review;
+`option_acceptance` checks an accepted (perhaps edited) text against the approval it claims, and
+`chapter_placement_sync` does the same for a chapter edited after it was accepted, and
+`chapter_placement_check` reads the result for the chapter page.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import connection, transaction
-from django.db.models import QuerySet
+from django.db.models import Count, Max, QuerySet
+from django.urls import reverse
 from pgvector.django import CosineDistance
 
 from brands.brief import PLACEMENT_HINTS, BriefAsset, BriefBrand, placement_terms, render_brand_brief
 from brands.embedder import get_embedder
-from brands.models import Brand, BrandAsset, PlacementView
-from brands.placements import find_mentions, mention_spans
+from brands.insertion import best_passage, passages, place, rewrite_messages, rewritten_passage
+from brands.models import Brand, BrandAsset, PlacementView, text_hash
+from brands.placements import Name, NameCatalogue, NameHit, find_mentions, quoted_runs
 from brands.selectors import sponsorship_allowed, story_excluded_brand_ids
-from writer.models import Chapter, GenerationOption, ReviewStatus, Story
+from mesu_web.notifications.services import notification_create
+from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story
 
 CONTEXT_CHAPTERS = 2  # the latest chapters that describe "where the story is now"
 # The end of each of those chapters: MiniLM reads at most 256 word pieces (~1,100 characters of
@@ -221,8 +231,14 @@ class OptionPlan:
     terms: tuple[str, ...] = ()
 
     def mentions_in(self, text: str) -> list[list[int]]:
-        """Where the option's text names the asset ([[start, end], ...]); none for a plain option."""
-        return mention_spans(find_mentions(text, self.terms)) if self.brand_id else []
+        """Where the option's text names the asset ([[start, end], ...]); none for a plain option.
+
+        The terms follow `NameCatalogue`'s rules (a term that is an ordinary word, "Glide", counts only
+        where it reads as a name), plus `find_mentions`' typos; `option_placement` looks for every brand."""
+        if not self.brand_id or not self.terms:
+            return []
+        [hits] = _with_typos(_plan_catalogue(self.terms).scan(text), [text], self.terms, owner=0)
+        return [[h.start, h.end] for h in hits]
 
 
 @dataclass(frozen=True)
@@ -265,6 +281,62 @@ def option_plans_for_request(*, story: Story, preference: str, n: int) -> Option
     return OptionPlans(plans, note)
 
 
+@dataclass(frozen=True)
+class PlacementOutcome:
+    """What "write first, then place" made of one branded option's draft."""
+
+    text: str  # the draft with one passage rewritten to name the asset; the draft itself when not placed
+    draft: str
+    placed: bool
+    note: str  # where it was placed, or why it could not be ("could not place naturally: ...")
+    passage: tuple[int, int] | None = None  # [start, end) of the rewritten passage in `text`
+
+
+def place_in_draft(
+    *, draft: str, plan: OptionPlan, rewrite: Callable[[list[dict[str, str]]], list[str]]
+) -> PlacementOutcome:
+    """Put the plan's asset into `draft`, a chapter written without it (brands/insertion.py): the
+    passage nearest the asset in meaning (MiniLM) is rewritten by `rewrite(messages)`, the writer's
+    engine asked once for a few candidates; the first candidate that names the asset by an exact term,
+    keeps about the passage's length, stays within the brand's cap and hits none of its banned themes
+    replaces the passage. None does: the draft stays as it was, and the note says why."""
+    asset = BrandAsset.objects.select_related("brand").get(pk=plan.asset_id)
+    brand = asset.brand
+    found = passages(draft)
+    if not found or not plan.terms:
+        return PlacementOutcome(draft, draft, False, "Could not place naturally: the chapter is empty.")
+    index, _ = best_passage(
+        found, f"{asset.kind}: {asset.name}. {asset.description}".strip(), embed=get_embedder().embed
+    )
+    passage = found[index]
+    messages = rewrite_messages(
+        passage=passage,
+        before=draft[: passage.start],
+        after=draft[passage.end :],
+        term=plan.terms[0],
+        asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(": "),
+        brand_line=f"The brand's tone: {brand.tone_of_voice}." if brand.tone_of_voice else "",
+        hint=plan.hint,
+    )
+    reasons: list[str] = []
+    for answer in rewrite(messages):
+        candidate = rewritten_passage(answer)
+        try:
+            placed = place(draft, passage, candidate, terms=plan.terms, cap=brand.max_placements_per_chapter)
+        except ValueError as exc:
+            reasons.append(str(exc))
+            continue
+        banned = banned_themes_hit(text=candidate, themes=brand.banned_themes)
+        if banned:
+            reasons.append(f"the rewrite touches a banned theme ({', '.join(banned)})")
+            continue
+        end = passage.start + len(placed.rewrite)
+        note = f"Placed {asset.name} in passage {index + 1} of {len(found)}, written without the brand first."
+        return PlacementOutcome(placed.text, draft, True, note, (passage.start, end))
+    why = "; ".join(dict.fromkeys(reasons)) or "the writer returned nothing"
+    return PlacementOutcome(draft, draft, False, f"Could not place naturally: {why}.")
+
+
 def placement_view_record(*, option: GenerationOption, user: AbstractBaseUser) -> None:
     """Count a reader's view of an approved branded chapter once per reader and chapter."""
     if option.review_status != ReviewStatus.APPROVED or option.brand_id is None or not user.is_authenticated:
@@ -287,3 +359,405 @@ def brief_parts(*, brand: Brand, asset: BrandAsset | None) -> tuple[BriefBrand, 
         assets=tuple(convert(a) for a in brand.assets.all()),
     )
     return brief_brand, convert(asset) if asset is not None else None
+
+
+# --- Placement integrity: every name of every brand ----------------------------------------------
+#
+# The rules, in one place:
+# 1. An option is a placement when its chapter or its reasoning names any brand, active or not, by any
+#    name (the brand's name, an asset's name or term, a coined first word of one of those; folded as
+#    `NameCatalogue` says), or when a branded option repeats its brand's brief word for word. Typos are
+#    looked for in the names of the brand the option was asked to carry.
+# 2. A placement of exactly one brand waits for that brand's review (PENDING): the planned brand, or
+#    another one that this request may carry. One naming several brands, or a brand this chapter may
+#    not carry (no opt-in, reader's switch off, excluded, banned theme, inactive), is HELD: never shown
+#    to a reader, never accepted. An option naming nothing stays NONE (plain) or NOT_SENT (asked to
+#    carry a brand, did not).
+# 3. Readers never see a brand's brief: the writer's pages show the reasoning of plain options only
+#    (`GenerationOption.shows_reasoning`), and chapter text that repeats the brief goes to review.
+# 4. An approval binds to the exact text approved (`approved_text_hash` on the option, `text_hash` on the
+#    decision). Its passage is the sentences that name the brand. Accepting an edited text keeps the
+#    label only while that passage is unchanged and no other brand is named; a changed passage sends
+#    the edited text back to review instead of making a chapter. The author may edit everything else.
+# 5. A chapter edited after acceptance is checked when it is saved (`chapter_placement_sync`, from
+#    `writer.services.chapter_update`) and shown as that left it (`chapter_placement_check`): with
+#    its approved passage intact it keeps the label; changed, the option goes back to review with the
+#    chapter's text and readers get a notice instead of the text until the brand approves it (or the
+#    author takes the brand out); edited to name another brand, it is held until that name goes. The
+#    label never shows over text the brand did not approve, and readers never read a brand name that no
+#    review let through.
+
+
+@dataclass(frozen=True)
+class BrandCatalogue:
+    """Every brand's names, compiled, with what the integrity checks need about each brand."""
+
+    names: NameCatalogue
+    brand_names: dict[int, str]
+    active: frozenset[int]
+    terms: dict[int, tuple[str, ...]]  # brand id -> every name, for the typo search
+    briefs: dict[int, tuple[str, ...]] = field(default_factory=dict)  # brand id -> what its brief quotes
+    asset_briefs: dict[int, str] = field(default_factory=dict)  # asset id -> its description
+
+    def brief_sources(self, brand_id: int, asset_id: int | None) -> tuple[str, ...]:
+        extra = (self.asset_briefs.get(asset_id, ""),) if asset_id is not None else ()
+        return self.briefs.get(brand_id, ()) + extra
+
+
+_catalogue_lock = threading.Lock()
+_catalogue: tuple[tuple, BrandCatalogue] | None = None
+
+
+def _catalogue_version() -> tuple:
+    """Changes whenever a brand or an asset is added, changed (updated_at) or deleted."""
+    stamp = {"n": Count("pk"), "top": Max("pk"), "at": Max("updated_at")}
+    brands = Brand.objects.aggregate(**stamp)
+    assets = BrandAsset.objects.aggregate(**stamp)
+    return tuple(brands.values()) + tuple(assets.values())
+
+
+def brand_catalogue() -> BrandCatalogue:
+    """Every name of every brand, compiled once per process and version of the catalogue (two aggregate
+    queries per call check the version). Building it for 1,000 brands of 5 assets takes ~0.1 s."""
+    global _catalogue
+    version = _catalogue_version()
+    cached = _catalogue
+    if cached is not None and cached[0] == version:
+        return cached[1]
+    with _catalogue_lock:
+        if _catalogue is not None and _catalogue[0] == version:
+            return _catalogue[1]
+        brands = list(Brand.objects.values_list("pk", "name", "is_active", "description", "tone_of_voice", "target_audience"))
+        assets = list(BrandAsset.objects.order_by("brand_id", "pk").values_list("pk", "brand_id", "name", "terms", "description"))
+        names = [Name(pk, None, name) for pk, name, *_ in brands]
+        names += [Name(brand_id, pk, term) for pk, brand_id, name, terms, _ in assets for term in (name, *terms)]
+        terms: dict[int, list[str]] = {}
+        for name in names:
+            terms.setdefault(name.owner, []).append(name.term)
+        built = BrandCatalogue(
+            names=NameCatalogue(names),
+            brand_names={pk: name for pk, name, *_ in brands},
+            active=frozenset(pk for pk, _, active, *_ in brands if active),
+            terms={owner: tuple(t) for owner, t in terms.items()},
+            briefs={pk: (description, tone, audience) for pk, _, _, description, tone, audience in brands},
+            asset_briefs={pk: description for pk, _, _, _, description in assets},
+        )
+        _catalogue = (version, built)
+        return built
+
+
+def _with_typos(
+    found: list[list[NameHit]], texts: Sequence[str], terms: Sequence[str], *, owner: int
+) -> list[list[NameHit]]:
+    """Add `find_mentions`' typo matches of `terms` ("Tidewav") where no name was found already."""
+    for hits, text in zip(found, texts, strict=True):
+        extra = [
+            NameHit(m.start, m.end, Name(owner, None, m.term), m.matched)
+            for m in find_mentions(text, terms)
+            if not m.exact and not any(h.start < m.end and m.start < h.end for h in hits)
+        ]
+        if extra:
+            hits += extra
+            hits.sort(key=lambda h: h.start)
+    return found
+
+
+_plan_catalogues: dict[tuple[str, ...], NameCatalogue] = {}
+
+
+def _plan_catalogue(terms: tuple[str, ...]) -> NameCatalogue:
+    if terms not in _plan_catalogues:
+        if len(_plan_catalogues) > 256:
+            _plan_catalogues.clear()
+        _plan_catalogues[terms] = NameCatalogue(Name(0, None, t) for t in terms)
+    return _plan_catalogues[terms]
+
+
+def _scan(catalogue: BrandCatalogue, texts: Sequence[str], planned: int | None) -> list[list[NameHit]]:
+    found = catalogue.names.scan(*texts)
+    if planned is not None and planned in catalogue.terms:
+        found = _with_typos(found, texts, catalogue.terms[planned], owner=planned)
+    return found
+
+
+def _spans(hits: Iterable[NameHit], owners: Iterable[int] | None = None) -> list[list[int]]:
+    keep = None if owners is None else set(owners)
+    return [[h.start, h.end] for h in hits if keep is None or h.name.owner in keep]
+
+
+def _owners(*hit_lists: Sequence[NameHit]) -> list[int]:
+    return list(dict.fromkeys(h.name.owner for hits in hit_lists for h in hits))
+
+
+@dataclass(frozen=True)
+class OptionPlacement:
+    """What an option is, brand-wise: the brand that reviews it (or that it was asked to carry), where it
+    names brands, its review state and, when that needs saying, why."""
+
+    brand_id: int | None
+    asset_id: int | None
+    review_status: str
+    mentions: list[list[int]] = field(default_factory=list)  # in the chapter text
+    reasoning_mentions: list[list[int]] = field(default_factory=list)
+    placement_found: bool = False  # the option's brand is named (or its brief repeated)
+    note: str = ""
+
+
+def _not_placeable(catalogue: BrandCatalogue, brand_id: int, request: GenerationRequest) -> str:
+    """Why this request may not carry `brand_id`, or "" when it may."""
+    if not request.use_brands:
+        return "this chapter may not carry (no brand placements for this story or reader)"
+    if brand_id not in catalogue.active:
+        return "is not active"
+    blocked = brands_blocked_for_story(story=request.story, preference=request.preference).get(brand_id)
+    return f"may not appear in this story ({', '.join(blocked)})" if blocked else ""
+
+
+def _names(catalogue: BrandCatalogue, owners: Iterable[int]) -> str:
+    return ", ".join(catalogue.brand_names.get(o, "a deleted brand") for o in owners)
+
+
+def option_placement(
+    *, request: GenerationRequest, plan: OptionPlan, text: str, reasoning: str
+) -> OptionPlacement:
+    """Rules 1-3 above for a new option (`plan`: what it was asked to carry)."""
+    catalogue = brand_catalogue()
+    text_hits, reasoning_hits = _scan(catalogue, [text, reasoning], plan.brand_id)
+    named = _owners(text_hits, reasoning_hits)
+    planned = plan.brand_id
+    if not named:
+        if planned is None:
+            return OptionPlacement(None, None, ReviewStatus.NONE)
+        if quoted_runs(text, catalogue.brief_sources(planned, plan.asset_id)):
+            return OptionPlacement(
+                planned, plan.asset_id, ReviewStatus.PENDING, placement_found=True,
+                note=f"Repeats {_names(catalogue, [planned])}'s brief word for word without naming it: sent for review.",
+            )
+        return OptionPlacement(planned, plan.asset_id, ReviewStatus.NOT_SENT)
+    if len(named) > 1:
+        return OptionPlacement(
+            planned, plan.asset_id, ReviewStatus.HELD,
+            mentions=_spans(text_hits), reasoning_mentions=_spans(reasoning_hits),
+            placement_found=planned in named,
+            note=f"Names several brands ({_names(catalogue, named)}): a chapter carries at most one brand's "
+            "placement, so it is held back (never shown to readers, never accepted).",
+        )
+    [owner] = named
+    mentions, reasoning_mentions = _spans(text_hits), _spans(reasoning_hits)
+    if owner == planned:
+        return OptionPlacement(
+            planned, plan.asset_id, ReviewStatus.PENDING, mentions, reasoning_mentions, placement_found=True
+        )
+    why_not = _not_placeable(catalogue, owner, request)
+    if why_not:
+        return OptionPlacement(
+            planned, plan.asset_id, ReviewStatus.HELD, mentions, reasoning_mentions,
+            note=f"Names {_names(catalogue, [owner])}, which {why_not}: held back (never shown to readers, "
+            "never accepted).",
+        )
+    asset_id = next((h.name.item for h in (*text_hits, *reasoning_hits) if h.name.item is not None), None)
+    asked = f" (it was asked to place {_names(catalogue, [planned])})" if planned else ""
+    return OptionPlacement(
+        owner, asset_id, ReviewStatus.PENDING, mentions, reasoning_mentions, placement_found=True,
+        note=f"Names {_names(catalogue, [owner])}, which it was not asked to place{asked}: sent to its review.",
+    )
+
+
+# Sentences: up to an end mark (with a closing quote or bracket after it), a line break, or the end.
+_SENTENCE = re.compile(r"[^.!?…\n]*(?:[.!?…]+[\"'”’)\]]*|\n|$)")
+
+
+def placement_passage(text: str, spans: Iterable[Sequence[int]]) -> str:
+    """The sentences of `text` that hold any of `spans`, in order, spaces collapsed: what a brand approves."""
+    spans = list(spans)
+    picked = []
+    for m in _SENTENCE.finditer(text):
+        start, end = m.span()
+        if end > start and any(s < end and start < e for s, e in spans):
+            picked.append(" ".join(text[start:end].split()))
+    return "\n".join(picked)
+
+
+def _approval_covers(option: GenerationOption) -> bool:
+    """The option's text is the text its brand approved (an approval from before the hash binds the text
+    as it is)."""
+    return not option.approved_text_hash or option.approved_text_hash == text_hash(option.text)
+
+
+@dataclass(frozen=True)
+class Acceptance:
+    """What accepting `text` from an option gives: "plain" (a chapter with no placement), "sponsored" (the
+    approved placement, labelled), "review" (the edited text goes back to the brand's review, no chapter)
+    or "refused" (`message` says why)."""
+
+    verdict: str
+    message: str = ""
+    mentions: list[list[int]] = field(default_factory=list)
+
+
+def option_acceptance(*, option: GenerationOption, text: str) -> Acceptance:
+    """Rule 4 above: may `text` (the author's final text of `option`) become a chapter, and with a label?"""
+    catalogue = brand_catalogue()
+    brand = option.brand_id
+    [hits] = _scan(catalogue, [text], brand)
+    named = _owners(hits)
+    brand_name = _names(catalogue, [brand]) if brand else ""
+    others = [o for o in named if o != brand]
+    if others:
+        return Acceptance(
+            "refused",
+            f"The text names {_names(catalogue, others)}: a chapter from the writer carries only a placement "
+            "its brand approved. Take the name out, or write the chapter yourself.",
+        )
+    quotes = brand is not None and quoted_runs(text, catalogue.brief_sources(brand, option.asset_id))
+    if option.review_status == ReviewStatus.APPROVED:
+        if not named:
+            return Acceptance("plain")  # the author took the placement out: nothing left to label
+        [approved_hits] = _scan(catalogue, [option.text], brand)
+        same = placement_passage(text, _spans(hits)) == placement_passage(option.text, _spans(approved_hits))
+        if same and _approval_covers(option):
+            return Acceptance("sponsored", mentions=_spans(hits))
+        return Acceptance(
+            "review",
+            f"Your edit changed the passage {brand_name} approved, so the edited text went back to "
+            f"{brand_name} for review; accept it once they approve it, or accept the approved text as it is.",
+            _spans(hits),
+        )
+    if not named and not quotes:
+        return Acceptance("plain")
+    if brand is None:  # a plain option whose text names a brand (only `others` can be named here)
+        return Acceptance("refused", "The text names a brand: take the name out.")
+    return Acceptance(
+        "review",
+        f"The text names {brand_name} (or repeats its brief): it went to {brand_name} for review; accept it "
+        "once they approve it.",
+        _spans(hits),
+    )
+
+
+@transaction.atomic
+def option_back_to_review(*, option: GenerationOption, text: str, mentions: list[list[int]], note: str) -> None:
+    """The brand reviews `text` as this option's (its approval, if any, no longer holds): the option waits
+    in its brand's queue again and the brand's managers are told."""
+    GenerationOption.objects.select_for_update().filter(pk=option.pk).update(
+        text=text,
+        mentions=mentions,
+        placement_found=True,
+        review_status=ReviewStatus.PENDING,
+        reviewed_by=None,
+        reviewed_at=None,
+        review_reason="",
+        approved_text_hash="",
+        placement_note=note[:300],
+    )
+    brand = Brand.objects.filter(pk=option.brand_id).first()
+    if brand is None:
+        return
+    request = GenerationRequest.objects.select_related("story").get(pk=option.request_id)
+    for manager_id in brand.managers.values_list("pk", flat=True):
+        notification_create(
+            user_id=manager_id,
+            message=f"{option.label} of chapter {request.next_number} of “{request.story.title}” changed after "
+            f"review: it waits for {brand.name} again.",
+            url=reverse("brands:review_detail", args=[option.pk]),
+        )
+
+
+@dataclass(frozen=True)
+class ChapterPlacement:
+    sponsor: str = ""  # the brand in the disclosure label; "" for none
+    withheld: bool = False  # names a brand without its approval: readers get a notice, not the text
+    note: str = ""  # for the author: why
+
+
+def _edited_chapter(chapter: Chapter) -> tuple[GenerationOption, list[NameHit], list[int], bool] | None:
+    """For a generated chapter edited since its acceptance: its placement option, the brand names in its
+    text, the other brands named, and whether the passage its brand approved is as approved (and still
+    covered by the approval). None for a chapter that carries no placement."""
+    if chapter.source != Chapter.Source.GENERATED or chapter.updated_at == chapter.created_at:
+        return None
+    option = (
+        GenerationOption.objects.select_related("brand")
+        .filter(accepted_chapter=chapter, brand__isnull=False)
+        .exclude(review_status__in=[ReviewStatus.NONE, ReviewStatus.NOT_SENT])
+        .first()
+    )
+    if option is None:
+        return None
+    catalogue = brand_catalogue()
+    [hits] = _scan(catalogue, [chapter.text], option.brand_id)
+    others = [o for o in _owners(hits) if o != option.brand_id]
+    approved = False
+    if hits and option.review_status == ReviewStatus.APPROVED and not others:
+        [approved_hits] = _scan(catalogue, [option.text], option.brand_id)
+        same = placement_passage(chapter.text, _spans(hits)) == placement_passage(option.text, _spans(approved_hits))
+        approved = same and _approval_covers(option)
+    return option, hits, others, approved
+
+
+def chapter_placement_check(*, chapter: Chapter, sponsor_name: str | None) -> ChapterPlacement:
+    """Rule 5 above, for the chapter page: a read, it changes nothing (`chapter_placement_sync` did, when
+    the chapter was saved). `sponsor_name`: the brand of the approved option accepted as this chapter, as
+    `chapter_get_for_reading` annotates it.
+
+    A chapter not edited since it was accepted is as its acceptance left it: no query (`option_accept`
+    stamps a generated chapter's updated_at equal to its created_at; any later save moves it). An edited
+    one keeps the label while the approved passage is as approved; one that names its brand in text the
+    brand has not approved, or names another brand, is withheld from readers; one that names no brand
+    any more is plain."""
+    if chapter.source != Chapter.Source.GENERATED or chapter.updated_at == chapter.created_at:
+        return ChapterPlacement(sponsor=sponsor_name or "")
+    edited = _edited_chapter(chapter)
+    if edited is None:
+        return ChapterPlacement()
+    option, hits, others, approved = edited
+    if not hits:
+        return ChapterPlacement()  # the author took every brand out: a plain chapter
+    if approved:
+        return ChapterPlacement(sponsor=option.brand.name)
+    if others:
+        names = _names(brand_catalogue(), others)
+        return ChapterPlacement(
+            withheld=True,
+            note=f"This chapter names {names}, which its placement's review cannot cover: readers see a notice "
+            "instead of it until you take that name out.",
+        )
+    brand = option.brand.name
+    return ChapterPlacement(
+        withheld=True,
+        note=f"This chapter names {brand} in text {brand} has not approved, so readers see a notice instead "
+        f"of it until {brand} approves it (it waits in their review queue) or you take the brand out.",
+    )
+
+
+def chapter_placement_sync(*, chapter: Chapter) -> None:
+    """Rule 5 above, when an accepted chapter is saved (`writer.services.chapter_update`): a changed
+    approved passage sends the chapter's text back to its brand's review (once per change); another
+    brand named holds the option until that name goes."""
+    edited = _edited_chapter(chapter)
+    if edited is None:
+        return
+    option, hits, others, approved = edited
+    if not hits or approved:
+        return
+    changed = option.text != chapter.text
+    if others:
+        # Another brand in the chapter: no review can cover it; held until the author takes it out.
+        if option.review_status != ReviewStatus.HELD or changed:
+            GenerationOption.objects.filter(pk=option.pk).update(
+                text=chapter.text, mentions=_spans(hits), review_status=ReviewStatus.HELD, approved_text_hash="",
+                placement_note=f"Chapter {chapter.number} was edited to name {_names(brand_catalogue(), others)}: "
+                "held back until that name is taken out.",
+            )
+        return
+    # Approved but changed, or edited again while waiting, after a rejection or after being held: the
+    # brand reviews the chapter as it is now.
+    if option.review_status == ReviewStatus.APPROVED or (
+        changed and option.review_status in (ReviewStatus.PENDING, ReviewStatus.REJECTED, ReviewStatus.HELD)
+    ):
+        option_back_to_review(
+            option=option,
+            text=chapter.text,
+            mentions=_spans(hits),
+            note=f"Chapter {chapter.number} was edited after acceptance and its placement changed.",
+        )

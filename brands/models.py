@@ -167,6 +167,8 @@ class PlacementDecision(models.Model):
     reviewer = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.PROTECT, related_name="placement_decisions")
     action = models.CharField(max_length=10, choices=Action.choices)
     reason = models.TextField(blank=True)
+    # sha256 of the option's text as it was decided: an approval covers exactly that text.
+    text_hash = models.CharField(max_length=64, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
 
     class Meta:

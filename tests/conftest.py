@@ -20,6 +20,7 @@ def _test_settings(settings, tmp_path):
     }
     settings.PASSWORD_HASHERS = ["django.contrib.auth.hashers.MD5PasswordHasher"]  # fast logins
     settings.WRITER_MAX_NEW_TOKENS = 24  # small real generations keep the suite quick on 2 cores
+    settings.WRITER_REASONING_TOKENS = 16  # the reasoning phase's budget, as short
     settings.WRITER_RETRY_BACKOFF = 0.05
 
 

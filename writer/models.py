@@ -135,6 +135,7 @@ class ReviewStatus(models.TextChoices):
     PENDING = "pending", "Waiting for the brand's review"
     APPROVED = "approved", "Approved by the brand"
     REJECTED = "rejected", "Rejected by the brand"
+    HELD = "held", "Names a brand it may not carry: held back"
 
 
 class GenerationOption(models.Model):
@@ -162,7 +163,13 @@ class GenerationOption(models.Model):
     )
     placement_hint = models.CharField(max_length=200, blank=True)
     mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in text")
+    reasoning_mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in reasoning")
     placement_found = models.BooleanField(default=False)
+    placement_note = models.CharField(
+        max_length=300, blank=True, help_text="Why the option is (or is not) a placement, when that needs saying."
+    )
+    # sha256 of `text` when its brand approved it: the approval covers that text only (brands.matching).
+    approved_text_hash = models.CharField(max_length=64, blank=True)
     review_status = models.CharField(max_length=10, choices=ReviewStatus.choices, default=ReviewStatus.NONE)
     review_reason = models.TextField(blank=True)
     reviewed_by = models.ForeignKey(
@@ -202,6 +209,13 @@ class GenerationOption(models.Model):
 
     @property
     def visible_to_requester(self) -> bool:
-        """A reader sees a branded option only once its brand approved it."""
+        """A reader sees a branded option only once its brand approved it (never a held one)."""
         return self.review_status in (ReviewStatus.NONE, ReviewStatus.NOT_SENT, ReviewStatus.APPROVED)
+
+    @property
+    def shows_reasoning(self) -> bool:
+        """The writer's pages show the reasoning of plain options only: an option asked to carry a brand
+        may repeat its brief (the brand's tone and audience), and one naming a brand names it there too.
+        The brand's reviewers read it on the review page."""
+        return self.review_status == ReviewStatus.NONE and self.brand_id is None
 

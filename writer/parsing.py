@@ -199,6 +199,52 @@ def _salvage(raw: str) -> ParsedOutput:
     )
 
 
+# -- writing the format (the two-phase answer of writer.engines) -----------------------------------
+
+# A sentence ends at . ! ? or … (a run of them), then any closing quotes or brackets, then a space or
+# the end: '"Run!" she said.' ends twice, "3.5" never.
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+# Words that end in a dot without ending the sentence ("Mr. Hale"): a cut is never made after them,
+# nor after an initial ("J. Vale").
+_NO_END_BEFORE = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "prof", "sr", "jr", "vs"})
+# What an empty reasoning or chapter becomes: the format asks for at least one character in a block.
+_EMPTY_BLOCK = "\n"
+
+
+def strip_tags(text: str) -> str:
+    """`text` without any of the answer's tags (in any case or spacing), so that a piece the model
+    wrote cannot open or close a block of the answer it is put into."""
+    return _TAG.sub("", text)
+
+
+def shorten_to_sentence(text: str) -> str | None:
+    """`text` cut after its last complete sentence (trailing space dropped), or None when it has
+    no sentence end at all (one unfinished sentence: nothing sensible to keep)."""
+    for m in reversed(list(_SENTENCE_END.finditer(text))):
+        if m.group(0).rstrip("\"'”’)]") == ".":
+            before = text[: m.start()].rsplit(None, 1)
+            word = before[-1].lstrip("\"'“‘(").lower() if before else ""
+            if word in _NO_END_BEFORE or (len(word) == 1 and word.isalpha()):
+                continue
+        return text[: m.end()].rstrip()
+    return None
+
+
+def reasoning_block(reasoning: str) -> str:
+    """The answer up to where its chapter starts: the reasoning, closed, and the chapter's tag opened.
+
+    The reasoning is the model's own text with any tag taken out (an empty one still gives the block
+    the one character the format asks for)."""
+    body = strip_tags(reasoning).rstrip() or _EMPTY_BLOCK
+    return f"{REASONING_START}{body}{REASONING_END}\n{SOLUTION_START}"
+
+
+def answer_text(block: str, chapter: str) -> str:
+    """The whole answer: `block` (from reasoning_block) and the chapter, closed. Always `format_ok`."""
+    body = strip_tags(chapter).rstrip() or _EMPTY_BLOCK
+    return f"{block}{body}{SOLUTION_END}"
+
+
 def _opens(tag: re.Match[str]) -> bool:
     if tag.group("wo"):
         return tag.group("wo").lower() == "start"

@@ -13,13 +13,21 @@ from django.db import IntegrityError, transaction
 from django.db.models import F
 from django.utils import timezone
 
-from brands.matching import OptionPlan, brand_use_for_request, option_plans_for_request
+from brands.matching import (
+    OptionPlan,
+    brand_use_for_request,
+    chapter_placement_sync,
+    option_acceptance,
+    option_back_to_review,
+    option_placement,
+    option_plans_for_request,
+)
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import unique_slug
 from writer import roles
 from writer.book_import import DetectedBook, split_book
-from writer.engines import get_engine, resolve_adapter
-from writer.engines.base import Completion, Sampling
+from writer.engines import get_engine, resolve_adapter, sampling_from_settings
+from writer.engines.base import Completion
 from writer.models import (
     MAX_OPTIONS,
     Chapter,
@@ -29,7 +37,7 @@ from writer.models import (
     Story,
 )
 from writer.parsing import parse_output
-from writer.prompting import REASONING_START, ChapterText, StoryMeta, build_prompt, prompt_budget
+from writer.prompting import ChapterText, StoryMeta, build_prompt, prompt_budget
 from writer.text_input import clean_text
 
 logger = logging.getLogger(__name__)
@@ -144,6 +152,8 @@ def chapter_update(*, chapter: Chapter, text: str, title: str = "") -> Chapter:
     chapter.text, chapter.title = text, title.strip()[:200]
     chapter.save(update_fields=["text", "title", "updated_at"])
     _touch(chapter.story)
+    # A generated chapter that carries a placement: a changed approved passage goes back to the brand.
+    chapter_placement_sync(chapter=chapter)
     return chapter
 
 
@@ -350,7 +360,9 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         plans = matched.plans
     else:
         plans = [OptionPlan()] * request.n
-    budget = prompt_budget(context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=request.max_new_tokens)
+    # The decoding of the WRITER_* settings; the prompt leaves room for the whole answer (reasoning and chapter).
+    sampling = sampling_from_settings(max_tokens=request.max_new_tokens)
+    budget = prompt_budget(context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=sampling.answer_tokens)
 
     def prompt_for(plan: OptionPlan):  # noqa: ANN202 (a BuiltPrompt)
         return build_prompt(
@@ -378,7 +390,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         stage=f"Writing {request.n} option{'s' if request.n > 1 else ''}",
     )
 
-    expected_tokens = request.n * request.max_new_tokens
+    expected_tokens = request.n * (sampling.reasoning_tokens + sampling.max_tokens)
     done_before = [0]  # tokens of the groups already written
     last_write = [0.0]
 
@@ -389,13 +401,6 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
             total = min(done_before[0] + tokens, expected_tokens)
             _set_progress(request_id, progress_tokens=total, stage=f"Writing: {total} of up to {expected_tokens} tokens")
 
-    prefill = REASONING_START if settings.WRITER_PREFILL_REASONING else ""
-    sampling = Sampling(
-        max_tokens=request.max_new_tokens,
-        temperature=settings.WRITER_TEMPERATURE,
-        top_p=settings.WRITER_TOP_P,
-        prefill=prefill,
-    )
     written: list[tuple[OptionPlan, Completion]] = []
     model_name = ""
     for index, (plan, count) in enumerate(groups):
@@ -427,11 +432,9 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
 def _option_row(request: GenerationRequest, index: int, plan: OptionPlan, completion: Completion) -> GenerationOption:
     parsed = parse_output(completion.text)
-    mentions = plan.mentions_in(parsed.text)
-    if plan.brand_id is None:
-        review = ReviewStatus.NONE
-    else:
-        review = ReviewStatus.PENDING if mentions else ReviewStatus.NOT_SENT
+    # Every name of every brand, in the chapter and in the reasoning, decides whether the option waits for
+    # a brand's review (whichever brand it names, planned or not) or is held back (brands.matching).
+    placement = option_placement(request=request, plan=plan, text=parsed.text, reasoning=parsed.reasoning)
     return GenerationOption(
         request=request,
         index=index,
@@ -439,15 +442,18 @@ def _option_row(request: GenerationRequest, index: int, plan: OptionPlan, comple
         reasoning=parsed.reasoning,
         text=parsed.text,
         format_ok=parsed.format_ok,
-        warning=parsed.warning[:300],
+        # The parser's note (a broken format) and the engine's (a chapter shortened at its last sentence).
+        warning="; ".join(w for w in (parsed.warning, completion.warning) if w)[:300],
         tokens=completion.tokens,
         finish_reason=completion.finish_reason[:32],
-        brand_id=plan.brand_id,
-        asset_id=plan.asset_id,
+        brand_id=placement.brand_id,
+        asset_id=placement.asset_id,
         placement_hint=plan.hint[:200],
-        mentions=mentions,
-        placement_found=bool(mentions),
-        review_status=review,
+        mentions=placement.mentions,
+        reasoning_mentions=placement.reasoning_mentions,
+        placement_found=placement.placement_found,
+        placement_note=placement.note[:300],
+        review_status=placement.review_status,
     )
 
 
@@ -486,34 +492,56 @@ def generation_request_retry(*, request: GenerationRequest, user: AbstractBaseUs
     return request
 
 
-@transaction.atomic
 def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str | None = None, title: str = "") -> Chapter:
-    """The author takes an option (optionally edited) as the story's next chapter."""
-    request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
-    story = request.story
-    if story.owner_id != user.pk:
-        raise ApplicationError("Only the story's author can accept a chapter into the story.")
-    if request.kind != GenerationRequest.Kind.AUTHOR:
-        raise ApplicationError("A reader's personalised chapter stays theirs; it cannot join the story.")
-    if request.status != GenerationRequest.Status.SUCCEEDED:
-        raise ApplicationError("This request has not finished.")
-    if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exists():
-        raise ApplicationError("An option of this request was already accepted.")
-    if not option.visible_to_requester:  # a placement its brand has not (yet) let through
-        raise ApplicationError(
-            "This option carries a brand placement that its brand has not approved; choose another option "
-            "or wait for the brand's review."
+    """The author takes an option (optionally edited) as the story's next chapter.
+
+    Brand placements (`brands.matching.option_acceptance`): an approved option keeps its label only while
+    the passage its brand approved (the sentences naming it) is unchanged and no other brand is named;
+    the author may edit the rest. An edit that changes that passage, or that names the option's brand in
+    an option that was not approved, makes no chapter: the edited text goes back to the brand's review
+    (saved), then ApplicationError tells the author. Text naming another brand is refused."""
+    with transaction.atomic():
+        request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+        story = request.story
+        if story.owner_id != user.pk:
+            raise ApplicationError("Only the story's author can accept a chapter into the story.")
+        if request.kind != GenerationRequest.Kind.AUTHOR:
+            raise ApplicationError("A reader's personalised chapter stays theirs; it cannot join the story.")
+        if request.status != GenerationRequest.Status.SUCCEEDED:
+            raise ApplicationError("This request has not finished.")
+        if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exists():
+            raise ApplicationError("An option of this request was already accepted.")
+        # The row as it is now, locked: a review may have decided since the page was drawn.
+        locked = GenerationOption.objects.select_for_update(of=("self",)).get(pk=option.pk)
+        if not locked.visible_to_requester:  # a placement its brand has not (yet) let through
+            raise ApplicationError(
+                "This option carries a brand placement that its brand has not approved; choose another "
+                "option or wait for the brand's review."
+            )
+        body = clean_text(locked.text if text is None else text)
+        acceptance = option_acceptance(option=locked, text=body)
+        if acceptance.verdict == "refused":
+            raise ApplicationError(acceptance.message)
+        if acceptance.verdict != "review":
+            chapter = chapter_add(story=story, text=body, title=title, source=Chapter.Source.GENERATED)
+            # updated_at == created_at marks "not edited since accepted": the chapter page then trusts the
+            # acceptance's label without reading the option again (brands.matching.chapter_placement_check).
+            Chapter.objects.filter(pk=chapter.pk).update(updated_at=F("created_at"))
+            chapter.updated_at = chapter.created_at
+            fields: dict[str, object] = {"accepted_chapter": chapter}
+            if acceptance.verdict == "plain" and locked.review_status == ReviewStatus.APPROVED:
+                # The author took the brand out: no label over a chapter that names no brand.
+                fields |= {
+                    "review_status": ReviewStatus.NOT_SENT,
+                    "placement_note": "Accepted without its placement: the author took the brand out.",
+                }
+            GenerationOption.objects.filter(pk=option.pk).update(**fields)
+            option.accepted_chapter = chapter
+            return chapter
+        option_back_to_review(
+            option=locked, text=body, mentions=acceptance.mentions, note="Edited by the author before acceptance."
         )
-    body = option.text if text is None else text
-    chapter = chapter_add(
-        story=story,
-        text=body,
-        title=title,
-        source=Chapter.Source.GENERATED,
-    )
-    GenerationOption.objects.filter(pk=option.pk).update(accepted_chapter=chapter)
-    option.accepted_chapter = chapter
-    return chapter
+    raise ApplicationError(acceptance.message)
 
 
 # --- Recovery (WriterConfig.ready() registers it; mesu_web/jobs/recovery.py sweeps it) --------------

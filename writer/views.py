@@ -12,7 +12,7 @@ from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from brands.matching import placement_view_record
+from brands.matching import chapter_placement_check, placement_view_record
 from mesu_web.errors import ApplicationError
 from writer import selectors, services
 from writer.forms import (
@@ -170,17 +170,22 @@ def chapter_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse
     story = selectors.story_get_for_viewer(slug=slug, user=request.user)
     chapter = selectors.chapter_get_for_reading(story=story, number=number)
     last = chapter.last_number
-    sponsor = chapter.sponsor_name or ""
+    # The label shows only over text its brand approved; a chapter edited since then is checked again.
+    placement = chapter_placement_check(chapter=chapter, sponsor_name=chapter.sponsor_name)
+    is_owner = request.user.is_authenticated and story.owner_id == request.user.pk
     return render(
         request,
         "writer/chapter_detail.html",
         {
             "story": story,
             "chapter": chapter,
-            "is_owner": request.user.is_authenticated and story.owner_id == request.user.pk,
+            "is_owner": is_owner,
             "previous_number": number - 1 if number > 1 else None,
             "next_number": number + 1 if number < last else None,
-            "sponsor": sponsor,
+            "sponsor": placement.sponsor,
+            # Readers get a notice instead of text that names a brand without its approval.
+            "withheld": placement.withheld and not (is_owner or request.user.is_staff),
+            "placement_note": placement.note if is_owner else "",
         },
     )
 

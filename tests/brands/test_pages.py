@@ -446,3 +446,25 @@ def test_a_reader_turns_sponsored_chapters_off_and_on(client_for, users):
 def test_anonymous_visitors_have_no_sponsorship_switch(client, db):
     response = client.post(reverse("brands:sponsorship"), {"enabled": "0"})
     assert response.status_code == 302 and response["Location"].startswith(reverse("login"))
+
+
+def test_the_review_page_shows_why_and_marks_names_in_the_reasoning(placements, client_for):
+    reasoning = "I will have Lou mention her Tidewave board."
+    GenerationOption.objects.filter(pk=placements.a1.pk).update(
+        reasoning=reasoning,
+        reasoning_mentions=[[m.start, m.end] for m in find_mentions(reasoning, ["Tidewave board"])],
+        placement_note="Names Tidewave Surf Co., which it was not asked to place: sent to its review.",
+    )
+    page = client_for("mia").get(reverse("brands:review_detail", args=[placements.a1.pk])).content.decode()
+    assert "which it was not asked to place" in page
+    assert 'I will have Lou mention her <mark class="placement">Tidewave board</mark>.' in page
+    assert "never shown to readers" in page
+
+
+def test_an_approval_shows_the_hash_of_the_approved_text(placements, client_for):
+    c = client_for("mia")
+    c.post(reverse("brands:option_approve", args=[placements.a1.pk]))
+    placements.a1.refresh_from_db()
+    assert placements.a1.approved_text_hash == PlacementDecision.objects.get().text_hash != ""
+    page = c.get(reverse("brands:review_detail", args=[placements.a1.pk])).content.decode()
+    assert placements.a1.approved_text_hash[:12] in page

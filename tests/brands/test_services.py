@@ -259,3 +259,41 @@ def test_a_real_worker_embeds_a_saved_asset_from_the_embeddings_queue(users, cel
     assert asset.embedding is not None, log[-3000:]
     assert len(asset.embedding) == 384 and asset.embedded_text_hash == text_hash(asset.embedding_text())
     assert "brands.tasks" in log
+
+
+def _two_pending(surf, users):  # noqa: ANN001, ANN202
+    from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus
+
+    asset = services.asset_create(brand=surf, kind="product", name="Glide", terms=["Tidewave Glide"])
+    story = StoryFactory(owner=users["alice"])
+    request = GenerationRequest.objects.create(
+        story=story, requested_by=users["alice"], engine="local", max_new_tokens=24, next_number=1,
+        status=GenerationRequest.Status.SUCCEEDED, use_brands=True,
+    )
+    options = [
+        GenerationOption.objects.create(
+            request=request, index=i, text=f"Option {i}: a Tidewave Glide.", brand=surf, asset=asset,
+            mentions=[[10, 24]], placement_found=True, review_status=ReviewStatus.PENDING,
+        )
+        for i in range(2)
+    ]
+    return options, Chapter, ReviewStatus
+
+
+def test_decisions_record_the_hash_of_the_text_they_decided(surf, users):
+    (first, second), _, _ = _two_pending(surf, users)
+    services.option_reject(option=second, reviewer=users["mia"], reason="Too loud")
+    services.option_approve(option=first, reviewer=users["mia"])
+    first.refresh_from_db()
+    hashes = dict(first.request.options.values_list("decisions__action", "decisions__text_hash"))
+    assert hashes == {"approved": text_hash(first.text), "rejected": text_hash(second.text)}
+    assert first.approved_text_hash == text_hash(first.text)
+
+
+def test_no_approval_once_the_author_took_another_option_as_the_chapter(surf, users):
+    (first, second), Chapter, ReviewStatus = _two_pending(surf, users)
+    chapter = Chapter.objects.create(story=first.request.story, number=1, text="Plain words.")
+    type(first).objects.filter(pk=first.pk).update(accepted_chapter=chapter, review_status=ReviewStatus.NOT_SENT)
+    assert list(selectors.review_queue_for_manager(user=users["mia"])) == []
+    with pytest.raises(ApplicationError, match="already took another option"):
+        services.option_approve(option=second, reviewer=users["mia"])

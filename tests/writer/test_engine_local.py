@@ -9,7 +9,8 @@ import torch
 
 from mesu_web.errors import EngineError
 from writer.engines.base import Adapter, Sampling
-from writer.engines.local import LocalEngine, LocalSettings, _token_counts
+from writer.engines.local import LocalEngine, LocalSettings, _AnswerPenalties, _token_counts
+from writer.parsing import parse_output
 
 pytestmark = pytest.mark.slow
 
@@ -122,3 +123,50 @@ def test_count_tokens_uses_the_models_tokenizer(engine):
     tokenizer = engine.load().tokenizer
     assert engine.count_tokens(text) == len(tokenizer(text, add_special_tokens=False)["input_ids"])
     assert engine.count_tokens("") == 0
+
+
+def test_two_phase_answers_are_in_the_format_with_separate_budgets(engine):
+    progress: list[int] = []
+    sampling = Sampling(max_tokens=20, reasoning_tokens=12, seed=5, repetition_penalty=1.15)
+    result = engine.generate(MESSAGES, n=3, sampling=sampling, on_progress=progress.append)
+    assert len(result.completions) == 3
+    for completion in result.completions:
+        parsed = parse_output(completion.text)
+        assert parsed.format_ok, completion.text
+        assert engine.count_tokens(parsed.reasoning) <= 12 + 1  # re-tokenised text may differ by one
+        assert 1 <= completion.tokens <= 12 + 20
+        if completion.finish_reason == "length" and parsed.text.endswith((".", "!", "?", '"')):
+            assert "last complete sentence" in completion.warning
+    assert progress == sorted(progress) and progress[-1] == sum(c.tokens for c in result.completions)
+    # The seed reproduces both phases.
+    assert [c.text for c in engine.generate(MESSAGES, n=3, sampling=sampling).completions] == [
+        c.text for c in result.completions
+    ]
+
+
+def test_a_left_padded_batch_writes_what_each_prompt_writes_alone(engine):
+    loaded = engine.load()
+    prompt = loaded.tokenizer.apply_chat_template(MESSAGES, add_generation_prompt=True, tokenize=False)
+    texts = [prompt + "Once", prompt + "It was a dark and stormy night on the point, and"]
+    greedy = Sampling(max_tokens=10, temperature=0.0)
+    with torch.inference_mode():
+        together, _ = engine._write(loaded, loaded.base, texts, 1, 10, (), greedy, None)
+        alone = [engine._write(loaded, loaded.base, [t], 1, 10, (), greedy, None)[0][0] for t in texts]
+    assert [c.text for c in together] == [c.text for c in alone]
+
+
+def test_repetition_controls_change_greedy_text(engine):
+    plain = engine.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=24, temperature=0.0)).completions[0].text
+    for controls in ({"repetition_penalty": 1.3}, {"no_repeat_ngram_size": 2}, {"frequency_penalty": 1.5}):
+        controlled = engine.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=24, temperature=0.0, **controls))
+        assert controlled.completions[0].text != plain, controls
+
+
+def test_answer_penalties_count_only_the_answers_tokens():
+    scores = torch.zeros(2, 6)
+    # Prompts of 2 tokens; row 0 answered 3, 3, 4 (the prompt's 3 does not count); row 1 answered 5, 0, 0.
+    input_ids = torch.tensor([[1, 3, 3, 3, 4], [1, 2, 5, 0, 0]])
+    penalised = _AnswerPenalties(prompt_len=2, frequency=0.5, presence=1.0)(input_ids, scores)
+    # 0.5 per use plus 1.0 once: twice -> -2.0, once -> -1.5.
+    assert penalised[0].tolist() == [0.0, 0.0, 0.0, -2.0, -1.5, 0.0]
+    assert penalised[1].tolist() == [-2.0, 0.0, 0.0, 0.0, 0.0, -1.5]

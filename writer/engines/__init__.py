@@ -12,7 +12,8 @@ import re
 from django.conf import settings
 
 from mesu_web.errors import ApplicationError
-from writer.engines.base import Adapter, WriterEngine
+from writer.engines.base import Adapter, Sampling, WriterEngine
+from writer.prompting import REASONING_START
 
 # name -> "module:cached getter" of the process's engine
 ENGINES: dict[str, str] = {
@@ -48,6 +49,23 @@ def resolve_adapter(name: str) -> Adapter | None:
             "starting with a letter or digit."
         )
     return Adapter(name=name, path=settings.WRITER_ADAPTER_DIR / name)
+
+
+def sampling_from_settings(*, max_tokens: int | None = None, seed: int | None = None) -> Sampling:
+    """The writer's decoding as the WRITER_* settings give it: what a generation request and an
+    evaluation use. `max_tokens` is the chapter's (default WRITER_MAX_NEW_TOKENS)."""
+    return Sampling(
+        max_tokens=max_tokens or settings.WRITER_MAX_NEW_TOKENS,
+        temperature=settings.WRITER_TEMPERATURE,
+        top_p=settings.WRITER_TOP_P,
+        seed=seed,
+        prefill=REASONING_START if settings.WRITER_PREFILL_REASONING else "",
+        repetition_penalty=settings.WRITER_REPETITION_PENALTY,
+        frequency_penalty=settings.WRITER_FREQUENCY_PENALTY,
+        presence_penalty=settings.WRITER_PRESENCE_PENALTY,
+        no_repeat_ngram_size=settings.WRITER_NO_REPEAT_NGRAM_SIZE,
+        reasoning_tokens=settings.WRITER_REASONING_TOKENS,
+    )
 
 
 def reset_caches() -> None:

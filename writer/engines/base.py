@@ -1,11 +1,25 @@
-"""The writer-engine interface: (messages, n, sampling, adapter) -> n completions."""
+"""The writer-engine interface: (messages, n, sampling, adapter) -> n completions.
+
+With `Sampling.reasoning_tokens`, an engine writes the answer in two phases (`write_answers`): the
+reasoning, at most that many tokens, stopping at the reasoning's end tag; then the chapter, prefilled
+with the closed reasoning and the chapter's opening tag, at most `max_tokens`, stopping at its closing
+tag. The answer is put together from the pieces, so it is in the format by construction
+(`writer.parsing.answer_text`), and the reasoning cannot eat the chapter's tokens.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
+
+from writer.parsing import answer_text, reasoning_block, shorten_to_sentence
+from writer.prompting import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
+
+# The tags the two-phase answer puts before its chapter: "<start_working_out>" is 7 SmolLM2 tokens and
+# "<end_working_out>\n<SOLUTION>" 13; 24 leaves room for a tokenizer that splits them more finely.
+ANSWER_TAG_TOKENS = 24
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
 ProgressCallback = Callable[
@@ -20,7 +34,19 @@ class Sampling:
     top_p: float = 0.95
     seed: int | None = None
     # Text the answer must start with (e.g. the reasoning tag). Engines return it as part of the text.
+    # Not used by the two-phase answer, which writes its own tags.
     prefill: str = ""
+    # Repetition control. repetition_penalty (vLLM and transformers alike): the logit of every token
+    # already in the prompt or the answer is divided by it (multiplied when negative); 1.0 is off.
+    repetition_penalty: float = 1.0
+    # OpenAI's: subtracted from a token's logit once per earlier use in the answer / once if used at all.
+    frequency_penalty: float = 0.0
+    presence_penalty: float = 0.0
+    # The local engine only (transformers): never repeat an n-gram of this many tokens; 0 is off.
+    no_repeat_ngram_size: int = 0
+    # > 0: the two-phase answer (see the module's docstring), with at most this many reasoning tokens;
+    # max_tokens is then the chapter's. 0: one phase of max_tokens, as the model writes it.
+    reasoning_tokens: int = 0
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -29,6 +55,20 @@ class Sampling:
             raise ValueError("temperature must not be negative")
         if not 0 < self.top_p <= 1:
             raise ValueError("top_p must be in (0, 1]")
+        if self.repetition_penalty <= 0:
+            raise ValueError("repetition_penalty must be positive (1.0 is off)")
+        if not (-2 <= self.frequency_penalty <= 2 and -2 <= self.presence_penalty <= 2):
+            raise ValueError("frequency_penalty and presence_penalty must be in [-2, 2], as OpenAI's")
+        if self.no_repeat_ngram_size < 0 or self.reasoning_tokens < 0:
+            raise ValueError("no_repeat_ngram_size and reasoning_tokens must not be negative")
+
+    @property
+    def answer_tokens(self) -> int:
+        """Tokens an answer may take in the model's context: the chapter's, and in two phases the
+        reasoning's and the tags between them (ANSWER_TAG_TOKENS)."""
+        if not self.reasoning_tokens:
+            return self.max_tokens
+        return self.reasoning_tokens + ANSWER_TAG_TOKENS + self.max_tokens
 
 
 @dataclass(frozen=True)
@@ -42,8 +82,11 @@ class Adapter:
 @dataclass(frozen=True)
 class Completion:
     text: str
-    tokens: int  # new tokens of this option
-    finish_reason: str = "stop"
+    tokens: int  # new tokens of this option (the reasoning's and the chapter's)
+    finish_reason: str = "stop"  # of the chapter, in the two-phase answer
+    # What the engine changed in the answer, for the reader of the option ("" when nothing): e.g. a
+    # chapter cut by its token limit and shortened to its last complete sentence.
+    warning: str = ""
 
 
 @dataclass
@@ -68,3 +111,59 @@ class WriterEngine(Protocol):
     ) -> GenerationResult: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+
+# -- the two-phase answer ----------------------------------------------------------------------------
+
+# Where the reasoning stops: its end tag, or a chapter tag written without closing the reasoning
+# (the usual slip of a small model). The stop text itself is not part of the piece.
+REASONING_STOPS = (REASONING_END, SOLUTION_START, SOLUTION_END)
+CHAPTER_STOPS = (SOLUTION_END,)
+
+# write(prefixes, n_each, max_tokens, stop, on_progress) -> len(prefixes) * n_each pieces, the pieces
+# of the first prefix first: each the text the model wrote after its prefix (the assistant message
+# so far), up to a stop text or max_tokens. `on_progress` gets the new tokens of this call so far.
+WriteFn = Callable[[Sequence[str], int, int, Sequence[str], ProgressCallback | None], list[Completion]]
+
+
+def shortened_warning(max_tokens: int) -> str:
+    return f"The chapter reached its limit of {max_tokens} tokens and ends at its last complete sentence."
+
+
+def write_answers(
+    write: WriteFn, *, n: int, sampling: Sampling, on_progress: ProgressCallback | None = None
+) -> list[Completion]:
+    """n answers in two phases, one `write` call each: n reasonings from the prompt, then one chapter
+    after each closed reasoning. The texts always parse as `format_ok` (writer.parsing.parse_output)."""
+    thoughts = write([REASONING_START], n, sampling.reasoning_tokens, REASONING_STOPS, on_progress)
+    blocks = []
+    for thought in thoughts:
+        reasoning = thought.text
+        if thought.finish_reason == "length":  # cut by its budget: keep its complete sentences
+            reasoning = shorten_to_sentence(reasoning) or reasoning
+        blocks.append(reasoning_block(reasoning))
+    done = sum(t.tokens for t in thoughts)
+    chapters = write(
+        blocks, 1, sampling.max_tokens, CHAPTER_STOPS, None if on_progress is None else lambda t: on_progress(done + t)
+    )
+    answers = []
+    for thought, block, chapter in zip(thoughts, blocks, chapters, strict=True):
+        text, warning = chapter.text, ""
+        if chapter.finish_reason == "length":
+            shortened = shorten_to_sentence(text)
+            if shortened:
+                text, warning = shortened, shortened_warning(sampling.max_tokens)
+            else:
+                warning = (
+                    f"The chapter reached its limit of {sampling.max_tokens} tokens in its first sentence; "
+                    "it is shown as written."
+                )
+        answers.append(
+            Completion(
+                text=answer_text(block, text),
+                tokens=thought.tokens + chapter.tokens,
+                finish_reason=chapter.finish_reason,
+                warning=warning,
+            )
+        )
+    return answers

@@ -3,6 +3,11 @@
 For development, tests and a box without a vLLM server. The base model is loaded once per process
 (float32: the CPU has no fast bfloat16 matmul); LoRA adapters are loaded by path into one PeftModel
 and switched per call, the least recently used dropped beyond `max_adapters`.
+
+The decoding matches the vllm engine's: the same repetition penalty (transformers' and vLLM's divide
+the logit of every token already in the prompt or the answer), OpenAI's frequency and presence
+penalties over the answer's tokens, and the two-phase answer of `writer.engines.base.write_answers`
+(a batch of prompts of different lengths, left-padded, for the chapters).
 """
 
 from __future__ import annotations
@@ -11,14 +16,21 @@ import functools
 import logging
 import threading
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from contextlib import contextmanager, nullcontext
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer, StoppingCriteria, StoppingCriteriaList
+from transformers import (
+    AutoModelForCausalLM,
+    AutoTokenizer,
+    LogitsProcessor,
+    LogitsProcessorList,
+    StoppingCriteria,
+    StoppingCriteriaList,
+)
 
 from mesu_web.errors import EngineError
 from writer.engines.base import (
@@ -28,6 +40,7 @@ from writer.engines.base import (
     Message,
     ProgressCallback,
     Sampling,
+    write_answers,
 )
 from writer.model_files import is_model_folder, load_smollm2_from_gguf, smollm2_gguf_path
 
@@ -162,10 +175,32 @@ class _Progress(StoppingCriteria):
         return torch.zeros(input_ids.shape[0], dtype=torch.bool, device=input_ids.device)
 
 
+class _AnswerPenalties(LogitsProcessor):
+    """OpenAI's frequency and presence penalties (as vLLM applies them): over the answer's tokens only."""
+
+    def __init__(self, prompt_len: int, frequency: float, presence: float) -> None:
+        self.prompt_len = prompt_len
+        self.frequency = frequency
+        self.presence = presence
+
+    def __call__(self, input_ids: torch.LongTensor, scores: torch.FloatTensor) -> torch.FloatTensor:
+        generated = input_ids[:, self.prompt_len :]
+        if generated.shape[1] == 0:
+            return scores
+        counts = torch.zeros_like(scores).scatter_add_(1, generated, torch.ones_like(generated, dtype=scores.dtype))
+        return scores - self.frequency * counts - self.presence * (counts > 0).to(scores.dtype)
+
+
 def _token_counts(generated: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tensor:
     """Per row, the tokens before the first stop token (the padding of a finished row comes after it)."""
     stopped = torch.isin(generated, stop_ids).int().cumsum(dim=1) > 0
     return (~stopped).sum(dim=1)
+
+
+def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
+    """`text` up to the first of the stop texts (not included), and whether one was found."""
+    found = [i for i in (text.find(s) for s in stop) if i >= 0]
+    return (text[: min(found)], True) if found else (text, False)
 
 
 class LocalEngine:
@@ -198,57 +233,115 @@ class LocalEngine:
         settings = self.settings
         torch.set_num_threads(settings.threads)
         loaded = self.load()
-        tokenizer = loaded.tokenizer
-        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
-        encoded = tokenizer(prompt + sampling.prefill, return_tensors="pt", add_special_tokens=False)
-        prompt_len = int(encoded["input_ids"].shape[1])
-        window = int(getattr(loaded.base.config, "max_position_embeddings", 0) or 0)
-        if window and prompt_len + sampling.max_tokens > window:
-            raise EngineError(
-                f"The prompt ({prompt_len} tokens) and {sampling.max_tokens} new tokens do not fit the "
-                f"model's {window}-token window.",
-                retryable=False,
-            )
-        stop_ids = _stop_ids(loaded)
-        sampled = sampling.temperature > 0
-        # Greedy decoding gives n identical options: generate one and copy it (transformers refuses
-        # num_return_sequences > 1 without sampling).
-        rows = n if sampled else 1
-        kwargs: dict[str, Any] = {
-            "max_new_tokens": sampling.max_tokens,
-            "num_return_sequences": rows,
-            "do_sample": sampled,
-            "pad_token_id": tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids),
-            "eos_token_id": sorted(stop_ids),
-        }
-        if sampled:
-            # top_k=0: no top-k cut, as vLLM's default, so both engines sample the same distribution.
-            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
-        if on_progress is not None:
-            kwargs["stopping_criteria"] = StoppingCriteriaList(
-                [_Progress(prompt_len, stop_ids, n // rows, on_progress)]
-            )
+        prompt = loaded.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        prompt_tokens: list[int] = []  # of the first call: the prompt and its prefix
+
         with loaded.lock, loaded.activated(adapter) as model, torch.inference_mode():
             if sampling.seed is not None:
-                torch.manual_seed(sampling.seed)
-            output = model.generate(**encoded, **kwargs)
-        generated = output[:, prompt_len:]
-        counts = _token_counts(generated, torch.tensor(sorted(stop_ids)))
-        completions = []
-        for row in range(rows):
-            count = int(counts[row])
-            text = tokenizer.decode(generated[row, :count], skip_special_tokens=True)
-            finish = "stop" if count < sampling.max_tokens else "length"
-            completions.append(Completion(text=sampling.prefill + text, tokens=count, finish_reason=finish))
-        completions = completions * (n // rows)
+                torch.manual_seed(sampling.seed)  # once: the chapters continue the reasoning's draws
+
+            def write(
+                prefixes: Sequence[str],
+                n_each: int,
+                max_tokens: int,
+                stop: Sequence[str],
+                progress: ProgressCallback | None,
+            ) -> list[Completion]:
+                pieces, length = self._write(
+                    loaded, model, [prompt + p for p in prefixes], n_each, max_tokens, stop, sampling, progress
+                )
+                prompt_tokens.append(length)
+                return pieces
+
+            if sampling.reasoning_tokens:
+                completions = write_answers(write, n=n, sampling=sampling, on_progress=on_progress)
+            else:
+                pieces = write([sampling.prefill], n, sampling.max_tokens, (), on_progress)
+                completions = [
+                    Completion(text=sampling.prefill + p.text, tokens=p.tokens, finish_reason=p.finish_reason)
+                    for p in pieces
+                ]
         if on_progress is not None:
             on_progress(sum(c.tokens for c in completions))
         return GenerationResult(
             completions=completions,
             model=adapter.name if adapter is not None else settings.model_name,
-            prompt_tokens=prompt_len,
+            prompt_tokens=prompt_tokens[0],
             extra={"engine": "local", "source": loaded.source},
         )
+
+    def _write(
+        self,
+        loaded: _LoadedModel,
+        model: Any,
+        texts: Sequence[str],
+        n_each: int,
+        max_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling,
+        on_progress: ProgressCallback | None,
+    ) -> tuple[list[Completion], int]:
+        """n_each continuations of each text (one generate call: a left-padded batch), and the length
+        in tokens of the first text."""
+        tokenizer = loaded.tokenizer
+        stop_ids = _stop_ids(loaded)
+        pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else min(stop_ids)
+        sampled = sampling.temperature > 0
+        # Greedy decoding gives identical continuations of identical texts: write each text once
+        # and copy (transformers refuses num_return_sequences > 1 without sampling).
+        unique = list(dict.fromkeys(texts)) if not sampled else list(texts)
+        rows_each = n_each if sampled else 1
+        ids = [tokenizer(t, add_special_tokens=False)["input_ids"] for t in unique]
+        width = max(len(i) for i in ids)
+        window = int(getattr(loaded.base.config, "max_position_embeddings", 0) or 0)
+        if window and width + max_tokens > window:
+            raise EngineError(
+                f"The prompt ({width} tokens) and {max_tokens} new tokens do not fit the "
+                f"model's {window}-token window.",
+                retryable=False,
+            )
+        # Left padding: every row's new tokens start at the same column.
+        input_ids = torch.tensor([[pad_id] * (width - len(i)) + i for i in ids])
+        attention_mask = torch.tensor([[0] * (width - len(i)) + [1] * len(i) for i in ids])
+        copies = len(texts) * n_each // (len(unique) * rows_each)
+        kwargs: dict[str, Any] = {
+            "max_new_tokens": max_tokens,
+            "num_return_sequences": rows_each,
+            "do_sample": sampled,
+            "pad_token_id": pad_id,
+            "eos_token_id": sorted(stop_ids),
+        }
+        if sampled:
+            # top_k=0: no top-k cut, as vLLM's default, so both engines sample the same distribution.
+            kwargs.update(temperature=sampling.temperature, top_p=sampling.top_p, top_k=0)
+        if sampling.repetition_penalty != 1.0:
+            kwargs["repetition_penalty"] = sampling.repetition_penalty
+        if sampling.no_repeat_ngram_size:
+            kwargs["no_repeat_ngram_size"] = sampling.no_repeat_ngram_size
+        if sampling.frequency_penalty or sampling.presence_penalty:
+            kwargs["logits_processor"] = LogitsProcessorList(
+                [_AnswerPenalties(width, sampling.frequency_penalty, sampling.presence_penalty)]
+            )
+        if stop:
+            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        if on_progress is not None:
+            kwargs["stopping_criteria"] = StoppingCriteriaList([_Progress(width, stop_ids, copies, on_progress)])
+        output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
+        generated = output[:, width:]
+        counts = _token_counts(generated, torch.tensor(sorted(stop_ids)))
+        rows = []
+        for row in range(generated.shape[0]):
+            count = int(counts[row])
+            text, stopped = _cut_at_stop(tokenizer.decode(generated[row, :count], skip_special_tokens=True), stop)
+            finish = "stop" if stopped or count < max_tokens else "length"
+            rows.append(Completion(text=text, tokens=count, finish_reason=finish))
+        # Back to one piece per (text, n_each): rows come text by text, rows_each per text.
+        by_text = {t: rows[k * rows_each : (k + 1) * rows_each] for k, t in enumerate(unique)}
+        pieces = []
+        for k, text in enumerate(texts):
+            own = by_text[text] if not sampled else rows[k * rows_each : (k + 1) * rows_each]
+            pieces += own * (n_each // rows_each)
+        return pieces, len(ids[0])
 
     def count_tokens(self, text: str) -> int:
         """Tokens of `text` without special tokens (loads only the tokenizer, not the model)."""

@@ -1,11 +1,20 @@
 """The writer engine for vLLM's OpenAI-compatible server and any OpenAI-compatible provider.
 
-The only module that imports `openai`. One `generate` is one chat-completions call that returns all
-n options (`n=`), so the prompt is processed once. LoRA adapters are loaded into a vLLM server at
-runtime (POST /v1/load_lora_adapter) and then addressed by name, like a model.
+The only module that imports `openai`. Each phase of a `generate` is one call for all n options, so
+the prompt is processed once: the reasoning (or the one-phase answer) is one chat-completions call
+with `n=`; the chapters of the two-phase answer (writer.engines.base.write_answers), one per
+reasoning, are one /v1/completions call with a list of prompts, each the conversation with the
+assistant's answer so far as rendered by the server's /tokenize (vLLM's prefix cache shares the story
+between them). LoRA adapters are loaded into a vLLM server at runtime (POST /v1/load_lora_adapter) and
+then addressed by name, like a model.
+
+vLLM's parameters beyond OpenAI's (`EXTENSIONS`: repetition_penalty, continuing an assistant message)
+are sent unless WRITER_VLLM_EXTENSIONS is off; a server that refuses one with HTTP 400 (a plain
+OpenAI-compatible API) gets the request again without it, once, and never again from this process.
 
 Provider notes: a hosted provider (e.g. Venice.AI) needs WRITER_BASE_URL and WRITER_API_KEY; it may
-not continue an assistant message (turn WRITER_PREFILL_REASONING off), has no /tokenize (token counts
+not continue an assistant message (detected, or turn WRITER_PREFILL_REASONING off: the chapter is then
+asked for in a user turn after the reasoning, one call per option), has no /tokenize (token counts
 fall back to the local tokenizer or an estimate) and cannot load adapters.
 """
 
@@ -15,7 +24,7 @@ import functools
 import logging
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
@@ -38,7 +47,9 @@ from writer.engines.base import (
     Message,
     ProgressCallback,
     Sampling,
+    write_answers,
 )
+from writer.prompting import SOLUTION_END, SOLUTION_START
 
 logger = logging.getLogger(__name__)
 
@@ -47,6 +58,19 @@ T = TypeVar("T")
 # Without a tokenizer, ~4 characters of English prose per token (SmolLM2's BPE gives 4.2-4.6 on
 # novel text); rounded up so a prompt budget errs on the short side.
 CHARS_PER_TOKEN_ESTIMATE = 4
+
+# vLLM's request parameters beyond OpenAI's, by the name a refusal is remembered under. A plain
+# OpenAI-compatible API answers HTTP 400 to them ("Unrecognized request argument supplied: ...").
+EXTENSIONS: dict[str, tuple[str, ...]] = {
+    "repetition_penalty": ("repetition_penalty",),
+    "continue_final_message": ("continue_final_message", "add_generation_prompt"),
+}
+# To a server that cannot continue an assistant message, the closed reasoning is the assistant's turn
+# and this is the user's next one: the chapter is then a new answer.
+CHAPTER_REQUEST = f"Now write the chapter itself, starting right after {SOLUTION_START} and ending with {SOLUTION_END}."
+# What vLLM says on every request once its engine process has died (EngineDeadError): the server
+# stays down until restarted.
+DEAD_ENGINE_MARKERS = ("EngineCore encountered an issue", "EngineDeadError", "Engine loop is not running")
 
 
 @dataclass(frozen=True)
@@ -59,6 +83,9 @@ class VLLMSettings:
     retry_backoff: float  # seconds before the first retry, doubled for each further one
     stream: bool  # stream tokens (live progress) instead of one response at the end
     tokenizer_path: str  # a Hugging Face folder with the model's tokenizer, for count_tokens
+    extensions: bool = True  # send vLLM's EXTENSIONS (a server that refuses one is detected anyway)
+    continue_final: bool = True  # the server may continue an assistant message (vLLM does)
+    send_seed: bool = True  # send a Sampling's seed (see WRITER_SEND_SEED)
 
     def __post_init__(self) -> None:
         if not self.base_url.startswith(("http://", "https://")):
@@ -81,6 +108,9 @@ class VLLMSettings:
             retry_backoff=float(settings.WRITER_RETRY_BACKOFF),
             stream=bool(settings.WRITER_STREAM),
             tokenizer_path=str(settings.WRITER_TOKENIZER_PATH),
+            extensions=bool(settings.WRITER_VLLM_EXTENSIONS),
+            continue_final=bool(settings.WRITER_PREFILL_REASONING),
+            send_seed=bool(settings.WRITER_SEND_SEED),
         )
 
     @property
@@ -128,6 +158,8 @@ def _local_tokenizer(path: str):  # -> PreTrainedTokenizerBase | None
 _loaded_adapters: set[tuple[str, str]] = set()
 # Servers found to have no /tokenize (hosted providers): not asked again.
 _no_tokenize: set[str] = set()
+# base_url -> the EXTENSIONS it refused with HTTP 400: not sent to it again.
+_refused: dict[str, set[str]] = {}
 
 
 def reset_caches() -> None:
@@ -138,10 +170,36 @@ def reset_caches() -> None:
     _local_tokenizer.cache_clear()
     _loaded_adapters.clear()
     _no_tokenize.clear()
+    _refused.clear()
 
 
 class _StreamTimeout(Exception):
     """A streamed generation ran past the settings' timeout (seconds, whole call)."""
+
+
+@dataclass
+class _Call:
+    """What one phase's call (or calls, from a provider without /tokenize) brought back."""
+
+    pieces: list[Completion]  # the text after each prefix, prefix-major
+    prompt_tokens: int
+    completion_tokens: int | None  # the server's count over all pieces, when it gave one
+    continued: bool  # whether the server continued the prefix (else the pieces are new answers)
+
+
+def _choice_text(choice: Any, *, delta: bool) -> str | None:
+    """The text of a chat choice (message or delta) or of a completions choice."""
+    if hasattr(choice, "text"):
+        return choice.text
+    part = choice.delta if delta else choice.message
+    return part.content if part is not None else None
+
+
+def _extensions_in(built: tuple[dict[str, Any], bool] | dict[str, Any]) -> set[str]:
+    """The EXTENSIONS a built request carries."""
+    request = built[0] if isinstance(built, tuple) else built
+    extra = request.get("extra_body") or {}
+    return {name for name, params in EXTENSIONS.items() if any(p in extra for p in params)}
 
 
 class VLLMEngine:
@@ -167,9 +225,10 @@ class VLLMEngine:
         adapter: Adapter | None = None,
         on_progress: ProgressCallback | None = None,
     ) -> GenerationResult:
-        """n options from one call. With `sampling.prefill`, each text starts with the prefill.
+        """n options, one call per phase. With `sampling.prefill` (one phase), each text starts with
+        the prefill where the server continued it; with `sampling.reasoning_tokens`, the two-phase answer.
 
-        A retry after a failure mid-stream starts over, so `on_progress` may count from 0 again.
+        A retry after a failure mid-stream starts that call over, so `on_progress` may go back.
         """
         if n < 1:
             raise ValueError("n must be at least 1")
@@ -178,12 +237,7 @@ class VLLMEngine:
             if adapter is not None:
                 self.ensure_adapter(adapter)
             try:
-                return self._call(
-                    lambda: self._generate_once(
-                        messages, n=n, sampling=sampling, adapter=adapter, on_progress=on_progress
-                    ),
-                    what="generate",
-                )
+                return self._generate(messages, n=n, sampling=sampling, adapter=adapter, on_progress=on_progress)
             except EngineError as exc:
                 # The server forgot the adapter (it restarted since we loaded it): load it again once.
                 if adapter is not None and attempt == 0 and exc.extra.get("status") == 404:
@@ -195,7 +249,7 @@ class VLLMEngine:
                 raise
         raise AssertionError("unreachable")  # pragma: no cover
 
-    def _generate_once(
+    def _generate(
         self,
         messages: list[Message],
         *,
@@ -206,48 +260,264 @@ class VLLMEngine:
     ) -> GenerationResult:
         settings = self.settings
         model = adapter.name if adapter is not None else settings.model
-        request: dict[str, Any] = {
-            "model": model,
-            "messages": list(messages),
-            "n": n,
-            "max_tokens": sampling.max_tokens,
-            "temperature": sampling.temperature,
-            "top_p": sampling.top_p,
-        }
-        if sampling.seed is not None:
-            request["seed"] = sampling.seed
-        if sampling.prefill:
-            # The answer continues this assistant message instead of starting a new one.
-            request["messages"].append({"role": "assistant", "content": sampling.prefill})
-            request["extra_body"] = {"continue_final_message": True, "add_generation_prompt": False}
-        client = _openai_client(settings)
-        if settings.stream:
-            texts, tokens, finish, usage = self._stream(client, request, n=n, on_progress=on_progress)
-        else:
-            texts, tokens, finish, usage = self._complete(client, request, n=n)
-        completions = []
-        for i in range(n):
-            # Cut at max_tokens, an option has exactly max_tokens new tokens, whatever the count said.
-            count = sampling.max_tokens if finish[i] == "length" else tokens[i]
-            completions.append(
-                Completion(text=sampling.prefill + texts[i], tokens=count, finish_reason=finish[i])
+        calls: list[_Call] = []
+
+        def write(
+            prefixes: Sequence[str], n_each: int, max_tokens: int, stop: Sequence[str], progress: ProgressCallback | None
+        ) -> list[Completion]:
+            call = self._call(
+                lambda: self._write(messages, model, prefixes, n_each, max_tokens, stop, sampling, progress),
+                what="generate",
             )
-        if not settings.stream and on_progress is not None:
-            # Without streaming, progress is one report at the end: the same count as the options say
+            calls.append(call)
+            return call.pieces
+
+        if sampling.reasoning_tokens:
+            completions = write_answers(write, n=n, sampling=sampling, on_progress=on_progress)
+        else:
+            pieces = write([sampling.prefill], n, sampling.max_tokens, (), on_progress)
+            prefill = sampling.prefill if calls[0].continued else ""
+            completions = [
+                Completion(text=prefill + p.text, tokens=p.tokens, finish_reason=p.finish_reason) for p in pieces
+            ]
+        if on_progress is not None:
+            # The last report is the count the options say. Without streaming it is the only one
             # (re-tokenised text can differ by a token or two from what the server generated).
             on_progress(sum(c.tokens for c in completions))
+        counted = [c.completion_tokens for c in calls]
         return GenerationResult(
             completions=completions,
             model=model,
-            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            prompt_tokens=calls[0].prompt_tokens,
             extra={
-                "completion_tokens": getattr(usage, "completion_tokens", None),
+                "completion_tokens": None if None in counted else sum(counted),
+                "phases": len(calls),
                 "base_url": settings.base_url,
             },
         )
 
+    # -- one phase: pieces after prefixes ------------------------------------------------------
+
+    def _write(
+        self,
+        messages: list[Message],
+        model: str,
+        prefixes: Sequence[str],
+        n_each: int,
+        max_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling,
+        on_progress: ProgressCallback | None,
+    ) -> _Call:
+        """n_each pieces after each prefix (the assistant's answer so far), the first prefix's first."""
+        settings = self.settings
+        if len(prefixes) == 1:
+            return self._send(
+                "chat",
+                lambda allowed: self._chat_request(
+                    messages, model, prefixes[0], n_each, max_tokens, stop, sampling, allowed
+                ),
+                n=n_each,
+                max_tokens=max_tokens,
+                on_progress=on_progress,
+            )
+        if self._continues(self._allowed()) and n_each == 1:
+            rendered = self._rendered(messages, prefixes)
+            if rendered is not None:
+                # One call: a prompt per prefix, as the server renders the continued conversation.
+                return self._send(
+                    "completions",
+                    lambda allowed: self._sampling_request(model, max_tokens, stop, sampling, allowed)
+                    | {"prompt": rendered, "n": 1},
+                    n=len(prefixes),
+                    max_tokens=max_tokens,
+                    on_progress=on_progress,
+                    continued=True,
+                )
+        # A provider without /tokenize: a call per prefix.
+        calls: list[_Call] = []
+        for prefix in prefixes:
+            done = sum(c.tokens for call in calls for c in call.pieces)
+            calls.append(
+                self._write(
+                    messages,
+                    model,
+                    [prefix],
+                    n_each,
+                    max_tokens,
+                    stop,
+                    sampling,
+                    None if on_progress is None else lambda t, done=done: on_progress(done + t),
+                )
+            )
+        counted = [c.completion_tokens for c in calls]
+        logger.debug("Wrote %d prefixes in %d calls to %s", len(prefixes), len(calls), settings.base_url)
+        return _Call(
+            pieces=[piece for call in calls for piece in call.pieces],
+            prompt_tokens=calls[0].prompt_tokens,
+            completion_tokens=None if None in counted else sum(counted),
+            continued=all(c.continued for c in calls),
+        )
+
+    def _allowed(self) -> set[str]:
+        """The EXTENSIONS this server may be sent now."""
+        settings = self.settings
+        if not settings.extensions:
+            return set()
+        return set(EXTENSIONS) - _refused.get(settings.base_url, set())
+
+    def _continues(self, allowed: set[str]) -> bool:
+        return self.settings.continue_final and "continue_final_message" in allowed
+
+    def _sampling_request(
+        self, model: str, max_tokens: int, stop: Sequence[str], sampling: Sampling, allowed: set[str]
+    ) -> dict[str, Any]:
+        request: dict[str, Any] = {
+            "model": model,
+            "max_tokens": max_tokens,
+            "temperature": sampling.temperature,
+            "top_p": sampling.top_p,
+        }
+        if stop:
+            request["stop"] = list(stop)
+        if sampling.seed is not None and self.settings.send_seed:
+            request["seed"] = sampling.seed
+        # OpenAI's own penalties: sent only when set, as some providers reject even these.
+        if sampling.frequency_penalty:
+            request["frequency_penalty"] = sampling.frequency_penalty
+        if sampling.presence_penalty:
+            request["presence_penalty"] = sampling.presence_penalty
+        if sampling.repetition_penalty != 1.0 and "repetition_penalty" in allowed:
+            request["extra_body"] = {"repetition_penalty": sampling.repetition_penalty}
+        return request
+
+    def _chat_request(
+        self,
+        messages: list[Message],
+        model: str,
+        prefix: str,
+        n: int,
+        max_tokens: int,
+        stop: Sequence[str],
+        sampling: Sampling,
+        allowed: set[str],
+    ) -> tuple[dict[str, Any], bool]:
+        """The chat request for n pieces after `prefix`, and whether the server continues the prefix."""
+        request = self._sampling_request(model, max_tokens, stop, sampling, allowed)
+        request["messages"] = list(messages)
+        request["n"] = n
+        continued = bool(prefix) and self._continues(allowed)
+        if continued:
+            # The answer continues this assistant message instead of starting a new one.
+            request["messages"].append({"role": "assistant", "content": prefix})
+            request["extra_body"] = {
+                **request.get("extra_body", {}),
+                "continue_final_message": True,
+                "add_generation_prompt": False,
+            }
+        elif prefix.endswith(SOLUTION_START):
+            # The two-phase chapter from a server that does not continue: the closed reasoning is the
+            # assistant's turn, and the user asks for the chapter. (Any other prefix is left out.)
+            request["messages"] += [
+                {"role": "assistant", "content": prefix},
+                {"role": "user", "content": CHAPTER_REQUEST},
+            ]
+        return request, continued
+
+    def _rendered(self, messages: list[Message], prefixes: Sequence[str]) -> list[list[int]] | None:
+        """The token ids of each conversation continued with its prefix, as the server renders them
+        (vLLM's /tokenize with messages); None from a server without it."""
+        settings = self.settings
+        if settings.server_root in _no_tokenize:
+            return None
+        client = _http_client(settings)
+        rendered = []
+        for prefix in prefixes:
+            response = client.post(
+                f"{settings.server_root}/tokenize",
+                json={
+                    "model": settings.model,
+                    "messages": [*messages, {"role": "assistant", "content": prefix}],
+                    "add_generation_prompt": False,
+                    "continue_final_message": True,
+                },
+            )
+            if response.status_code in (404, 405):
+                _no_tokenize.add(settings.server_root)
+                return None
+            response.raise_for_status()  # classified by _call: a 5xx is retried, a 400 is permanent
+            rendered.append([int(t) for t in response.json()["tokens"]])
+        return rendered
+
+    def _send(
+        self,
+        kind: str,
+        build: Callable[[set[str]], tuple[dict[str, Any], bool] | dict[str, Any]],
+        *,
+        n: int,
+        max_tokens: int,
+        on_progress: ProgressCallback | None,
+        continued: bool = False,
+    ) -> _Call:
+        """Send `build(allowed extensions)`. On HTTP 400 to a request that carries extensions, send it
+        again without the ones the error names (all, when it names none), until it goes through or
+        carries none; the refused ones are remembered for the server once a request goes through."""
+        settings = self.settings
+        allowed = self._allowed()
+        dropped: set[str] = set()
+        while True:
+            built = build(allowed - dropped)
+            request, cont = built if isinstance(built, tuple) else (built, continued)
+            try:
+                call = self._create(kind, request, n=n, max_tokens=max_tokens, on_progress=on_progress, continued=cont)
+            except openai.BadRequestError as exc:
+                sent = _extensions_in(request)
+                if not sent:
+                    raise
+                message = error_body_message(exc.body) or exc.message or ""
+                dropped |= {name for name in sent if any(p in message for p in EXTENSIONS[name])} or sent
+                continue
+            if dropped:
+                _refused.setdefault(settings.base_url, set()).update(dropped)
+                logger.warning(
+                    "The writer server at %s refused %s (HTTP 400); not sending %s to it again",
+                    settings.base_url,
+                    ", ".join(sorted(dropped)),
+                    "it" if len(dropped) == 1 else "them",
+                )
+            return call
+
+    def _create(
+        self,
+        kind: str,
+        request: dict[str, Any],
+        *,
+        n: int,
+        max_tokens: int,
+        on_progress: ProgressCallback | None,
+        continued: bool,
+    ) -> _Call:
+        settings = self.settings
+        client = _openai_client(settings)
+        api = client.chat.completions if kind == "chat" else client.completions
+        if settings.stream:
+            texts, tokens, finish, usage = self._stream(api, request, n=n, on_progress=on_progress)
+        else:
+            texts, tokens, finish, usage = self._complete(api, request, n=n)
+        # Cut at max_tokens, a piece has exactly max_tokens new tokens, whatever the count said.
+        pieces = [
+            Completion(text=texts[i], tokens=max_tokens if finish[i] == "length" else tokens[i], finish_reason=finish[i])
+            for i in range(n)
+        ]
+        return _Call(
+            pieces=pieces,
+            prompt_tokens=getattr(usage, "prompt_tokens", 0) or 0,
+            completion_tokens=getattr(usage, "completion_tokens", None),
+            continued=continued,
+        )
+
     def _stream(
-        self, client: openai.OpenAI, request: dict[str, Any], *, n: int, on_progress: ProgressCallback | None
+        self, api: Any, request: dict[str, Any], *, n: int, on_progress: ProgressCallback | None
     ) -> tuple[list[str], list[int], list[str], Any]:
         settings = self.settings
         # The client's timeout bounds each read; this bounds the whole call (seconds).
@@ -260,9 +530,7 @@ class VLLMEngine:
         seen: set[int] = set()
         usage = None
         total = 0
-        stream = client.chat.completions.create(
-            stream=True, stream_options={"include_usage": True}, **request
-        )
+        stream = api.create(stream=True, stream_options={"include_usage": True}, **request)
         try:
             for chunk in stream:
                 if getattr(chunk, "usage", None) is not None:
@@ -273,7 +541,7 @@ class VLLMEngine:
                     if not 0 <= i < n:
                         raise self._malformed(f"an option numbered {i} (asked for {n})")
                     seen.add(i)
-                    content = choice.delta.content if choice.delta is not None else None
+                    content = _choice_text(choice, delta=True)
                     if content:
                         parts[i].append(content)
                         tokens[i] += 1
@@ -296,17 +564,15 @@ class VLLMEngine:
             reasons.append(finish[i] or "unknown")
         return ["".join(p) for p in parts], tokens, reasons, usage
 
-    def _complete(
-        self, client: openai.OpenAI, request: dict[str, Any], *, n: int
-    ) -> tuple[list[str], list[int], list[str], Any]:
-        response = client.chat.completions.create(**request)
+    def _complete(self, api: Any, request: dict[str, Any], *, n: int) -> tuple[list[str], list[int], list[str], Any]:
+        response = api.create(**request)
         choices = getattr(response, "choices", None)
         if not isinstance(choices, list) or not choices:
             raise self._malformed("no options", retryable=False)
         by_index = {choice.index: choice for choice in choices}
         if any(i not in by_index for i in range(n)):
             raise self._malformed(f"{len(by_index)} option(s) where {n} were asked for", retryable=False)
-        texts = [by_index[i].message.content or "" for i in range(n)]
+        texts = [_choice_text(by_index[i], delta=False) or "" for i in range(n)]
         usage = getattr(response, "usage", None)
         if n == 1 and usage is not None and usage.completion_tokens is not None:
             tokens = [usage.completion_tokens]  # exact; with n > 1 the server only gives the sum
@@ -421,7 +687,10 @@ class VLLMEngine:
                 if error is None:
                     raise
                 error = secret_free(error, settings.api_key)  # a provider may quote the key back
-                if not error.retryable:
+                # A dead engine is not back within our backoff (a restart takes a minute or more), and
+                # a retry would only see the server gone and lose the reason: say it now. It stays
+                # retryable for the task's own, later retries.
+                if not error.retryable or error.extra.get("engine_dead"):
                     raise error from safe_cause(exc, settings.api_key)
                 if attempt + 1 >= attempts:
                     tries = f" after {attempts} attempts" if attempts > 1 else ""
@@ -445,13 +714,25 @@ class VLLMEngine:
             return EngineError(f"{server} did not finish the options within {timeout}", retryable=True)
         if isinstance(exc, openai.APIConnectionError | httpx.TransportError):
             cause = exc.__cause__ or exc
-            return EngineError(f"{server} could not be reached ({cause})", retryable=True)
+            hint = " (is it running? `./dev vllm` starts one)" if "refused" in str(cause).lower() else ""
+            return EngineError(f"{server} could not be reached ({cause}){hint}", retryable=True)
         status: int | None = None
         message = ""
         if isinstance(exc, openai.APIStatusError):
             status, message = exc.status_code, error_body_message(exc.body) or exc.message
         elif isinstance(exc, httpx.HTTPStatusError):
             status, message = exc.response.status_code, response_message(exc.response)
+        elif isinstance(exc, openai.APIError):
+            message = exc.message
+        if any(marker in (message or "") for marker in DEAD_ENGINE_MARKERS):
+            # vLLM's engine process died (e.g. a crash in the sampler): every request fails, and the
+            # API server exits, until someone restarts it. Retryable: `./dev up` restarts it.
+            return EngineError(
+                f"{server} has stopped: its engine died ({message}). Every request fails until the server "
+                "is restarted; `./dev up` restarts it, its log says why it died.",
+                retryable=True,
+                extra={"status": status, "engine_dead": True},
+            )
         if status is not None:
             retryable = is_retryable_status(status)
             verb = "failed" if status >= 500 else "refused the request"
