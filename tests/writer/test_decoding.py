@@ -6,14 +6,14 @@ does)."""
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Iterator, Sequence
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 
 import httpx
 import pytest
 
 from mesu_web.errors import EngineError
+from tests.fixtures_http import serve_on_loopback, stop_loopback
 from writer.engines import sampling_from_settings
 from writer.engines.base import (
     ANSWER_TAG_TOKENS,
@@ -210,13 +210,10 @@ class _PlainProvider:
             def log_message(self, *args) -> None:
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve_on_loopback(Handler)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop_loopback(self.httpd)
 
 
 @pytest.fixture
@@ -341,9 +338,7 @@ def test_a_400_for_another_reason_is_not_taken_for_a_refused_extension():
         def log_message(self, *args) -> None:
             pass
 
-    httpd = ThreadingHTTPServer(("127.0.0.1", 0), TooLong)
-    threading.Thread(target=httpd.serve_forever, daemon=True).start()
-    url = f"http://127.0.0.1:{httpd.server_address[1]}/v1"
+    httpd, url = serve_on_loopback(TooLong)
     try:
         with pytest.raises(EngineError) as caught:
             _engine(url, stream=False).generate(MESSAGES, n=1, sampling=TWO_PHASES)
@@ -352,5 +347,4 @@ def test_a_400_for_another_reason_is_not_taken_for_a_refused_extension():
         assert len(calls) == 2 and "repetition_penalty" in calls[0] and "repetition_penalty" not in calls[1]
         assert url not in _refused
     finally:
-        httpd.shutdown()
-        httpd.server_close()
+        stop_loopback(httpd)

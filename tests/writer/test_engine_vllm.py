@@ -9,7 +9,7 @@ import threading
 import time
 import uuid
 from collections.abc import Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import httpx
@@ -17,6 +17,7 @@ import pytest
 from transformers import AutoTokenizer
 
 from mesu_web.errors import ApplicationError, EngineError
+from tests.fixtures_http import serve_on_loopback, stop_loopback
 from writer.engines import get_engine, resolve_adapter
 from writer.engines.base import Adapter, Sampling
 from writer.engines.vllm import VLLMEngine, VLLMSettings, get_vllm_engine
@@ -244,13 +245,10 @@ class _ScriptedServer:
             def log_message(self, *args) -> None:  # keep the test output clean
                 pass
 
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/v1"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+        self.httpd, self.url = serve_on_loopback(Handler)
 
     def close(self) -> None:
-        self.httpd.shutdown()
-        self.httpd.server_close()
+        stop_loopback(self.httpd)
 
 
 @pytest.fixture
