@@ -247,9 +247,11 @@ class OptionPlans:
     note: str  # which brands were matched, or why none was: shown on the request
 
 
-def option_plans_for_request(*, story: Story, preference: str, n: int) -> OptionPlans:
+def option_plans_for_request(*, story: Story, preference: str, n: int, with_brief: bool = True) -> OptionPlans:
     """Spread the matched brands over `n` options (nearest first; with fewer brands than options, the
-    same brand placed another way). No safe match: plain options, and the note says why."""
+    same brand placed another way). No safe match: plain options, and the note says why. `with_brief`
+    False: the plans carry no brief (the chapter is written without the brand and placed after, with
+    `place_in_draft`)."""
     from brands.services import assets_embed_missing
 
     assets_embed_missing()  # a brand saved a moment ago may not have its vector from the queue yet
@@ -273,7 +275,7 @@ def option_plans_for_request(*, story: Story, preference: str, n: int) -> Option
                 brand_id=match.brand.pk,
                 asset_id=match.asset.pk,
                 hint=hint,
-                brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint),
+                brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint) if with_brief else "",
                 terms=placement_terms(brief_brand, brief_asset),
             )
         )

@@ -289,6 +289,12 @@ BRAND_EMBEDDING_SEND_DIMENSIONS = env_bool("BRAND_EMBEDDING_SEND_DIMENSIONS", Fa
 # vs anything >= 0.95); incidental overlaps fall between (lighthouse story vs surfboard 0.73, rainy
 # cyberpunk city vs surfboard 0.76-0.80). 0.75 keeps the on-topic ones and the nearer half of that gap.
 BRAND_MATCH_MAX_DISTANCE = env_float("BRAND_MATCH_MAX_DISTANCE", 0.75, minimum=0.0)
+# How a branded option gets its brand. "rewrite": write first, then place (the chapter is written without
+# the brand, with the other options in one engine call; then the passage nearest the asset is rewritten
+# to name it, brands/insertion.py). "brief": the brand brief in the option's own prompt.
+BRAND_PLACEMENT_METHOD = env_choice("BRAND_PLACEMENT_METHOD", "rewrite", ("rewrite", "brief"))
+# rewrite only: candidate passages asked of the writer in one call; the first that passes the checks wins.
+BRAND_PLACEMENT_CANDIDATES = env_int("BRAND_PLACEMENT_CANDIDATES", 3, minimum=1)
 
 # --- Distillation (teacher model) ------------------------------------------------------------------
 # `manage.py distill` asks a reasoning model WHY each real next chapter is the way it is. "openai" = any

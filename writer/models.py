@@ -162,6 +162,10 @@ class GenerationOption(models.Model):
         "brands.BrandAsset", null=True, blank=True, on_delete=models.SET_NULL, related_name="options"
     )
     placement_hint = models.CharField(max_length=200, blank=True)
+    # Write first, then place: the chapter as written without the brand, and where in `text` the passage
+    # rewritten to name the asset stands ([start, end]; empty when it could not be placed).
+    draft = models.TextField(blank=True)
+    placed_passage = models.JSONField(default=list, blank=True)
     mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in text")
     reasoning_mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in reasoning")
     placement_found = models.BooleanField(default=False)
@@ -196,6 +200,15 @@ class GenerationOption(models.Model):
     @property
     def label(self) -> str:
         return f"Option {self.index + 1}"
+
+    @property
+    def placement_change(self) -> tuple[str, str] | None:
+        """Write first, then place: (the passage as the chapter was written, the passage that names the
+        asset); None when nothing was placed that way."""
+        if not self.draft or len(self.placed_passage) != 2:
+            return None
+        start, end = self.placed_passage
+        return self.draft[start : len(self.draft) - (len(self.text) - end)], self.text[start:end]
 
     @cached_property
     def quality(self) -> TextQuality:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from dataclasses import replace
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -15,19 +16,21 @@ from django.utils import timezone
 
 from brands.matching import (
     OptionPlan,
+    PlacementOutcome,
     brand_use_for_request,
     chapter_placement_sync,
     option_acceptance,
     option_back_to_review,
     option_placement,
     option_plans_for_request,
+    place_in_draft,
 )
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import unique_slug
 from writer import roles
 from writer.book_import import DetectedBook, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
-from writer.engines.base import Completion
+from writer.engines.base import Completion, Sampling
 from writer.models import (
     MAX_OPTIONS,
     Chapter,
@@ -46,6 +49,9 @@ User = get_user_model()
 
 STORY_FIELDS = ("title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes")
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress write per second while tokens stream in
+# A rewritten passage: brands/insertion.py's passages are at most 120 words (~160 tokens); twice that
+# leaves room for a model that wraps its answer in the tags and a sentence around them.
+REWRITE_MAX_TOKENS = 320
 
 
 # --- Users -----------------------------------------------------------------------------------------
@@ -354,8 +360,11 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         ChapterText(number=c.number, title=c.title, text=c.text)
         for c in Chapter.objects.filter(story=story, number__lt=request.next_number).order_by("number")
     ]
+    place_after = settings.BRAND_PLACEMENT_METHOD == "rewrite"
     if request.use_brands:
-        matched = option_plans_for_request(story=story, preference=request.preference, n=request.n)
+        matched = option_plans_for_request(
+            story=story, preference=request.preference, n=request.n, with_brief=not place_after
+        )
         _set_progress(request_id, brand_note=matched.note)
         plans = matched.plans
     else:
@@ -375,13 +384,12 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
             next_number=request.next_number,
         )
 
-    # Options that share a prompt come from one engine call (n=); each brand brief is its own prompt.
-    groups: list[tuple[OptionPlan, int]] = []
+    # Options that share a prompt come from one engine call (n=): every option when brands are placed
+    # after writing; with briefs in the prompt, each brief is its own prompt.
+    by_brief: dict[str, list[OptionPlan]] = {}
     for plan in plans:
-        if groups and groups[-1][0] == plan:
-            groups[-1] = (plan, groups[-1][1] + 1)
-        else:
-            groups.append((plan, 1))
+        by_brief.setdefault(plan.brief, []).append(plan)
+    groups = list(by_brief.values())
     first = prompt_for(groups[0][0])
     _set_progress(
         request_id,
@@ -403,23 +411,29 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
     written: list[tuple[OptionPlan, Completion]] = []
     model_name = ""
-    for index, (plan, count) in enumerate(groups):
-        built = first if index == 0 else prompt_for(plan)
+    for index, group in enumerate(groups):
+        built = first if index == 0 else prompt_for(group[0])
+        count = len(group)
         result = engine.generate(built.messages, n=count, sampling=sampling, adapter=adapter, on_progress=on_progress)
         if len(result.completions) != count:
             raise EngineError(
                 f"The writer returned {len(result.completions)} options instead of {count}.", retryable=True
             )
-        written += [(plan, completion) for completion in result.completions]
+        written += list(zip(group, result.completions, strict=True))
         done_before[0] += sum(c.tokens for c in result.completions)
         model_name = result.model
+
+    placed: dict[int, PlacementOutcome] = {}
+    if place_after:
+        placed = _place_brands(request_id, written, engine=engine, sampling=sampling)
 
     with transaction.atomic():
         locked = GenerationRequest.objects.select_for_update().get(pk=request_id)
         if locked.options.exists():  # another run of the same task got here first
             return locked
         GenerationOption.objects.bulk_create(
-            _option_row(locked, index, plan, completion) for index, (plan, completion) in enumerate(written)
+            _option_row(locked, index, plan, completion, placed.get(index))
+            for index, (plan, completion) in enumerate(written)
         )
         locked.status = GenerationRequest.Status.SUCCEEDED
         locked.stage = "Done"
@@ -430,8 +444,40 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     return locked
 
 
-def _option_row(request: GenerationRequest, index: int, plan: OptionPlan, completion: Completion) -> GenerationOption:
+def _place_brands(
+    request_id: int, written: list[tuple[OptionPlan, Completion]], *, engine: object, sampling: Sampling
+) -> dict[int, PlacementOutcome]:
+    """Write first, then place: each branded option's chapter, written without the brand, gets its asset
+    in the passage where it fits best (brands.matching.place_in_draft), or stays as written with the
+    reason. Option index -> what was done."""
+    # One phase, no reasoning: the rewrite is a short passage. The base model (no adapter) follows the
+    # editor's instructions; the adapters are trained on the chapter format.
+    rewrite_sampling = replace(sampling, max_tokens=REWRITE_MAX_TOKENS, reasoning_tokens=0, prefill="", seed=None)
+
+    def rewrite(messages: list[dict[str, str]]) -> list[str]:
+        result = engine.generate(messages, n=settings.BRAND_PLACEMENT_CANDIDATES, sampling=rewrite_sampling, adapter=None)
+        return [completion.text for completion in result.completions]
+
+    branded = [(index, plan, completion) for index, (plan, completion) in enumerate(written) if plan.brand_id]
+    outcomes: dict[int, PlacementOutcome] = {}
+    for done, (index, plan, completion) in enumerate(branded, start=1):
+        _set_progress(request_id, stage=f"Placing the brand: option {done} of {len(branded)}")
+        outcomes[index] = place_in_draft(draft=parse_output(completion.text).text, plan=plan, rewrite=rewrite)
+    return outcomes
+
+
+def _option_row(
+    request: GenerationRequest,
+    index: int,
+    plan: OptionPlan,
+    completion: Completion,
+    outcome: PlacementOutcome | None = None,
+) -> GenerationOption:
+    """One option as stored. `outcome`: write-then-place's result for a branded option (its text is the
+    chapter with the brand placed, or the draft with the reason it could not be)."""
     parsed = parse_output(completion.text)
+    if outcome is not None:
+        parsed = replace(parsed, text=outcome.text)
     # Every name of every brand, in the chapter and in the reasoning, decides whether the option waits for
     # a brand's review (whichever brand it names, planned or not) or is held back (brands.matching).
     placement = option_placement(request=request, plan=plan, text=parsed.text, reasoning=parsed.reasoning)
@@ -452,8 +498,10 @@ def _option_row(request: GenerationRequest, index: int, plan: OptionPlan, comple
         mentions=placement.mentions,
         reasoning_mentions=placement.reasoning_mentions,
         placement_found=placement.placement_found,
-        placement_note=placement.note[:300],
+        placement_note=" ".join(n for n in (outcome.note if outcome else "", placement.note) if n)[:300],
         review_status=placement.review_status,
+        draft=outcome.draft if outcome is not None else "",
+        placed_passage=list(outcome.passage) if outcome is not None and outcome.passage else [],
     )
 
 

@@ -226,3 +226,54 @@ def test_twenty_concurrent_approvals_leave_exactly_one(users, brands, surf_story
     assert sorted(outcomes).count("approved") == 1 and len(outcomes) == 20
     assert GenerationOption.objects.filter(request=request, review_status=ReviewStatus.APPROVED).count() == 1
     assert PlacementDecision.objects.filter(option__request=request).count() == 1
+
+
+# ---------------------------------------------------------------------------------------------
+# Write first, then place (BRAND_PLACEMENT_METHOD="rewrite", the default) against the brief in the prompt
+
+
+def test_write_then_place_keeps_the_draft_and_changes_only_the_placed_passage(users, surf_story, local_engine, settings):
+    settings.BRAND_PLACEMENT_METHOD = "rewrite"
+    settings.BRAND_PLACEMENT_CANDIDATES = 2
+    request = run_generation(surf_story, users["alice"], n=2, max_new_tokens=48)
+    assert request.status == GenerationRequest.Status.SUCCEEDED and request.brand_note.startswith("Matched:")
+    for option in request.options.select_related("asset"):
+        assert option.draft, "a branded option keeps the chapter as written before the placement"
+        if option.placed_passage:
+            start, end = option.placed_passage
+            assert option.text[:start] == option.draft[:start]  # nothing before the passage changed
+            assert option.text[end:] == option.draft[len(option.draft) - (len(option.text) - end) :]
+            assert any(term in option.text[start:end] for term in option.asset.terms)
+            assert option.review_status == ReviewStatus.PENDING
+        else:  # the small model could not: the draft stands, and the option says why
+            assert option.text == option.draft and "Could not place naturally" in option.placement_note
+            assert option.review_status in (ReviewStatus.NOT_SENT, ReviewStatus.PENDING, ReviewStatus.HELD)
+
+
+def test_the_brief_method_puts_the_brand_in_the_prompt_and_keeps_no_draft(users, surf_story, local_engine, settings):
+    settings.BRAND_PLACEMENT_METHOD = "brief"
+    briefed = run_generation(surf_story, users["alice"], n=1, max_new_tokens=24)
+    option = briefed.options.get()
+    assert option.draft == "" and option.placed_passage == []
+    settings.BRAND_PLACEMENT_METHOD = "rewrite"
+    settings.BRAND_PLACEMENT_CANDIDATES = 1
+    drafted = run_generation(surf_story, users["alice"], n=1, max_new_tokens=24)
+    # The brief is the difference between the two prompts: the draft's prompt names no brand.
+    assert briefed.prompt_tokens > drafted.prompt_tokens + 50
+
+
+def test_the_review_page_shows_the_passage_as_written_and_as_placed(users, surf_story, brands, client_for):
+    draft = SURF_TEXT + "\n\n" + SURF_TEXT.replace("Kai", "Noa")
+    placed = draft.replace("waxed her board", "waxed her <Tidewave Glide> board", 1)
+    start = draft.index("Kai paddled")
+    end = start + len(SURF_TEXT) + len(placed) - len(draft)
+    request = services.generation_request_create(story=surf_story, user=users["alice"], n=1, enqueue=False)
+    asset = brands["Tidewave Surf Co."].assets.get(name="Tidewave Glide")
+    option = GenerationOption.objects.create(
+        request=request, index=0, text=placed, draft=draft, placed_passage=[start, end], brand=asset.brand,
+        asset=asset, mentions=mention_spans(find_mentions(placed, asset.terms)), placement_found=True,
+        review_status=ReviewStatus.PENDING,
+    )
+    assert option.placement_change == (SURF_TEXT, placed[start:end])
+    html = client_for("mia").get(reverse("brands:review_detail", args=[option.pk])).content.decode()
+    assert "Written first, then placed" in html and "waxed her &lt;Tidewave Glide&gt; board" in html
