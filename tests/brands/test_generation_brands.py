@@ -86,6 +86,8 @@ def test_generate_next_brands_json_carries_brand_and_mentions(users, surf_story,
     assert option["brand"] == "Tidewave Surf Co."
     assert isinstance(option["mentions"], list)
     assert all(isinstance(span, list) and len(span) == 2 for span in option["mentions"])
+    stored = GenerationOption.objects.get(pk=option["id"])
+    assert option["named"] == bool(stored.mentions) and option["draft"] == stored.draft != ""
 
 
 def test_no_opt_in_or_a_reader_who_said_no_gets_plain_chapters(users, surf_story, local_engine):

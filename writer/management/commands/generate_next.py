@@ -83,6 +83,10 @@ class Command(BaseCommand):
                     "brand": o.brand.name if o.brand else None,
                     "asset": o.asset.name if o.asset else None,
                     "mentions": o.mentions,
+                    # Branded options: whether the chapter names its asset, and the chapter as written
+                    # before the placement (write first, then place; "" with the brief method).
+                    "named": bool(o.mentions) if o.brand_id else None,
+                    "draft": o.draft if o.brand_id else None,
                     "placement_found": o.placement_found,
                     "review_status": o.review_status,
                 }
