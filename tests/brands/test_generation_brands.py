@@ -279,3 +279,4 @@ def test_the_review_page_shows_the_passage_as_written_and_as_placed(users, surf_
     assert option.placement_change == (SURF_TEXT, placed[start:end])
     html = client_for("mia").get(reverse("brands:review_detail", args=[option.pk])).content.decode()
     assert "Written first, then placed" in html and "waxed her &lt;Tidewave Glide&gt; board" in html
+    assert f"{option.quality.words} words · repeated 4-grams" in html

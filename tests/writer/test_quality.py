@@ -73,3 +73,22 @@ def test_every_option_reports_its_quality_in_generate_next(users, local_engine):
             measured.repetition,
             measured.longest_repeat,
         )
+
+
+def test_the_request_and_review_pages_show_each_options_quality(users, client_for):
+    from django.urls import reverse
+
+    from tests.factories import story_with_chapters
+    from writer import services
+    from writer.models import GenerationOption, GenerationRequest, ReviewStatus
+
+    story = story_with_chapters(owner=users["alice"], chapters=1)
+    request = services.generation_request_create(story=story, user=users["alice"], n=1, enqueue=False)
+    GenerationRequest.objects.filter(pk=request.pk).update(status=GenerationRequest.Status.SUCCEEDED)
+    GenerationOption.objects.create(
+        request=request, index=0, text=LOOP, format_ok=True, warning="The chapter was shortened.",
+        review_status=ReviewStatus.NONE,
+    )
+    html = client_for("alice").get(reverse("writer:request_detail", args=[request.pk])).content.decode()
+    assert "300 words · repeated 4-grams 0.98" in html and "a passage of 150 words is written twice" in html
+    assert "The chapter was shortened." in html
