@@ -3,8 +3,8 @@ brands' assets match the story (pgvector over sentence-transformers vectors, aft
 and how the matches are spread over the options (`OptionPlan`: a brief for the prompt, the terms to find).
 
 The writer calls `brand_use_for_request` when a request is made and `option_plans_for_request` when it is
-written; an option's placements are found with `OptionPlan.mentions_in`; a reader's view of an approved
-placement is counted with `placement_view_record`.
+written, and `place_in_draft` puts a brand into a chapter written without it; a reader's view of an
+approved placement is counted with `placement_view_record`.
 
 Placement integrity (the last section): `option_placement` scans each new option's chapter and reasoning
 for every name of every brand (`brand_catalogue`) and decides whether it needs a brand's review;

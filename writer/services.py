@@ -30,7 +30,7 @@ from mesu_web.slugs import unique_slug
 from writer import roles
 from writer.book_import import DetectedBook, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
-from writer.engines.base import Completion, Sampling
+from writer.engines.base import Completion, Sampling, WriterEngine
 from writer.models import (
     MAX_OPTIONS,
     Chapter,
@@ -445,7 +445,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
 
 def _place_brands(
-    request_id: int, written: list[tuple[OptionPlan, Completion]], *, engine: object, sampling: Sampling
+    request_id: int, written: list[tuple[OptionPlan, Completion]], *, engine: WriterEngine, sampling: Sampling
 ) -> dict[int, PlacementOutcome]:
     """Write first, then place: each branded option's chapter, written without the brand, gets its asset
     in the passage where it fits best (brands.matching.place_in_draft), or stays as written with the
