@@ -224,6 +224,37 @@ class OpenAIEmbedder:
         return vectors
 
 
+# --- BERTScore ---------------------------------------------------------------------------------------
+
+
+@functools.lru_cache(maxsize=2)
+def bert_scorer(
+    *, model_path: str = "", num_layers: int = 6, device: str = "cpu", batch_size: int = 8, threads: int = 1
+):
+    """bert-score's BERTScorer on a MiniLM folder (default: the packaged all-MiniLM-L6-v2), loaded once per
+    configuration. Layer 6, no idf, no baseline rescaling (bert-score publishes none for this model). The
+    placement similarity of the options and the training's `bertscore` reward both use it."""
+    import torch
+    from bert_score import BERTScorer
+
+    torch.set_num_threads(threads)
+    path = model_path or packaged_model_path()
+    if not os.path.isdir(path):
+        raise EngineError(f"No embedding model folder at {path}.", retryable=False)
+    # model_type is a folder: bert-score loads it with AutoModel/AutoTokenizer.
+    return BERTScorer(model_type=path, num_layers=num_layers, device=device, batch_size=batch_size)
+
+
+def bertscore_f1(candidate: str, reference: str) -> float:
+    """BERTScore F1 of one pair with the packaged MiniLM, clipped to [0, 1]: 1.0 for identical texts,
+    about 0.5-0.6 for two unrelated passages of prose. MiniLM reads the first 512 word pieces (~380
+    words) of each text: compare passages, not whole chapters. 0.0 when either text is empty."""
+    if not candidate.strip() or not reference.strip():
+        return 0.0
+    _, _, f1 = bert_scorer().score([candidate], [reference])
+    return min(1.0, max(0.0, float(f1[0])))
+
+
 # --- The process's embedder --------------------------------------------------------------------------
 
 
@@ -256,3 +287,4 @@ def reset_caches() -> None:
     _embedder_for.cache_clear()
     _http_client.cache_clear()
     _load_sentence_transformer.cache_clear()
+    bert_scorer.cache_clear()

@@ -7,6 +7,14 @@ passage so that it names the asset by one of its exact terms, and the result is 
 there, the rewrite is about as long as the passage, the brand's cap holds) before it replaces the passage.
 Everything outside the passage stays the draft's, character for character, by construction.
 
+Two styles of rewrite (BRAND_PLACEMENT_STYLE):
+- "sentence" (the default): the passage stays as written and the writer adds one sentence at its end,
+  continuing the chapter from the asset's term (the answer is prefilled with the chapter up to the
+  passage's end and the term). Measured on SmolLM2-135M: a small model does not follow "rewrite this so
+  that it names X" (2 of 27 candidates named the asset), but it continues a sentence it is given.
+- "passage": the writer rewrites the whole passage from instructions (a larger writer's job).
+Of the candidates that pass the checks, the one nearest in meaning to the passage as written wins.
+
 Pure text, no Django: `brands.matching` runs it with the writer's engine and the brand's embedder.
 """
 
@@ -18,7 +26,13 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from brands.placements import find_mentions
+from writer.quality import rouge_l
 
+PASSAGE_REWRITE_TOKENS = 320  # a passage of at most MAX_PASSAGE_WORDS words, rewritten
+SENTENCE_TOKENS = 48  # one added sentence
+SENTENCE_WORDS = (6, 40)  # an added sentence of fewer words is a fragment; of more, a run-on
+CONTINUE_CONTEXT_CHARS = 1200  # the chapter before the added sentence, in the prefilled answer
+SIMILARITY_CONTEXT_CHARS = 600  # BERTScore compares the rewritten passage with this much text either side
 PASSAGE_OPEN, PASSAGE_CLOSE = "<PASSAGE>", "</PASSAGE>"
 MIN_PASSAGE_WORDS = 12  # shorter paragraphs (a line of dialogue) are joined with the next
 MAX_PASSAGE_WORDS = 120  # longer ones are cut at sentence ends: a rewrite of a short passage stays close
@@ -100,6 +114,49 @@ def best_passage(
     return index, scores[index]
 
 
+@dataclass(frozen=True)
+class RewritePrompt:
+    """What the writer is asked for one placement: the chat, the text its answer starts with (the writer
+    continues it), and where the answer ends."""
+
+    messages: list[dict[str, str]]
+    prefill: str = ""
+    max_tokens: int = PASSAGE_REWRITE_TOKENS
+    stop: tuple[str, ...] = (PASSAGE_CLOSE,)
+
+
+def sentence_prompt(*, draft: str, passage: Passage, term: str) -> RewritePrompt:
+    """Ask the writer to go on from the end of `passage` with a sentence that starts with `term`."""
+    system = "You are a novelist. You continue the chapter in its own voice."
+    before = draft[: passage.end]
+    excerpt = before[-CONTINUE_CONTEXT_CHARS:]
+    if len(excerpt) < len(before):  # start the excerpt at a word
+        excerpt = excerpt[excerpt.find(" ") + 1 :]
+    return RewritePrompt(
+        messages=[{"role": "system", "content": system}, {"role": "user", "content": "Continue the chapter."}],
+        prefill=f"{excerpt} {term}",
+        max_tokens=SENTENCE_TOKENS,
+        stop=("\n",),
+    )
+
+
+_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+
+
+def added_sentence(answer: str, prompt: RewritePrompt, term: str) -> str:
+    """The sentence a `sentence_prompt` answer adds: the term and the writer's words up to the first
+    sentence end ("" when the sentence never ends). A provider that did not continue the prefilled
+    answer wrote a fresh one: its first sentence that names the term, if any."""
+    if answer.startswith(prompt.prefill):
+        rest = answer[len(prompt.prefill) :]
+        end = _SENTENCE_END.search(rest)
+        return f"{term}{rest[: end.end()]}".strip() if end else ""
+    for sentence in _SENTENCE.finditer(answer):
+        if term in sentence.group(0) and _SENTENCE_END.search(sentence.group(0)):
+            return sentence.group(0).strip()
+    return ""
+
+
 def rewrite_messages(
     *, passage: Passage, before: str, after: str, term: str, asset_line: str, brand_line: str, hint: str
 ) -> list[dict[str, str]]:
@@ -137,7 +194,15 @@ class Placed:
     spans: list[list[int]]  # [[start, end]] of the asset's mentions in `text`
 
 
-def place(draft: str, passage: Passage, rewrite: str, *, terms: Sequence[str], cap: int) -> Placed:
+def place(
+    draft: str,
+    passage: Passage,
+    rewrite: str,
+    *,
+    terms: Sequence[str],
+    cap: int,
+    length_range: tuple[float, float] = LENGTH_RANGE,
+) -> Placed:
     """`draft` with `passage` replaced by `rewrite`, checked: the rewrite names the asset (an exact term;
     a near miss is not a placement a brand approved), is 0.6-1.8x the passage's length, and the whole
     text names it at most `cap` times. ValueError saying what failed."""
@@ -145,7 +210,7 @@ def place(draft: str, passage: Passage, rewrite: str, *, terms: Sequence[str], c
     if not rewrite:
         raise ValueError("the writer returned no passage")
     ratio = len(_WORD.findall(rewrite)) / max(passage.words, 1)
-    if not LENGTH_RANGE[0] <= ratio <= LENGTH_RANGE[1]:
+    if not length_range[0] <= ratio <= length_range[1]:
         raise ValueError(f"the rewrite is {ratio:.1f}x the passage's length")
     if not any(m.exact for m in find_mentions(rewrite, terms)):
         raise ValueError("the rewrite does not name the asset")
@@ -154,3 +219,33 @@ def place(draft: str, passage: Passage, rewrite: str, *, terms: Sequence[str], c
     if len(mentions) > cap:
         raise ValueError(f"the chapter would name the brand {len(mentions)} times; its cap is {cap}")
     return Placed(text=text, passage=passage, rewrite=rewrite, spans=[[m.start, m.end] for m in mentions])
+
+
+def add_sentence(draft: str, passage: Passage, sentence: str, *, terms: Sequence[str], cap: int) -> Placed:
+    """`draft` with `sentence` added at the end of `passage` (the passage itself kept), checked: the
+    sentence names the asset by an exact term, has SENTENCE_WORDS words, and the whole text names it at
+    most `cap` times. ValueError saying what failed."""
+    sentence = " ".join(sentence.split())
+    if not sentence:
+        raise ValueError("the writer's sentence never ended")
+    words = len(_WORD.findall(sentence))
+    if not SENTENCE_WORDS[0] <= words <= SENTENCE_WORDS[1]:
+        raise ValueError(f"the added sentence has {words} words")
+    rewrite = f"{passage.text.rstrip()} {sentence}"
+    return place(draft, passage, rewrite, terms=terms, cap=cap, length_range=(0.0, math.inf))
+
+
+def placement_similarity(
+    *, text: str, draft: str, passage: tuple[int, int], bertscore: Callable[[str, str], float]
+) -> dict[str, float]:
+    """How close the placed chapter stays to its draft: ROUGE-L F1 of the whole texts, and BERTScore F1
+    (`bertscore(candidate, reference)`) of the rewritten passage with SIMILARITY_CONTEXT_CHARS either
+    side against the same stretch of the draft (BERTScore's MiniLM reads ~380 words: over a whole
+    chapter it would miss a passage near the end; the text outside the window is the draft's anyway).
+    `passage` is the [start, end) of the rewrite in `text`; the draft's passage starts at the same place."""
+    start, end = passage
+    draft_end = len(draft) - (len(text) - end)
+    left = max(0, start - SIMILARITY_CONTEXT_CHARS)
+    window = text[left : end + SIMILARITY_CONTEXT_CHARS]
+    draft_window = draft[left : draft_end + SIMILARITY_CONTEXT_CHARS]
+    return {"rouge_l": round(rouge_l(text, draft), 4), "bertscore": round(bertscore(window, draft_window), 4)}

@@ -3,7 +3,7 @@ brands' assets match the story (pgvector over sentence-transformers vectors, aft
 and how the matches are spread over the options (`OptionPlan`: a brief for the prompt, the terms to find).
 
 The writer calls `brand_use_for_request` when a request is made and `option_plans_for_request` when it is
-written, and `place_in_draft` puts a brand into a chapter written without it; a reader's view of an
+written, and `place_in_drafts` puts a brand into chapters written without it; a reader's view of an
 approved placement is counted with `placement_view_record`.
 
 Placement integrity (the last section): `option_placement` scans each new option's chapter and reasoning
@@ -28,8 +28,21 @@ from django.urls import reverse
 from pgvector.django import CosineDistance
 
 from brands.brief import PLACEMENT_HINTS, BriefAsset, BriefBrand, placement_terms, render_brand_brief
-from brands.embedder import get_embedder
-from brands.insertion import best_passage, passages, place, rewrite_messages, rewritten_passage
+from brands.embedder import bertscore_f1, get_embedder
+from brands.insertion import (
+    Passage,
+    Placed,
+    RewritePrompt,
+    add_sentence,
+    added_sentence,
+    best_passage,
+    passages,
+    place,
+    placement_similarity,
+    rewrite_messages,
+    rewritten_passage,
+    sentence_prompt,
+)
 from brands.models import Brand, BrandAsset, PlacementView, text_hash
 from brands.placements import Name, NameCatalogue, NameHit, find_mentions, quoted_runs
 from brands.selectors import sponsorship_allowed, story_excluded_brand_ids
@@ -193,7 +206,9 @@ def brand_match_for_story(
 # --- The writer's side: may a request carry a brand, and what each option is asked to carry ---------
 
 
-def brand_use_for_request(*, story: Story, reader: AbstractBaseUser | None, use_brands: bool | None) -> tuple[bool, str]:
+def brand_use_for_request(
+    *, story: Story, reader: AbstractBaseUser | None, use_brands: bool | None
+) -> tuple[bool, str]:
     """Whether a new request places brands, and why not when it was asked to.
 
     `reader`: who asks, for a reader's chapter (None for the author's). `use_brands`: None follows the
@@ -247,7 +262,9 @@ class OptionPlans:
     note: str  # which brands were matched, or why none was: shown on the request
 
 
-def option_plans_for_request(*, story: Story, preference: str, n: int, with_brief: bool = True) -> OptionPlans:
+def option_plans_for_request(
+    *, story: Story, preference: str, n: int, with_brief: bool = True
+) -> OptionPlans:
     """Spread the matched brands over `n` options (nearest first; with fewer brands than options, the
     same brand placed another way). No safe match: plain options, and the note says why. `with_brief`
     False: the plans carry no brief (the chapter is written without the brand and placed after, with
@@ -275,11 +292,15 @@ def option_plans_for_request(*, story: Story, preference: str, n: int, with_brie
                 brand_id=match.brand.pk,
                 asset_id=match.asset.pk,
                 hint=hint,
-                brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint) if with_brief else "",
+                brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint)
+                if with_brief
+                else "",
                 terms=placement_terms(brief_brand, brief_asset),
             )
         )
-    note = "Matched: " + ", ".join(f"{m.brand.name} ({m.asset.name}, distance {m.distance:.2f})" for m in chosen)
+    note = "Matched: " + ", ".join(
+        f"{m.brand.name} ({m.asset.name}, distance {m.distance:.2f})" for m in chosen
+    )
     return OptionPlans(plans, note)
 
 
@@ -292,16 +313,58 @@ class PlacementOutcome:
     placed: bool
     note: str  # where it was placed, or why it could not be ("could not place naturally: ...")
     passage: tuple[int, int] | None = None  # [start, end) of the rewritten passage in `text`
+    # Placed: the text's ROUGE-L against the draft and the passage's BERTScore (brands.insertion).
+    similarity: dict[str, float] = field(default_factory=dict)
 
 
-def place_in_draft(
-    *, draft: str, plan: OptionPlan, rewrite: Callable[[list[dict[str, str]]], list[str]]
-) -> PlacementOutcome:
-    """Put the plan's asset into `draft`, a chapter written without it (brands/insertion.py): the
-    passage nearest the asset in meaning (MiniLM) is rewritten by `rewrite(messages)`, the writer's
-    engine asked once for a few candidates; the first candidate that names the asset by an exact term,
-    keeps about the passage's length, stays within the brand's cap and hits none of its banned themes
-    replaces the passage. None does: the draft stays as it was, and the note says why."""
+@dataclass(frozen=True)
+class _PendingPlacement:
+    """A draft whose best passage is chosen and whose rewrite prompt is built, waiting for the answers."""
+
+    draft: str
+    plan: OptionPlan
+    asset: BrandAsset
+    index: int  # of the passage among the draft's
+    count: int  # passages in the draft
+    passage: Passage
+    prompt: RewritePrompt
+    style: str  # "sentence" or "passage" (BRAND_PLACEMENT_STYLE)
+
+
+def place_in_draft(*, draft: str, plan: OptionPlan, rewrite: Callable[[RewritePrompt], list[str]]) -> PlacementOutcome:
+    """Put the plan's asset into `draft`, a chapter written without it (brands/insertion.py): at the
+    passage nearest the asset in meaning (MiniLM), `rewrite(prompt)`, the writer's engine asked once for
+    a few candidates, either adds a sentence that starts with the asset's term or rewrites the passage
+    (BRAND_PLACEMENT_STYLE). The candidates that name the asset by an exact term, keep to the length,
+    stay within the brand's cap and hit none of its banned themes are kept, and the one nearest in
+    meaning to the passage as written goes in. None passes: the draft stays as it was, and the note says
+    why."""
+    return place_in_drafts([(draft, plan)], rewrite_all=lambda prompts: [rewrite(p) for p in prompts])[0]
+
+
+def place_in_drafts(
+    items: Sequence[tuple[str, OptionPlan]],
+    *,
+    rewrite_all: Callable[[list[RewritePrompt]], list[list[str]]],
+) -> list[PlacementOutcome]:
+    """`place_in_draft` for several (draft, plan) pairs, with one `rewrite_all(prompts)` for all of them
+    (the candidates of each prompt, in order): the writer's engine can write the rewrites of a request's
+    options together instead of one after another."""
+    outcomes: list[PlacementOutcome | None] = []
+    pending: list[_PendingPlacement] = []
+    for draft, plan in items:
+        prepared = _placement_prompt(draft, plan)
+        outcomes.append(prepared if isinstance(prepared, PlacementOutcome) else None)
+        if isinstance(prepared, _PendingPlacement):
+            pending.append(prepared)
+    answers = rewrite_all([p.prompt for p in pending]) if pending else []
+    if len(answers) != len(pending):
+        raise ValueError(f"rewrite_all answered {len(answers)} prompts of {len(pending)}")
+    finished = iter(_placement_result(p, a) for p, a in zip(pending, answers, strict=True))
+    return [outcome if outcome is not None else next(finished) for outcome in outcomes]
+
+
+def _placement_prompt(draft: str, plan: OptionPlan) -> PlacementOutcome | _PendingPlacement:
     asset = BrandAsset.objects.select_related("brand").get(pk=plan.asset_id)
     brand = asset.brand
     found = passages(draft)
@@ -311,32 +374,65 @@ def place_in_draft(
         found, f"{asset.kind}: {asset.name}. {asset.description}".strip(), embed=get_embedder().embed
     )
     passage = found[index]
-    messages = rewrite_messages(
-        passage=passage,
-        before=draft[: passage.start],
-        after=draft[passage.end :],
-        term=plan.terms[0],
-        asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(": "),
-        brand_line=f"The brand's tone: {brand.tone_of_voice}." if brand.tone_of_voice else "",
-        hint=plan.hint,
-    )
+    style = settings.BRAND_PLACEMENT_STYLE
+    if style == "sentence":
+        prompt = sentence_prompt(draft=draft, passage=passage, term=plan.terms[0])
+    else:
+        prompt = RewritePrompt(
+            rewrite_messages(
+                passage=passage,
+                before=draft[: passage.start],
+                after=draft[passage.end :],
+                term=plan.terms[0],
+                asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(": "),
+                brand_line=f"The brand's tone: {brand.tone_of_voice}." if brand.tone_of_voice else "",
+                hint=plan.hint,
+            )
+        )
+    return _PendingPlacement(draft, plan, asset, index, len(found), passage, prompt, style)
+
+
+def _placement_result(pending: _PendingPlacement, answers: Sequence[str]) -> PlacementOutcome:
+    draft, plan, asset, passage = pending.draft, pending.plan, pending.asset, pending.passage
+    brand = asset.brand
     reasons: list[str] = []
-    for answer in rewrite(messages):
-        candidate = rewritten_passage(answer)
+    good: list[Placed] = []
+    for answer in answers:
         try:
-            placed = place(draft, passage, candidate, terms=plan.terms, cap=brand.max_placements_per_chapter)
+            if pending.style == "sentence":
+                sentence = added_sentence(answer, pending.prompt, plan.terms[0])
+                placed = add_sentence(draft, passage, sentence, terms=plan.terms, cap=brand.max_placements_per_chapter)
+            else:
+                candidate = rewritten_passage(answer)
+                placed = place(draft, passage, candidate, terms=plan.terms, cap=brand.max_placements_per_chapter)
         except ValueError as exc:
             reasons.append(str(exc))
             continue
-        banned = banned_themes_hit(text=candidate, themes=brand.banned_themes)
+        banned = banned_themes_hit(text=placed.rewrite, themes=brand.banned_themes)
         if banned:
             reasons.append(f"the rewrite touches a banned theme ({', '.join(banned)})")
             continue
-        end = passage.start + len(placed.rewrite)
-        note = f"Placed {asset.name} in passage {index + 1} of {len(found)}, written without the brand first."
-        return PlacementOutcome(placed.text, draft, True, note, (passage.start, end))
-    why = "; ".join(dict.fromkeys(reasons)) or "the writer returned nothing"
-    return PlacementOutcome(draft, draft, False, f"Could not place naturally: {why}.")
+        good.append(placed)
+    if not good:
+        why = "; ".join(dict.fromkeys(reasons)) or "the writer returned nothing"
+        return PlacementOutcome(draft, draft, False, f"Could not place naturally: {why}.")
+    placed = good[0]
+    if len(good) > 1:  # the candidate that reads most like the passage as written
+        vectors = get_embedder().embed([passage.text, *(p.rewrite for p in good)])
+        placed = good[max(range(len(good)), key=lambda i: _dot(vectors[0], vectors[i + 1]))]
+    span = (passage.start, passage.start + len(placed.rewrite))
+    how = "added a sentence to" if pending.style == "sentence" else "rewrote"
+    note = (
+        f"Placed {asset.name}: {how} passage {pending.index + 1} of {pending.count} of the chapter written "
+        f"without the brand ({len(good)} of {len(answers)} candidates passed)."
+    )
+    similarity = placement_similarity(text=placed.text, draft=draft, passage=span, bertscore=bertscore_f1)
+    return PlacementOutcome(placed.text, draft, True, note, span, similarity)
+
+
+def _dot(a: Sequence[float], b: Sequence[float]) -> float:
+    """Cosine of two unit vectors (the embedder's)."""
+    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def placement_view_record(*, option: GenerationOption, user: AbstractBaseUser) -> None:
@@ -429,10 +525,20 @@ def brand_catalogue() -> BrandCatalogue:
     with _catalogue_lock:
         if _catalogue is not None and _catalogue[0] == version:
             return _catalogue[1]
-        brands = list(Brand.objects.values_list("pk", "name", "is_active", "description", "tone_of_voice", "target_audience"))
-        assets = list(BrandAsset.objects.order_by("brand_id", "pk").values_list("pk", "brand_id", "name", "terms", "description"))
+        brands = list(
+            Brand.objects.values_list(
+                "pk", "name", "is_active", "description", "tone_of_voice", "target_audience"
+            )
+        )
+        assets = list(
+            BrandAsset.objects.order_by("brand_id", "pk").values_list(
+                "pk", "brand_id", "name", "terms", "description"
+            )
+        )
         names = [Name(pk, None, name) for pk, name, *_ in brands]
-        names += [Name(brand_id, pk, term) for pk, brand_id, name, terms, _ in assets for term in (name, *terms)]
+        names += [
+            Name(brand_id, pk, term) for pk, brand_id, name, terms, _ in assets for term in (name, *terms)
+        ]
         terms: dict[int, list[str]] = {}
         for name in names:
             terms.setdefault(name.owner, []).append(name.term)
@@ -532,14 +638,20 @@ def option_placement(
             return OptionPlacement(None, None, ReviewStatus.NONE)
         if quoted_runs(text, catalogue.brief_sources(planned, plan.asset_id)):
             return OptionPlacement(
-                planned, plan.asset_id, ReviewStatus.PENDING, placement_found=True,
+                planned,
+                plan.asset_id,
+                ReviewStatus.PENDING,
+                placement_found=True,
                 note=f"Repeats {_names(catalogue, [planned])}'s brief word for word without naming it: sent for review.",
             )
         return OptionPlacement(planned, plan.asset_id, ReviewStatus.NOT_SENT)
     if len(named) > 1:
         return OptionPlacement(
-            planned, plan.asset_id, ReviewStatus.HELD,
-            mentions=_spans(text_hits), reasoning_mentions=_spans(reasoning_hits),
+            planned,
+            plan.asset_id,
+            ReviewStatus.HELD,
+            mentions=_spans(text_hits),
+            reasoning_mentions=_spans(reasoning_hits),
             placement_found=planned in named,
             note=f"Names several brands ({_names(catalogue, named)}): a chapter carries at most one brand's "
             "placement, so it is held back (never shown to readers, never accepted).",
@@ -553,14 +665,23 @@ def option_placement(
     why_not = _not_placeable(catalogue, owner, request)
     if why_not:
         return OptionPlacement(
-            planned, plan.asset_id, ReviewStatus.HELD, mentions, reasoning_mentions,
+            planned,
+            plan.asset_id,
+            ReviewStatus.HELD,
+            mentions,
+            reasoning_mentions,
             note=f"Names {_names(catalogue, [owner])}, which {why_not}: held back (never shown to readers, "
             "never accepted).",
         )
     asset_id = next((h.name.item for h in (*text_hits, *reasoning_hits) if h.name.item is not None), None)
     asked = f" (it was asked to place {_names(catalogue, [planned])})" if planned else ""
     return OptionPlacement(
-        owner, asset_id, ReviewStatus.PENDING, mentions, reasoning_mentions, placement_found=True,
+        owner,
+        asset_id,
+        ReviewStatus.PENDING,
+        mentions,
+        reasoning_mentions,
+        placement_found=True,
         note=f"Names {_names(catalogue, [owner])}, which it was not asked to place{asked}: sent to its review.",
     )
 
@@ -638,7 +759,9 @@ def option_acceptance(*, option: GenerationOption, text: str) -> Acceptance:
 
 
 @transaction.atomic
-def option_back_to_review(*, option: GenerationOption, text: str, mentions: list[list[int]], note: str) -> None:
+def option_back_to_review(
+    *, option: GenerationOption, text: str, mentions: list[list[int]], note: str
+) -> None:
     """The brand reviews `text` as this option's (its approval, if any, no longer holds): the option waits
     in its brand's queue again and the brand's managers are told."""
     GenerationOption.objects.select_for_update().filter(pk=option.pk).update(
@@ -692,7 +815,9 @@ def _edited_chapter(chapter: Chapter) -> tuple[GenerationOption, list[NameHit], 
     approved = False
     if hits and option.review_status == ReviewStatus.APPROVED and not others:
         [approved_hits] = _scan(catalogue, [option.text], option.brand_id)
-        same = placement_passage(chapter.text, _spans(hits)) == placement_passage(option.text, _spans(approved_hits))
+        same = placement_passage(chapter.text, _spans(hits)) == placement_passage(
+            option.text, _spans(approved_hits)
+        )
         approved = same and _approval_covers(option)
     return option, hits, others, approved
 
@@ -747,7 +872,10 @@ def chapter_placement_sync(*, chapter: Chapter) -> None:
         # Another brand in the chapter: no review can cover it; held until the author takes it out.
         if option.review_status != ReviewStatus.HELD or changed:
             GenerationOption.objects.filter(pk=option.pk).update(
-                text=chapter.text, mentions=_spans(hits), review_status=ReviewStatus.HELD, approved_text_hash="",
+                text=chapter.text,
+                mentions=_spans(hits),
+                review_status=ReviewStatus.HELD,
+                approved_text_hash="",
                 placement_note=f"Chapter {chapter.number} was edited to name {_names(brand_catalogue(), others)}: "
                 "held back until that name is taken out.",
             )

@@ -293,8 +293,13 @@ BRAND_MATCH_MAX_DISTANCE = env_float("BRAND_MATCH_MAX_DISTANCE", 0.75, minimum=0
 # the brand, with the other options in one engine call; then the passage nearest the asset is rewritten
 # to name it, brands/insertion.py). "brief": the brand brief in the option's own prompt.
 BRAND_PLACEMENT_METHOD = env_choice("BRAND_PLACEMENT_METHOD", "rewrite", ("rewrite", "brief"))
-# rewrite only: candidate passages asked of the writer in one call; the first that passes the checks wins.
-BRAND_PLACEMENT_CANDIDATES = env_int("BRAND_PLACEMENT_CANDIDATES", 3, minimum=1)
+# rewrite only: "sentence" adds one sentence to the chosen passage, continuing the chapter from the
+# asset's term (what a small writer can do: measured in docs/benchmarks.md); "passage" asks the writer
+# to rewrite the whole passage from instructions (for a writer that follows them).
+BRAND_PLACEMENT_STYLE = env_choice("BRAND_PLACEMENT_STYLE", "sentence", ("sentence", "passage"))
+# rewrite only: candidates asked of the writer in one call; of those that pass the checks, the one
+# nearest in meaning to the passage as written goes in.
+BRAND_PLACEMENT_CANDIDATES = env_int("BRAND_PLACEMENT_CANDIDATES", 4, minimum=1)
 
 # --- Distillation (teacher model) ------------------------------------------------------------------
 # `manage.py distill` asks a reasoning model WHY each real next chapter is the way it is. "openai" = any

@@ -166,6 +166,8 @@ class GenerationOption(models.Model):
     # rewritten to name the asset stands ([start, end]; empty when it could not be placed).
     draft = models.TextField(blank=True)
     placed_passage = models.JSONField(default=list, blank=True)
+    # Write first, then place: how close the placed text stays to the draft ({"rouge_l", "bertscore"}).
+    placement_similarity = models.JSONField(default=dict, blank=True)
     mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in text")
     reasoning_mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in reasoning")
     placement_found = models.BooleanField(default=False)

@@ -1,12 +1,15 @@
 """What a reader notices first in a chapter, measured: loops (the share of repeated 4-grams and the
-longest passage written twice) and length. Pure text, no Django: the options of a request, the
-leaderboard and the `repetition` reward (training/rewards/quality.py) measure the same way.
+longest passage written twice) and length; and how close a placed chapter stays to its draft (ROUGE-L).
+Pure text, no Django: the options of a request, the leaderboard, the `repetition` reward
+(training/rewards/quality.py) and the ROUGE rewards (training/rewards/overlap.py) measure the same way.
 """
 
 from __future__ import annotations
 
+import functools
 import re
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
 REPEAT_NGRAM = 4  # 4-grams: short enough to catch a looping sentence, long enough to spare idioms
@@ -63,5 +66,78 @@ class TextQuality:
 def text_quality(text: str) -> TextQuality:
     words = words_of(text)
     return TextQuality(
-        words=len(words), repetition=round(repeated_ngram_share(words), 4), longest_repeat=longest_repeat(words)
+        words=len(words),
+        repetition=round(repeated_ngram_share(words), 4),
+        longest_repeat=longest_repeat(words),
     )
+
+
+# --- ROUGE -----------------------------------------------------------------------------------
+# rouge-score's numbers (RougeScorer(use_stemmer=True)), fast: each distinct word is stemmed once and the
+# LCS is bit-parallel. tests/training/test_rouge_fast.py checks both against the library.
+
+
+@functools.cache
+def _rouge_tokenizer():  # -> rouge_score.tokenizers.DefaultTokenizer
+    from rouge_score import tokenizers
+
+    return tokenizers.DefaultTokenizer(use_stemmer=True)
+
+
+@functools.lru_cache(maxsize=65536)
+def _rouge_word_tokens(word: str) -> tuple[str, ...]:
+    """rouge-score's tokens of one whitespace-free word (lowercased, split at every character outside
+    [a-z0-9], words of more than 3 characters Porter-stemmed), cached per word."""
+    return tuple(_rouge_tokenizer().tokenize(word))
+
+
+def rouge_tokens(text: str) -> list[str]:
+    """rouge-score's DefaultTokenizer(use_stemmer=True).tokenize(text), word by word: whitespace is a
+    separator before and after its lowercasing and [^a-z0-9] replacement, so the tokens of the whole
+    text are those of its words, in order (the tests check it on arbitrary text)."""
+    tokens: list[str] = []
+    for word in text.split():
+        tokens.extend(_rouge_word_tokens(word))
+    return tokens
+
+
+def lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
+    """Length of the longest common subsequence of two token sequences, bit-parallel (Allison & Dix
+    1986; Crochemore et al. 2001; Hyyrö 2004): bit i of V stands for position i of the longer
+    sequence, and each token of the shorter one updates all of them with a few big-int operations.
+    The LCS length is the number of zero bits of V at the end."""
+    if len(a) < len(b):
+        a, b = b, a  # bit masks over the longer sequence, the Python loop over the shorter one
+    if not b:
+        return 0
+    masks: dict[str, int] = {}
+    bit = 1
+    for token in a:
+        masks[token] = masks.get(token, 0) | bit
+        bit <<= 1
+    full = bit - 1  # len(a) ones
+    v = full
+    get = masks.get
+    for token in b:
+        m = get(token)
+        if m:  # a token absent from `a` leaves V as it is
+            u = v & m
+            v = ((v + u) | (v - u)) & full  # (V + (V & M)) | (V & ~M)
+    return len(a) - v.bit_count()
+
+
+def rouge_l(candidate: str, reference: str) -> float:
+    """ROUGE-L F1 of `candidate` against `reference` (the LCS of the whole texts, Porter stemmer on), as
+    RougeScorer(["rougeL"], use_stemmer=True).score(reference, candidate) gives it; 0.0 for an empty text."""
+    pred, target = rouge_tokens(candidate), rouge_tokens(reference)
+    if not pred or not target:
+        return 0.0
+    lcs = lcs_length(target, pred)
+    precision, recall = lcs / len(pred), lcs / len(target)
+    return 2 * precision * recall / (precision + recall) if lcs else 0.0
+
+
+def clear_rouge_caches() -> None:
+    """Forget the ROUGE tokenizer and the per-word tokens."""
+    for cached in (_rouge_tokenizer, _rouge_word_tokens):
+        cached.cache_clear()

@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
 from django.conf import settings
@@ -17,13 +18,14 @@ from django.utils import timezone
 from brands.matching import (
     OptionPlan,
     PlacementOutcome,
+    RewritePrompt,
     brand_use_for_request,
     chapter_placement_sync,
     option_acceptance,
     option_back_to_review,
     option_placement,
     option_plans_for_request,
-    place_in_draft,
+    place_in_drafts,
 )
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import unique_slug
@@ -51,7 +53,6 @@ STORY_FIELDS = ("title", "author_name", "summary", "genre", "tags", "characters"
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress write per second while tokens stream in
 # A rewritten passage: brands/insertion.py's passages are at most 120 words (~160 tokens); twice that
 # leaves room for a model that wraps its answer in the tags and a sentence around them.
-REWRITE_MAX_TOKENS = 320
 
 
 # --- Users -----------------------------------------------------------------------------------------
@@ -134,17 +135,19 @@ def _touch(story: Story) -> None:
 
 
 @transaction.atomic
-def chapter_add(
-    *, story: Story, text: str, title: str = "", source: str = Chapter.Source.PASTED
-) -> Chapter:
+def chapter_add(*, story: Story, text: str, title: str = "", source: str = Chapter.Source.PASTED) -> Chapter:
     text = clean_text(text)
     if len(text) > settings.MESU_CHAPTER_MAX_CHARS:
         raise ApplicationError(
             f"The chapter has {len(text):,} characters; the limit is {settings.MESU_CHAPTER_MAX_CHARS:,}."
         )
     Story.objects.select_for_update().get(pk=story.pk)  # serialise numbering per story
-    last = Chapter.objects.filter(story=story).order_by("-number").values_list("number", flat=True).first() or 0
-    chapter = Chapter.objects.create(story=story, number=last + 1, title=title.strip()[:200], text=text, source=source)
+    last = (
+        Chapter.objects.filter(story=story).order_by("-number").values_list("number", flat=True).first() or 0
+    )
+    chapter = Chapter.objects.create(
+        story=story, number=last + 1, title=title.strip()[:200], text=text, source=source
+    )
     _touch(story)
     return chapter
 
@@ -284,7 +287,9 @@ def generation_request_create(
     resolve_adapter(adapter_name)
     max_new = max_new_tokens or settings.WRITER_MAX_NEW_TOKENS
     if not 8 <= max_new <= settings.WRITER_CONTEXT_TOKENS // 2:
-        raise ApplicationError(f"New tokens per option must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}.")
+        raise ApplicationError(
+            f"New tokens per option must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}."
+        )
 
     from writer.selectors import chapter_count  # local: selectors import nothing from services
 
@@ -371,7 +376,9 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         plans = [OptionPlan()] * request.n
     # The decoding of the WRITER_* settings; the prompt leaves room for the whole answer (reasoning and chapter).
     sampling = sampling_from_settings(max_tokens=request.max_new_tokens)
-    budget = prompt_budget(context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=sampling.answer_tokens)
+    budget = prompt_budget(
+        context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=sampling.answer_tokens
+    )
 
     def prompt_for(plan: OptionPlan):  # noqa: ANN202 (a BuiltPrompt)
         return build_prompt(
@@ -407,14 +414,18 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         if now - last_write[0] >= PROGRESS_EVERY_SECONDS:
             last_write[0] = now
             total = min(done_before[0] + tokens, expected_tokens)
-            _set_progress(request_id, progress_tokens=total, stage=f"Writing: {total} of up to {expected_tokens} tokens")
+            _set_progress(
+                request_id, progress_tokens=total, stage=f"Writing: {total} of up to {expected_tokens} tokens"
+            )
 
     written: list[tuple[OptionPlan, Completion]] = []
     model_name = ""
     for index, group in enumerate(groups):
         built = first if index == 0 else prompt_for(group[0])
         count = len(group)
-        result = engine.generate(built.messages, n=count, sampling=sampling, adapter=adapter, on_progress=on_progress)
+        result = engine.generate(
+            built.messages, n=count, sampling=sampling, adapter=adapter, on_progress=on_progress
+        )
         if len(result.completions) != count:
             raise EngineError(
                 f"The writer returned {len(result.completions)} options instead of {count}.", retryable=True
@@ -448,22 +459,40 @@ def _place_brands(
     request_id: int, written: list[tuple[OptionPlan, Completion]], *, engine: WriterEngine, sampling: Sampling
 ) -> dict[int, PlacementOutcome]:
     """Write first, then place: each branded option's chapter, written without the brand, gets its asset
-    in the passage where it fits best (brands.matching.place_in_draft), or stays as written with the
+    in the passage where it fits best (brands.matching.place_in_drafts), or stays as written with the
     reason. Option index -> what was done."""
-    # One phase, no reasoning: the rewrite is a short passage. The base model (no adapter) follows the
-    # editor's instructions; the adapters are trained on the chapter format.
-    rewrite_sampling = replace(sampling, max_tokens=REWRITE_MAX_TOKENS, reasoning_tokens=0, prefill="", seed=None)
-
-    def rewrite(messages: list[dict[str, str]]) -> list[str]:
-        result = engine.generate(messages, n=settings.BRAND_PLACEMENT_CANDIDATES, sampling=rewrite_sampling, adapter=None)
+    # One phase, no reasoning: a sentence or a short passage, as the prompt says (brands.insertion). The
+    # base model (no adapter) follows the editor's instructions; the adapters are trained on the chapter
+    # format.
+    def rewrite(prompt: RewritePrompt) -> list[str]:
+        rewrite_sampling = replace(
+            sampling, max_tokens=prompt.max_tokens, reasoning_tokens=0, prefill=prompt.prefill, seed=None, stop=prompt.stop
+        )
+        result = engine.generate(
+            prompt.messages, n=settings.BRAND_PLACEMENT_CANDIDATES, sampling=rewrite_sampling, adapter=None
+        )
         return [completion.text for completion in result.completions]
 
+    def rewrite_all(prompts: list[RewritePrompt]) -> list[list[str]]:
+        # A server engine writes the options' rewrites together (concurrent calls, batched by vLLM), so a
+        # branded request costs about one short call more than a plain one; the in-process engine, one
+        # after another (it computes on this process's cores either way).
+        if engine.name != "vllm" or len(prompts) < 2:
+            return [rewrite(prompt) for prompt in prompts]
+        with ThreadPoolExecutor(max_workers=len(prompts), thread_name_prefix="rewrite") as pool:
+            return list(pool.map(rewrite, prompts))
+
     branded = [(index, plan, completion) for index, (plan, completion) in enumerate(written) if plan.brand_id]
-    outcomes: dict[int, PlacementOutcome] = {}
-    for done, (index, plan, completion) in enumerate(branded, start=1):
-        _set_progress(request_id, stage=f"Placing the brand: option {done} of {len(branded)}")
-        outcomes[index] = place_in_draft(draft=parse_output(completion.text).text, plan=plan, rewrite=rewrite)
-    return outcomes
+    if not branded:
+        return {}
+    _set_progress(
+        request_id, stage=f"Placing the brand in {len(branded)} option{'s' if len(branded) > 1 else ''}"
+    )
+    outcomes = place_in_drafts(
+        [(parse_output(completion.text).text, plan) for _, plan, completion in branded],
+        rewrite_all=rewrite_all,
+    )
+    return {index: outcome for (index, _, _), outcome in zip(branded, outcomes, strict=True)}
 
 
 def _option_row(
@@ -502,6 +531,7 @@ def _option_row(
         review_status=placement.review_status,
         draft=outcome.draft if outcome is not None else "",
         placed_passage=list(outcome.passage) if outcome is not None and outcome.passage else [],
+        placement_similarity=outcome.similarity if outcome is not None else {},
     )
 
 
@@ -540,7 +570,9 @@ def generation_request_retry(*, request: GenerationRequest, user: AbstractBaseUs
     return request
 
 
-def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str | None = None, title: str = "") -> Chapter:
+def option_accept(
+    *, option: GenerationOption, user: AbstractBaseUser, text: str | None = None, title: str = ""
+) -> Chapter:
     """The author takes an option (optionally edited) as the story's next chapter.
 
     Brand placements (`brands.matching.option_acceptance`): an approved option keeps its label only while
@@ -549,7 +581,9 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
     an option that was not approved, makes no chapter: the edited text goes back to the brand's review
     (saved), then ApplicationError tells the author. Text naming another brand is refused."""
     with transaction.atomic():
-        request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+        request = (
+            GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
+        )
         story = request.story
         if story.owner_id != user.pk:
             raise ApplicationError("Only the story's author can accept a chapter into the story.")
@@ -587,7 +621,10 @@ def option_accept(*, option: GenerationOption, user: AbstractBaseUser, text: str
             option.accepted_chapter = chapter
             return chapter
         option_back_to_review(
-            option=locked, text=body, mentions=acceptance.mentions, note="Edited by the author before acceptance."
+            option=locked,
+            text=body,
+            mentions=acceptance.mentions,
+            note="Edited by the author before acceptance.",
         )
     raise ApplicationError(acceptance.message)
 
@@ -617,4 +654,3 @@ def generation_request_requeue_dead_run(request_id: int) -> str | None:
     request.progress_tokens = 0
     request.save(update_fields=["status", "stage", "progress_tokens"])
     return "requeued"
-

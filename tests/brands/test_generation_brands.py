@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import threading
+import time
 from io import StringIO
 
 import pytest
@@ -279,4 +280,43 @@ def test_the_review_page_shows_the_passage_as_written_and_as_placed(users, surf_
     assert option.placement_change == (SURF_TEXT, placed[start:end])
     html = client_for("mia").get(reverse("brands:review_detail", args=[option.pk])).content.decode()
     assert "Written first, then placed" in html and "waxed her &lt;Tidewave Glide&gt; board" in html
+    assert "Similarity to the draft" not in html  # none measured on this option
+    GenerationOption.objects.filter(pk=option.pk).update(placement_similarity={"rouge_l": 0.9812, "bertscore": 0.9634})
+    html = client_for("mia").get(reverse("brands:review_detail", args=[option.pk])).content.decode()
+    assert "Similarity to the draft: ROUGE-L 0.981 (whole chapter) · BERTScore 0.963" in html
     assert f"{option.quality.words} words · repeated 4-grams" in html
+
+
+@pytest.mark.vllm
+def test_the_rewrites_of_a_request_run_together_on_the_vllm_server(users, surf_story, vllm_settings, monkeypatch):
+    """Write then place on the real vLLM server: the options' rewrites are concurrent calls (the server
+    batches them), so a branded request costs about one short call more than a plain one."""
+    from writer.engines.vllm import VLLMEngine
+
+    vllm_settings.BRAND_PLACEMENT_METHOD = "rewrite"
+    vllm_settings.BRAND_PLACEMENT_STYLE = "sentence"
+    vllm_settings.BRAND_PLACEMENT_CANDIDATES = 2
+    calls: list[tuple[str, float, float]] = []
+    original = VLLMEngine.generate
+
+    def timed(self, messages, **kwargs):  # noqa: ANN001, ANN202 (the real call, timed)
+        started = time.monotonic()
+        try:
+            return original(self, messages, **kwargs)
+        finally:
+            kind = "rewrite" if kwargs["sampling"].stop else "write"  # a rewrite ends at its stop text
+            calls.append((kind, started, time.monotonic()))
+
+    monkeypatch.setattr(VLLMEngine, "generate", timed)
+    request = run_generation(surf_story, users["alice"], n=3, max_new_tokens=48, engine="vllm")
+    assert request.status == GenerationRequest.Status.SUCCEEDED, request.error
+    assert [kind for kind, _, _ in calls].count("write") == 1  # the drafts: one call for the 3 options
+    rewrites = sorted((start, end) for kind, start, end in calls if kind == "rewrite")
+    assert len(rewrites) == 3
+    assert max(start for start, _ in rewrites) < min(end for _, end in rewrites), "the rewrites overlap in time"
+    for option in request.options.all():
+        assert option.draft and option.brand_id
+        if option.placed_passage:
+            assert set(option.placement_similarity) == {"rouge_l", "bertscore"}
+        else:
+            assert option.placement_similarity == {} and "Could not place naturally" in option.placement_note

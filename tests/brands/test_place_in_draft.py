@@ -6,7 +6,8 @@ from __future__ import annotations
 import pytest
 
 from brands.demo import seed_brands
-from brands.matching import OptionPlan, place_in_draft
+from brands.insertion import RewritePrompt
+from brands.matching import OptionPlan, place_in_draft, place_in_drafts
 from brands.models import BrandAsset
 
 pytestmark = pytest.mark.slow
@@ -29,53 +30,165 @@ def glide(users) -> OptionPlan:
     )
 
 
-def editor(insert: str):
-    """A rewriter that does what a good writer would: the passage, with the board named once."""
+@pytest.fixture
+def passage_style(settings):
+    settings.BRAND_PLACEMENT_STYLE = "passage"
 
-    def rewrite(messages: list[dict[str, str]]) -> list[str]:
-        passage = messages[1]["content"].split("<PASSAGE>", 1)[1].split("</PASSAGE>", 1)[0]
+
+@pytest.fixture
+def sentence_style(settings):
+    settings.BRAND_PLACEMENT_STYLE = "sentence"
+
+
+def editor(insert: str):
+    """A passage rewriter that does what a good writer would: the passage, with the board named once."""
+
+    def rewrite(prompt: RewritePrompt) -> list[str]:
+        passage = prompt.messages[1]["content"].split("<PASSAGE>", 1)[1].split("</PASSAGE>", 1)[0]
         return ["Sure!", f"<PASSAGE>{passage.replace('their boards', insert)}</PASSAGE>"]
 
     return rewrite
 
 
-def test_the_first_good_candidate_replaces_the_passage_nearest_the_asset(glide):
+def novelist(*continuations: str):
+    """A sentence writer: each candidate goes on from the prefilled answer (the chapter and the term)."""
+
+    def rewrite(prompt: RewritePrompt) -> list[str]:
+        return [prompt.prefill + c for c in continuations]
+
+    return rewrite
+
+
+def test_the_first_good_candidate_replaces_the_passage_nearest_the_asset(glide, passage_style):
     outcome = place_in_draft(draft=DRAFT, plan=glide, rewrite=editor("their Tidewave Glide boards"))
     assert outcome.placed and outcome.draft == DRAFT
     start, end = outcome.passage
     assert "Tidewave Glide" in outcome.text[start:end] and "cove" in outcome.text[start:end]
     assert outcome.text[:start] == DRAFT[:start]  # nothing outside the passage changed
     assert outcome.text[end:] == DRAFT[DRAFT.index("\n\nAt noon") :]
-    assert outcome.note.startswith("Placed Tidewave Glide in passage 2 of 3")
+    assert outcome.note.startswith("Placed Tidewave Glide: rewrote passage 2 of 3")
+    # One passage changed by two words: the chapter stays close to its draft, by both measures.
+    sim = outcome.similarity
+    assert set(sim) == {"rouge_l", "bertscore"} and 0.9 <= sim["rouge_l"] < 1.0 and 0.8 <= sim["bertscore"] < 1.0
 
 
-def test_a_candidate_that_breaks_a_rule_leaves_the_draft_and_says_why(glide):
+def test_a_sentence_goes_on_from_the_term_at_the_end_of_the_passage(glide, sentence_style):
+    prompts: list[RewritePrompt] = []
+
+    def writer(prompt: RewritePrompt) -> list[str]:
+        prompts.append(prompt)
+        return novelist(
+            " leaned against the rail",  # never ends: no sentence
+            " was there.",  # 4 words: a fragment
+            " glowed blue in a bank of purple volcano llamas selling shares of crypto tokens.",
+            " she had waxed that morning lay on the sand beside them, still cold from the water.",
+        )(prompt)
+
+    outcome = place_in_draft(draft=DRAFT, plan=glide, rewrite=writer)
+    (prompt,) = prompts
+    cove = DRAFT.index("They walked")
+    passage_end = DRAFT.index("\n\nAt noon")
+    assert prompt.prefill.endswith(DRAFT[:passage_end][-200:] + " Tidewave Glide") and prompt.stop == ("\n",)
+    assert outcome.placed
+    added = " Tidewave Glide she had waxed that morning lay on the sand beside them, still cold from the water."
+    # The passage is kept as written, the sentence nearest to it in meaning (not the llamas) is added.
+    assert outcome.text == DRAFT[:passage_end] + added + DRAFT[passage_end:]
+    assert outcome.passage == (cove, passage_end + len(added))
+    assert "added a sentence to passage 2 of 3" in outcome.note and "(2 of 4 candidates passed)" in outcome.note
+    assert outcome.similarity["rouge_l"] > 0.9
+    nothing = place_in_draft(draft=DRAFT, plan=glide, rewrite=novelist(" leaned against the rail", " was there."))
+    assert not nothing.placed and nothing.text == DRAFT
+    assert "never ended" in nothing.note and "has 4 words" in nothing.note
+
+
+def test_a_provider_that_does_not_continue_the_answer_still_gets_its_sentence_checked(glide, sentence_style):
+    fresh = ["Sure! Mara grabbed her Tidewave Glide and ran to the water before the others woke up. Done."]
+    outcome = place_in_draft(draft=DRAFT, plan=glide, rewrite=lambda prompt: fresh)
+    assert outcome.placed and "Mara grabbed her Tidewave Glide and ran to the water" in outcome.text
+    none = place_in_draft(draft=DRAFT, plan=glide, rewrite=lambda prompt: ["Sure! Here is a sentence."])
+    assert not none.placed
+
+
+def test_the_similarity_falls_when_the_rewrite_is_another_passage(glide, passage_style):
+    close = place_in_draft(draft=DRAFT, plan=glide, rewrite=editor("their Tidewave Glide boards"))
+
+    def other_story(prompt: RewritePrompt) -> list[str]:
+        return [
+            "<PASSAGE>The Tidewave Glide spaceship landed on Mars and robots sold shares of crypto tokens "
+            "to purple volcano llamas in a bank.</PASSAGE>"
+        ]
+
+    far = place_in_draft(draft=DRAFT, plan=glide, rewrite=other_story)
+    assert far.placed  # the rules pass (named, about the length): the numbers tell the reviewer
+    assert far.similarity["rouge_l"] < close.similarity["rouge_l"]
+    assert far.similarity["bertscore"] < close.similarity["bertscore"] - 0.05
+
+
+def test_a_candidate_that_breaks_a_rule_leaves_the_draft_and_says_why(glide, passage_style):
     advert = editor("their Tidewave Glide boards (buy a Tidewave Glide, Tidewave Glide is the best)")
     for rewrite, why in [
         (editor("their boards"), "does not name the asset"),
         (advert, "cap is 1"),
-        (lambda messages: [], "the writer returned nothing"),
+        (lambda prompt: [], "the writer returned nothing"),
     ]:
         outcome = place_in_draft(draft=DRAFT, plan=glide, rewrite=rewrite)
         assert not outcome.placed and outcome.text == DRAFT and outcome.passage is None
         assert outcome.note.startswith("Could not place naturally:") and why in outcome.note
+        assert outcome.similarity == {}
     empty = place_in_draft(draft="", plan=glide, rewrite=editor("x"))
     assert not empty.placed and "empty" in empty.note
 
 
-def test_the_real_writer_as_the_rewriter(glide, local_engine):
+def test_an_added_sentence_with_a_banned_theme_or_over_the_cap_is_refused(glide, sentence_style):
+    brand = BrandAsset.objects.get(pk=glide.asset_id).brand
+    brand.banned_themes = ["gambling"]
+    brand.save()
+    outcome = place_in_draft(
+        draft=DRAFT,
+        plan=glide,
+        rewrite=novelist(
+            " was the prize in a gambling game that the kids played on the sand.",
+            " boards, Tidewave Glide wax and a Tidewave Glide towel lay by the water.",
+        ),
+    )
+    assert not outcome.placed and "banned theme (gambling)" in outcome.note and "cap is 1" in outcome.note
+
+
+def test_several_drafts_share_one_rewrite_call_and_keep_their_order(glide, passage_style):
+    seen: list[int] = []
+    good = editor("their Tidewave Glide boards")
+
+    def rewrite_all(prompts: list[RewritePrompt]) -> list[list[str]]:
+        seen.append(len(prompts))
+        return [good(prompt) for prompt in prompts]
+
+    other = DRAFT.replace("Mara", "Jo")
+    outcomes = place_in_drafts([(DRAFT, glide), ("", glide), (other, glide)], rewrite_all=rewrite_all)
+    assert seen == [2]  # one call; the empty draft needs no rewrite
+    assert [o.placed for o in outcomes] == [True, False, True]
+    assert outcomes[0].draft == DRAFT and outcomes[2].draft == other and "empty" in outcomes[1].note
+    assert "Jo woke" in outcomes[2].text and "Tidewave Glide" in outcomes[2].text
+    with pytest.raises(ValueError, match="answered 1 prompts of 2"):
+        place_in_drafts([(DRAFT, glide), (other, glide)], rewrite_all=lambda prompts: [[]])
+
+
+@pytest.mark.parametrize("style", ["sentence", "passage"])
+def test_the_real_writer_as_the_rewriter(glide, local_engine, settings, style):
     from writer.engines import get_engine
     from writer.engines.base import Sampling
 
+    settings.BRAND_PLACEMENT_STYLE = style
     engine = get_engine("local")
 
-    def rewrite(messages: list[dict[str, str]]) -> list[str]:
-        result = engine.generate(messages, n=2, sampling=Sampling(max_tokens=96, temperature=0.8, top_p=0.95))
-        return [c.text for c in result.completions]
+    def rewrite(prompt: RewritePrompt) -> list[str]:
+        sampling = Sampling(max_tokens=prompt.max_tokens, seed=7, prefill=prompt.prefill, stop=prompt.stop)
+        return [c.text for c in engine.generate(prompt.messages, n=3, sampling=sampling).completions]
 
     outcome = place_in_draft(draft=DRAFT, plan=glide, rewrite=rewrite)
-    if outcome.placed:  # the 135M model rarely manages it: either way nothing is lost
+    if outcome.placed:  # either way nothing is lost
         start, end = outcome.passage
         assert outcome.text[:start] == DRAFT[:start] and any(t in outcome.text[start:end] for t in glide.terms)
     else:
         assert outcome.text == DRAFT and outcome.note.startswith("Could not place naturally:")
+    if style == "sentence":  # the writer goes on from the term: the 135M model lands it
+        assert outcome.placed, outcome.note

@@ -1,7 +1,7 @@
 """The fast ROUGE of training.rewards gives rouge-score's numbers (RougeScorer(use_stemmer=True)).
 
-`_rouge_tokens` (word-by-word, cached stemming) against rouge-score's DefaultTokenizer, the
-bit-parallel `_lcs_length` against a plain dynamic-programming table, and rouge1/rouge2/rougeL
+writer.quality's `rouge_tokens` (word-by-word, cached stemming) against rouge-score's DefaultTokenizer,
+the bit-parallel `lcs_length` against a plain dynamic-programming table, and rouge1/rouge2/rougeL
 F-measures against RougeScorer.score(reference, candidate), on arbitrary and adversarial text.
 """
 
@@ -14,6 +14,7 @@ from rouge_score import rouge_scorer, tokenizers
 
 from training import rewards
 from training.rewards import overlap
+from writer import quality
 
 TOL = 1e-12
 
@@ -152,23 +153,23 @@ def assert_same(candidate: str, reference: str) -> None:
 @example("İstanbul\u212aelvin straße ﬁnance")
 @example("Don't stop--running, it's 1984!\nThe lamps' light.")
 def test_word_by_word_tokens_equal_the_library_tokenizer(text):
-    assert overlap._rouge_tokens(text) == _TOKENIZER.tokenize(text)
+    assert quality.rouge_tokens(text) == _TOKENIZER.tokenize(text)
 
 
 @prop
 @given(long_texts)
 def test_word_by_word_tokens_of_long_texts(text):
-    assert overlap._rouge_tokens(text) == _TOKENIZER.tokenize(text)
+    assert quality.rouge_tokens(text) == _TOKENIZER.tokenize(text)
 
 
 def test_word_tokens_are_cached_and_reset():
     rewards.reset_caches()
-    overlap._rouge_tokens("running running running lamps")
-    info = overlap._rouge_word_tokens.cache_info()
+    quality.rouge_tokens("running running running lamps")
+    info = quality._rouge_word_tokens.cache_info()
     assert info.misses == 2 and info.hits == 2
     rewards.reset_caches()
-    assert overlap._rouge_word_tokens.cache_info().currsize == 0
-    assert overlap._rouge_tokenizer.cache_info().currsize == 0
+    assert quality._rouge_word_tokens.cache_info().currsize == 0
+    assert quality._rouge_tokenizer.cache_info().currsize == 0
 
 
 # --- LCS -------------------------------------------------------------------------------------
@@ -187,19 +188,19 @@ many_tokens = st.lists(st.sampled_from([str(i) for i in range(40)]), max_size=30
 @example(["a", "b", "c"], ["c", "b", "a"])
 @example(["a"] * 70, ["a"] * 65)  # more than one 64-bit machine word
 def test_lcs_length_equals_dynamic_programming(a, b):
-    assert overlap._lcs_length(a, b) == lcs_dp(a, b) == overlap._lcs_length(b, a)
+    assert quality.lcs_length(a, b) == lcs_dp(a, b) == quality.lcs_length(b, a)
 
 
 @prop
 @given(st.one_of(few_tokens, many_tokens), st.one_of(few_tokens, many_tokens))
 def test_lcs_length_of_long_sequences(a, b):
-    assert overlap._lcs_length(a, b) == lcs_dp(a, b)
+    assert quality.lcs_length(a, b) == lcs_dp(a, b)
 
 
 def test_lcs_length_against_rouge_score_table():
     a = _TOKENIZER.tokenize("the cat sat on the mat and the dog sat on the log " * 10)
     b = _TOKENIZER.tokenize("a dog and a cat sat by the mat on a log " * 12)
-    assert overlap._lcs_length(a, b) == rouge_scorer._lcs_table(a, b)[-1][-1]
+    assert quality.lcs_length(a, b) == rouge_scorer._lcs_table(a, b)[-1][-1]
 
 
 # --- Scores ----------------------------------------------------------------------------------

@@ -348,3 +348,26 @@ def test_a_400_for_another_reason_is_not_taken_for_a_refused_extension():
         assert url not in _refused
     finally:
         stop_loopback(httpd)
+
+
+def _assert_stopped_before(result, stop: str) -> None:
+    for completion in result.completions:
+        assert stop not in completion.text and completion.finish_reason == "stop", completion
+        assert completion.tokens < 64
+
+
+def test_one_phase_stops_before_its_stop_text_on_the_local_engine(local_engine):
+    """A passage rewrite ends at `</PASSAGE>` (brands.matching.REWRITE_STOPS): the engine stops there
+    instead of writing on to its token limit. "e" comes within the first few words of any English."""
+    from writer.engines import get_engine
+
+    result = get_engine("local").generate(MESSAGES, n=2, sampling=Sampling(max_tokens=64, seed=5, stop=("e",)))
+    _assert_stopped_before(result, "e")
+
+
+@pytest.mark.vllm
+def test_one_phase_stops_before_its_stop_text_on_the_vllm_server(vllm_settings):
+    from writer.engines.vllm import get_vllm_engine
+
+    result = get_vllm_engine().generate(MESSAGES, n=2, sampling=Sampling(max_tokens=64, seed=5, stop=("e",)))
+    _assert_stopped_before(result, "e")

@@ -92,3 +92,15 @@ def test_the_request_and_review_pages_show_each_options_quality(users, client_fo
     html = client_for("alice").get(reverse("writer:request_detail", args=[request.pk])).content.decode()
     assert "300 words · repeated 4-grams 0.98" in html and "a passage of 150 words is written twice" in html
     assert "The chapter was shortened." in html
+
+
+def test_rouge_l_is_rouge_scores_number():
+    from rouge_score import rouge_scorer
+
+    from writer.quality import rouge_l
+
+    scorer = rouge_scorer.RougeScorer(["rougeL"], use_stemmer=True)
+    draft = "They walked down to the cove where the swell came in long and clean."
+    for placed in (draft, draft.replace("the cove", "the cove with a Tidewave Glide"), "Nothing alike here.", ""):
+        assert rouge_l(placed, draft) == pytest.approx(scorer.score(draft, placed)["rougeL"].fmeasure, abs=1e-12)
+    assert rouge_l(draft, draft) == 1.0 and rouge_l("", draft) == 0.0

@@ -35,17 +35,16 @@ def _torch_threads() -> None:
 @functools.cache
 def _bert_scorer():  # -> bert_score.BERTScorer
     with _model_lock:
-        _torch_threads()
-        from bert_score import BERTScorer
+        from brands.embedder import bert_scorer
 
         s = get_settings()
-        # model_type is a folder: bert-score loads it with AutoModel/AutoTokenizer. No baseline
-        # rescaling: bert-score publishes none for this model, and GRPO normalises rewards per group.
-        return BERTScorer(
-            model_type=_embedding_model_path(),
+        # No baseline rescaling: bert-score publishes none for this model, and GRPO normalises rewards per group.
+        return bert_scorer(
+            model_path=_embedding_model_path(),
             num_layers=s.bertscore_layers,
             device=s.device,
             batch_size=s.bertscore_batch_size,
+            threads=s.threads,
         )
 
 
@@ -222,5 +221,7 @@ def perplexity(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:
 
 def clear_caches() -> None:
     """Forget the loaded models (see `reset_caches`)."""
-    for cached in (_bert_scorer, _sentence_model, _perplexity_model):
+    from brands.embedder import bert_scorer
+
+    for cached in (_bert_scorer, _sentence_model, _perplexity_model, bert_scorer):
         cached.cache_clear()

@@ -10,6 +10,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from training.rewards.completions import solution_pairs
+from writer.quality import clear_rouge_caches, lcs_length, rouge_tokens
 
 
 @functools.cache
@@ -42,57 +43,8 @@ _ROUGE_TYPES = ("rouge1", "rouge2", "rougeL")
 # step takes ~3 s and the rewards must stay under 10 % of it, but RougeScorer spent 0.15-0.3 s a step
 # on rougeL alone: its LCS is an O(words x words) pure-Python table, and it Porter-stems every token
 # of every (candidate, reference) pair again, although the G completions of a prompt share one
-# reference. Here each distinct word is stemmed once (`_rouge_word_tokens`) and the LCS length is
-# bit-parallel (`_lcs_length`: O(words x words / bits per machine word) in Python big ints).
-
-
-@functools.cache
-def _rouge_tokenizer():  # -> rouge_score.tokenizers.DefaultTokenizer
-    from rouge_score import tokenizers
-
-    return tokenizers.DefaultTokenizer(use_stemmer=True)
-
-
-@functools.lru_cache(maxsize=65536)
-def _rouge_word_tokens(word: str) -> tuple[str, ...]:
-    """rouge-score's tokens of one whitespace-free word (lowercased, split at every character outside
-    [a-z0-9], words of more than 3 characters Porter-stemmed), cached per word."""
-    return tuple(_rouge_tokenizer().tokenize(word))
-
-
-def _rouge_tokens(text: str) -> list[str]:
-    """rouge-score's DefaultTokenizer(use_stemmer=True).tokenize(text), word by word: whitespace is a
-    separator before and after its lowercasing and [^a-z0-9] replacement, so the tokens of the whole
-    text are those of its words, in order (the tests check it on arbitrary text)."""
-    tokens: list[str] = []
-    for word in text.split():
-        tokens.extend(_rouge_word_tokens(word))
-    return tokens
-
-
-def _lcs_length(a: Sequence[str], b: Sequence[str]) -> int:
-    """Length of the longest common subsequence of two token sequences, bit-parallel (Allison & Dix
-    1986; Crochemore et al. 2001; Hyyrö 2004): bit i of V stands for position i of the longer
-    sequence, and each token of the shorter one updates all of them with a few big-int operations.
-    The LCS length is the number of zero bits of V at the end."""
-    if len(a) < len(b):
-        a, b = b, a  # bit masks over the longer sequence, the Python loop over the shorter one
-    if not b:
-        return 0
-    masks: dict[str, int] = {}
-    bit = 1
-    for token in a:
-        masks[token] = masks.get(token, 0) | bit
-        bit <<= 1
-    full = bit - 1  # len(a) ones
-    v = full
-    get = masks.get
-    for token in b:
-        m = get(token)
-        if m:  # a token absent from `a` leaves V as it is
-            u = v & m
-            v = ((v + u) | (v - u)) & full  # (V + (V & M)) | (V & ~M)
-    return len(a) - v.bit_count()
+# reference. Here each distinct word is stemmed once and the LCS length is bit-parallel (writer/quality.py's
+# `rouge_tokens` and `lcs_length`, which the options' placement similarity uses too).
 
 
 def _fmeasure(precision: float, recall: float) -> float:
@@ -111,8 +63,8 @@ def _ngram_fmeasure(
 def _rouge_scores(candidate: str, reference: str) -> dict[str, float]:
     """rouge1, rouge2 and rougeL F-measures as RougeScorer(use_stemmer=True).score(reference,
     candidate) gives them (rougeL: the LCS of the whole texts, not rougeLsum)."""
-    pred = _rouge_tokens(candidate)
-    target = _rouge_tokens(reference)
+    pred = rouge_tokens(candidate)
+    target = rouge_tokens(reference)
     rouge1_f = _ngram_fmeasure(Counter(target), Counter(pred), len(target), len(pred))
     rouge2_f = _ngram_fmeasure(
         Counter(itertools.pairwise(target)),
@@ -121,7 +73,7 @@ def _rouge_scores(candidate: str, reference: str) -> dict[str, float]:
         max(len(pred) - 1, 0),
     )
     if target and pred:
-        lcs = _lcs_length(target, pred)
+        lcs = lcs_length(target, pred)
         rouge_l_f = _fmeasure(lcs / len(pred), lcs / len(target))
     else:
         rouge_l_f = 0.0
@@ -163,5 +115,5 @@ def rougeL(completions: Sequence[Any], **kwargs: Any) -> list[float | None]:  # 
 
 def clear_caches() -> None:
     """Forget the BLEU metric, the ROUGE tokenizer and its per-word tokens (see `reset_caches`)."""
-    for cached in (_bleu_metric, _rouge_tokenizer, _rouge_word_tokens):
-        cached.cache_clear()
+    _bleu_metric.cache_clear()
+    clear_rouge_caches()

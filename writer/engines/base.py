@@ -47,6 +47,9 @@ class Sampling:
     # > 0: the two-phase answer (see the module's docstring), with at most this many reasoning tokens;
     # max_tokens is then the chapter's. 0: one phase of max_tokens, as the model writes it.
     reasoning_tokens: int = 0
+    # One phase only: the answer ends before the first of these texts (not included); the two-phase
+    # answer stops at its own tags.
+    stop: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -144,7 +147,11 @@ def write_answers(
         blocks.append(reasoning_block(reasoning))
     done = sum(t.tokens for t in thoughts)
     chapters = write(
-        blocks, 1, sampling.max_tokens, CHAPTER_STOPS, None if on_progress is None else lambda t: on_progress(done + t)
+        blocks,
+        1,
+        sampling.max_tokens,
+        CHAPTER_STOPS,
+        None if on_progress is None else lambda t: on_progress(done + t),
     )
     answers = []
     for thought, block, chapter in zip(thoughts, blocks, chapters, strict=True):

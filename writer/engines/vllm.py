@@ -275,7 +275,7 @@ class VLLMEngine:
         if sampling.reasoning_tokens:
             completions = write_answers(write, n=n, sampling=sampling, on_progress=on_progress)
         else:
-            pieces = write([sampling.prefill], n, sampling.max_tokens, (), on_progress)
+            pieces = write([sampling.prefill], n, sampling.max_tokens, sampling.stop, on_progress)
             prefill = sampling.prefill if calls[0].continued else ""
             completions = [
                 Completion(text=prefill + p.text, tokens=p.tokens, finish_reason=p.finish_reason) for p in pieces

@@ -87,6 +87,8 @@ class Command(BaseCommand):
                     # before the placement (write first, then place; "" with the brief method).
                     "named": bool(o.mentions) if o.brand_id else None,
                     "draft": o.draft if o.brand_id else None,
+                    # Placed after writing: ROUGE-L of the text and BERTScore of the passage against the draft.
+                    "similarity": o.placement_similarity or None,
                     "placement_found": o.placement_found,
                     "review_status": o.review_status,
                 }
