@@ -46,6 +46,8 @@ ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+# Playwright's sync API runs an event loop in this thread; the ORM reads here are plain and short.
+os.environ.setdefault("DJANGO_ALLOW_ASYNC_UNSAFE", "true")
 os.environ.setdefault("DJANGO_SETTINGS_MODULE", "mesu_web.settings")
 os.environ.setdefault("DJANGO_DEBUG", "1")  # a dev run: the settings then need no production secrets
 
@@ -307,7 +309,8 @@ def human_repetition(stories: list[Story]) -> dict[str, tuple[float, float, int]
 
 
 def start_app(port: int, base_url: str, log_dir: Path) -> list[subprocess.Popen]:
-    env = {**os.environ, "WRITER_BASE_URL": base_url, "WRITER_MAX_NEW_TOKENS": str(CHAPTER_TOKENS)}
+    env = {k: v for k, v in os.environ.items() if k != "DJANGO_ALLOW_ASYNC_UNSAFE"}
+    env |= {"WRITER_BASE_URL": base_url, "WRITER_MAX_NEW_TOKENS": str(CHAPTER_TOKENS)}
     bin_dir = Path(sys.executable).parent
     procs = []
     for name, command in (
@@ -361,16 +364,21 @@ def start_app(port: int, base_url: str, log_dir: Path) -> list[subprocess.Popen]
     else:
         stop_app(procs)
         raise SystemExit(f"the web server did not answer; see {log_dir}/web.log")
-    ping = subprocess.run(
-        [str(bin_dir / "celery"), "-A", "mesu_web", "inspect", "ping", "-t", "30"],
-        cwd=ROOT,
-        env=env,
-        capture_output=True,
-        text=True,
-    )
-    if ping.returncode != 0:
-        stop_app(procs)
-        raise SystemExit(f"the Celery worker did not answer; see {log_dir}/worker.log")
+    # The worker misses a ping sent before it has connected: ask again for up to a minute.
+    deadline = time.monotonic() + 60
+    while True:
+        ping = subprocess.run(
+            [str(bin_dir / "celery"), "-A", "mesu_web", "inspect", "ping", "-t", "5"],
+            cwd=ROOT,
+            env=env,
+            capture_output=True,
+            text=True,
+        )
+        if ping.returncode == 0:
+            break
+        if time.monotonic() > deadline:
+            stop_app(procs)
+            raise SystemExit(f"the Celery worker did not answer; see {log_dir}/worker.log")
     return procs
 
 
