@@ -154,6 +154,7 @@ CONFIGS = (
     ),
     Config("local-plain", "new decoding, plain, local engine", "local"),
 )
+CLICK = Config("click", "the click in Chromium (defaults: write then add a sentence)", "vllm", brands=True)
 
 
 @dataclass
@@ -431,6 +432,11 @@ def click_runs(url: str, runs: int) -> list[dict]:
                     "status": request.status,
                     "options_shown": shown,
                     "request": request.pk,
+                    # The click's options count towards the placement goals (the default method and style).
+                    "options": [
+                        asdict(option_result(story, CLICK, o))
+                        for o in request.options.select_related("brand", "asset").order_by("index")
+                    ],
                 }
             )
             print(f"  click {run + 1}: {seconds:.1f} s, {request.status}, {shown} options shown", flush=True)
@@ -498,7 +504,7 @@ def goals(results: list[RequestResult], clicks: list[dict], human: dict) -> list
             f"| repeated-4-gram share <= 0.05, every option (new decoding) | worst {worst:.3f}; {over} of {len(new)} "
             f"over (the human chapters: worst {human_worst:.3f}) | {'yes' if over == 0 else 'no'} |"
         )
-    placed = opts("new-place")
+    placed = opts("new-place") + [OptionResult(**o) for c in clicks for o in c.get("options", [])]
     if placed:
         named = sum(bool(x.named) for x in placed)
         branded = [x for x in placed if x.named is not None]
@@ -506,7 +512,8 @@ def goals(results: list[RequestResult], clicks: list[dict], human: dict) -> list
         bad = [x for x in branded if x.banned or (x.cap is not None and x.mentions > x.cap)]
         share = named / len(branded) if branded else 0.0
         lines.append(
-            f"| asset named in >= 95 % of branded options (write then place) | {named} / {len(branded)} ({share:.0%}) "
+            f"| asset named in >= 95 % of branded options (write then place; the bench's and the clicks' requests) "
+            f"| {named} / {len(branded)} ({share:.0%}) "
             f"| {'yes' if share >= GOALS['named'] else 'no'} |"
         )
         lines.append(
@@ -534,25 +541,22 @@ def goals(results: list[RequestResult], clicks: list[dict], human: dict) -> list
     return lines
 
 
-def excerpts(results: list[RequestResult], limit: int = 3) -> list[str]:
-    """What a reviewer reads: a few placed passages, as written and as placed."""
+def excerpts(options: list[OptionResult], limit: int = 4) -> list[str]:
+    """What a reviewer reads: a few placed passages, the draft's words before the change (in italics)
+    and the change, as written and as placed."""
     lines = []
-    for r in results:
-        if r.config != "new-place":
-            continue
-        for o in r.options:
-            if o.rouge_l is None or len(lines) >= limit * 3:
-                continue
-            start = next((i for i, (a, b) in enumerate(zip(o.draft, o.text, strict=False)) if a != b), 0)
-            tail = next(
-                (i for i, (a, b) in enumerate(zip(o.draft[::-1], o.text[::-1], strict=False)) if a != b), 0
-            )
-            before, after = o.draft[start : len(o.draft) - tail], o.text[start : len(o.text) - tail]
-            lines += [
-                f"- {r.story}, option {o.index + 1} ({o.asset}; ROUGE-L {fmt(o.rouge_l)}, BERTScore {fmt(o.bertscore)}):",
-                f'  - as written: "…{" ".join(before.split())[:300]}…"',
-                f'  - as placed: "…{" ".join(after.split())[:300]}…"',
-            ]
+    for o in [o for o in options if o.rouge_l is not None][:limit]:
+        start = next((i for i, (a, b) in enumerate(zip(o.draft, o.text, strict=False)) if a != b), 0)
+        tail = next((i for i, (a, b) in enumerate(zip(o.draft[::-1], o.text[::-1], strict=False)) if a != b), 0)
+        tail = min(tail, len(o.draft) - start, len(o.text) - start)
+        context = " ".join(o.draft[max(0, start - 200) : start].split())
+        before, after = o.draft[start : len(o.draft) - tail], o.text[start : len(o.text) - tail]
+        lines += [
+            f"- {o.story} ({o.config}), option {o.index + 1} ({o.asset}; ROUGE-L {fmt(o.rouge_l)}, "
+            f"BERTScore {fmt(o.bertscore)}):",
+            f'  - as written: "…*{context}* {" ".join(before.split())[:300]}…"',
+            f'  - as placed: "…*{context}* {" ".join(after.split())[:300]}…"',
+        ]
     return lines
 
 
@@ -585,7 +589,10 @@ def report(
     notes = {r.story: r.brand_note for r in results if r.config == "new-place"}
     if notes:
         lines += ["", "Matching, per story: " + "; ".join(f"{t}: {n or '—'}" for t, n in notes.items())]
-    placed = excerpts(results)
+    placed = excerpts(
+        [o for r in results if r.config == "new-place" for o in r.options]
+        + [OptionResult(**o) for c in clicks for o in c.get("options", [])]
+    )
     if placed:
         lines += ["", "### Placed passages, as a reviewer sees them", "", *placed]
     if clicks:

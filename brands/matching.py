@@ -337,8 +337,8 @@ def place_in_draft(*, draft: str, plan: OptionPlan, rewrite: Callable[[RewritePr
     a few candidates, either adds a sentence that starts with the asset's term or rewrites the passage
     (BRAND_PLACEMENT_STYLE). The candidates that name the asset by an exact term, keep to the length,
     stay within the brand's cap and hit none of its banned themes are kept, and the one nearest in
-    meaning to the passage as written goes in. None passes: the draft stays as it was, and the note says
-    why."""
+    meaning to the passage as written goes in. None passes: the writer is asked again, up to
+    BRAND_PLACEMENT_ROUNDS calls in all; then the draft stays as it was, and the note says why."""
     return place_in_drafts([(draft, plan)], rewrite_all=lambda prompts: [rewrite(p) for p in prompts])[0]
 
 
@@ -357,10 +357,21 @@ def place_in_drafts(
         outcomes.append(prepared if isinstance(prepared, PlacementOutcome) else None)
         if isinstance(prepared, _PendingPlacement):
             pending.append(prepared)
-    answers = rewrite_all([p.prompt for p in pending]) if pending else []
-    if len(answers) != len(pending):
-        raise ValueError(f"rewrite_all answered {len(answers)} prompts of {len(pending)}")
-    finished = iter(_placement_result(p, a) for p, a in zip(pending, answers, strict=True))
+    # A draft none of whose candidates passed is asked again, up to BRAND_PLACEMENT_ROUNDS calls in all;
+    # its result then weighs every candidate it got.
+    answers: list[list[str]] = [[] for _ in pending]
+    results: list[PlacementOutcome | None] = [None] * len(pending)
+    for _ in range(settings.BRAND_PLACEMENT_ROUNDS):
+        todo = [i for i, result in enumerate(results) if result is None or not result.placed]
+        if not todo:
+            break
+        got = rewrite_all([pending[i].prompt for i in todo])
+        if len(got) != len(todo):
+            raise ValueError(f"rewrite_all answered {len(got)} prompts of {len(todo)}")
+        for i, candidates in zip(todo, got, strict=True):
+            answers[i] += candidates
+            results[i] = _placement_result(pending[i], answers[i])
+    finished = iter(results)
     return [outcome if outcome is not None else next(finished) for outcome in outcomes]
 
 

@@ -192,3 +192,23 @@ def test_the_real_writer_as_the_rewriter(glide, local_engine, settings, style):
         assert outcome.text == DRAFT and outcome.note.startswith("Could not place naturally:")
     if style == "sentence":  # the writer goes on from the term: the 135M model lands it
         assert outcome.placed, outcome.note
+
+
+def test_a_draft_with_no_good_candidate_is_asked_again_a_bounded_number_of_times(glide, sentence_style, settings):
+    settings.BRAND_PLACEMENT_ROUNDS = 2
+    calls: list[int] = []
+
+    def second_time_lucky(prompts: list[RewritePrompt]) -> list[list[str]]:
+        calls.append(len(prompts))
+        if len(calls) == 1:  # the first draft's candidates all fail; the second draft's pass
+            return [[prompts[0].prefill + " was there."], [prompts[1].prefill + " lay on the sand by the boards."]]
+        return [[prompts[0].prefill + " lay on the sand, still cold from the morning water."]]
+
+    other = DRAFT.replace("Mara", "Jo")
+    first, second = place_in_drafts([(DRAFT, glide), (other, glide)], rewrite_all=second_time_lucky)
+    assert calls == [2, 1] and first.placed and second.placed
+    assert "(1 of 2 candidates passed)" in first.note  # the candidates of both rounds were weighed
+
+    calls.clear()
+    never = place_in_drafts([(DRAFT, glide)], rewrite_all=lambda prompts: calls.append(1) or [[" no"]])
+    assert calls == [1, 1] and not never[0].placed and never[0].note.startswith("Could not place naturally")
