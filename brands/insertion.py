@@ -99,19 +99,25 @@ def _cosine(a: Sequence[float], b: Sequence[float]) -> float:
     return dot / norm if norm else 0.0
 
 
-def best_passage(
+def ranked_passages(
     candidates: Sequence[Passage], asset_text: str, *, embed: Callable[[list[str]], list[list[float]]]
-) -> tuple[int, float]:
-    """The index of the passage nearest in meaning to the asset (its kind, name and description), and
-    the cosine similarity. The first passage of a chapter sets the scene: it is chosen only when it is
-    the only one."""
+) -> list[tuple[int, float]]:
+    """(index, cosine similarity) of the passages, nearest in meaning to the asset (its kind, name and
+    description) first. The first passage of a chapter sets the scene: it comes last, unless it is the
+    only one."""
     if not candidates:
         raise ValueError("a draft with no passage cannot carry a placement")
     vectors = embed([asset_text, *(p.text for p in candidates)])
     scores = [_cosine(vectors[0], v) for v in vectors[1:]]
-    allowed = range(1, len(candidates)) if len(candidates) > 1 else range(1)
-    index = max(allowed, key=lambda i: (scores[i], -i))
-    return index, scores[index]
+    order = sorted(range(len(candidates)), key=lambda i: (i != 0 or len(candidates) == 1, scores[i], -i), reverse=True)
+    return [(i, scores[i]) for i in order]
+
+
+def best_passage(
+    candidates: Sequence[Passage], asset_text: str, *, embed: Callable[[list[str]], list[list[float]]]
+) -> tuple[int, float]:
+    """The first of `ranked_passages`: the index of the passage where the asset fits best, and its score."""
+    return ranked_passages(candidates, asset_text, embed=embed)[0]
 
 
 @dataclass(frozen=True)

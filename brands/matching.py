@@ -35,10 +35,10 @@ from brands.insertion import (
     RewritePrompt,
     add_sentence,
     added_sentence,
-    best_passage,
     passages,
     place,
     placement_similarity,
+    ranked_passages,
     rewrite_messages,
     rewritten_passage,
     sentence_prompt,
@@ -319,7 +319,7 @@ class PlacementOutcome:
 
 @dataclass(frozen=True)
 class _PendingPlacement:
-    """A draft whose best passage is chosen and whose rewrite prompt is built, waiting for the answers."""
+    """A place in a draft (a passage) with its rewrite prompt built, waiting for the writer's answers."""
 
     draft: str
     plan: OptionPlan
@@ -337,8 +337,9 @@ def place_in_draft(*, draft: str, plan: OptionPlan, rewrite: Callable[[RewritePr
     a few candidates, either adds a sentence that starts with the asset's term or rewrites the passage
     (BRAND_PLACEMENT_STYLE). The candidates that name the asset by an exact term, keep to the length,
     stay within the brand's cap and hit none of its banned themes are kept, and the one nearest in
-    meaning to the passage as written goes in. None passes: the writer is asked again, up to
-    BRAND_PLACEMENT_ROUNDS calls in all; then the draft stays as it was, and the note says why."""
+    meaning to the passage as written goes in. None passes: the writer is asked again at the passage where
+    the asset fits next best, up to BRAND_PLACEMENT_ROUNDS calls in all; then the draft stays as it was,
+    and the note says why."""
     return place_in_drafts([(draft, plan)], rewrite_all=lambda prompts: [rewrite(p) for p in prompts])[0]
 
 
@@ -351,62 +352,68 @@ def place_in_drafts(
     (the candidates of each prompt, in order): the writer's engine can write the rewrites of a request's
     options together instead of one after another."""
     outcomes: list[PlacementOutcome | None] = []
-    pending: list[_PendingPlacement] = []
+    pending: list[list[_PendingPlacement]] = []
     for draft, plan in items:
         prepared = _placement_prompt(draft, plan)
         outcomes.append(prepared if isinstance(prepared, PlacementOutcome) else None)
-        if isinstance(prepared, _PendingPlacement):
+        if not isinstance(prepared, PlacementOutcome):
             pending.append(prepared)
-    # A draft none of whose candidates passed is asked again, up to BRAND_PLACEMENT_ROUNDS calls in all;
-    # its result then weighs every candidate it got.
-    answers: list[list[str]] = [[] for _ in pending]
+    # A draft none of whose candidates passed is asked again, up to BRAND_PLACEMENT_ROUNDS calls in all,
+    # each time at the passage where the asset fits next best (a small writer that stumbles over one
+    # passage often goes on well from another).
     results: list[PlacementOutcome | None] = [None] * len(pending)
-    for _ in range(settings.BRAND_PLACEMENT_ROUNDS):
+    reasons: list[list[str]] = [[] for _ in pending]
+    for round_ in range(settings.BRAND_PLACEMENT_ROUNDS):
         todo = [i for i, result in enumerate(results) if result is None or not result.placed]
         if not todo:
             break
-        got = rewrite_all([pending[i].prompt for i in todo])
+        spots = [pending[i][round_ % len(pending[i])] for i in todo]
+        got = rewrite_all([spot.prompt for spot in spots])
         if len(got) != len(todo):
             raise ValueError(f"rewrite_all answered {len(got)} prompts of {len(todo)}")
-        for i, candidates in zip(todo, got, strict=True):
-            answers[i] += candidates
-            results[i] = _placement_result(pending[i], answers[i])
+        for i, spot, candidates in zip(todo, spots, got, strict=True):
+            results[i] = _placement_result(spot, candidates, reasons[i])
     finished = iter(results)
     return [outcome if outcome is not None else next(finished) for outcome in outcomes]
 
 
-def _placement_prompt(draft: str, plan: OptionPlan) -> PlacementOutcome | _PendingPlacement:
+def _placement_prompt(draft: str, plan: OptionPlan) -> PlacementOutcome | list[_PendingPlacement]:
+    """The places to try, best first: one per round (fewer passages than rounds: the best again)."""
     asset = BrandAsset.objects.select_related("brand").get(pk=plan.asset_id)
     brand = asset.brand
     found = passages(draft)
     if not found or not plan.terms:
         return PlacementOutcome(draft, draft, False, "Could not place naturally: the chapter is empty.")
-    index, _ = best_passage(
+    ranked = ranked_passages(
         found, f"{asset.kind}: {asset.name}. {asset.description}".strip(), embed=get_embedder().embed
     )
-    passage = found[index]
     style = settings.BRAND_PLACEMENT_STYLE
-    if style == "sentence":
-        prompt = sentence_prompt(draft=draft, passage=passage, term=plan.terms[0])
-    else:
-        prompt = RewritePrompt(
-            rewrite_messages(
-                passage=passage,
-                before=draft[: passage.start],
-                after=draft[passage.end :],
-                term=plan.terms[0],
-                asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(": "),
-                brand_line=f"The brand's tone: {brand.tone_of_voice}." if brand.tone_of_voice else "",
-                hint=plan.hint,
+    spots = []
+    for index, _ in ranked[: settings.BRAND_PLACEMENT_ROUNDS]:
+        passage = found[index]
+        if style == "sentence":
+            prompt = sentence_prompt(draft=draft, passage=passage, term=plan.terms[0])
+        else:
+            prompt = RewritePrompt(
+                rewrite_messages(
+                    passage=passage,
+                    before=draft[: passage.start],
+                    after=draft[passage.end :],
+                    term=plan.terms[0],
+                    asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(": "),
+                    brand_line=f"The brand's tone: {brand.tone_of_voice}." if brand.tone_of_voice else "",
+                    hint=plan.hint,
+                )
             )
-        )
-    return _PendingPlacement(draft, plan, asset, index, len(found), passage, prompt, style)
+        spots.append(_PendingPlacement(draft, plan, asset, index, len(found), passage, prompt, style))
+    return spots
 
 
-def _placement_result(pending: _PendingPlacement, answers: Sequence[str]) -> PlacementOutcome:
+def _placement_result(pending: _PendingPlacement, answers: Sequence[str], reasons: list[str]) -> PlacementOutcome:
+    """The best of `answers` placed in `pending`'s passage; none passes: the draft, with `reasons` (the
+    earlier rounds', extended with this one's) in the note."""
     draft, plan, asset, passage = pending.draft, pending.plan, pending.asset, pending.passage
     brand = asset.brand
-    reasons: list[str] = []
     good: list[Placed] = []
     for answer in answers:
         try:

@@ -300,8 +300,9 @@ BRAND_PLACEMENT_STYLE = env_choice("BRAND_PLACEMENT_STYLE", "sentence", ("senten
 # rewrite only: candidates asked of the writer in one call; of those that pass the checks, the one
 # nearest in meaning to the passage as written goes in.
 BRAND_PLACEMENT_CANDIDATES = env_int("BRAND_PLACEMENT_CANDIDATES", 4, minimum=1)
-# rewrite only: calls in all for an option none of whose candidates passed (the retries are bounded).
-BRAND_PLACEMENT_ROUNDS = env_int("BRAND_PLACEMENT_ROUNDS", 2, minimum=1)
+# rewrite only: calls in all for an option none of whose candidates passed, each at the passage where the
+# asset fits next best (the retries are bounded).
+BRAND_PLACEMENT_ROUNDS = env_int("BRAND_PLACEMENT_ROUNDS", 3, minimum=1)
 
 # --- Distillation (teacher model) ------------------------------------------------------------------
 # `manage.py distill` asks a reasoning model WHY each real next chapter is the way it is. "openai" = any

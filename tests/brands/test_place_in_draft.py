@@ -197,9 +197,11 @@ def test_the_real_writer_as_the_rewriter(glide, local_engine, settings, style):
 def test_a_draft_with_no_good_candidate_is_asked_again_a_bounded_number_of_times(glide, sentence_style, settings):
     settings.BRAND_PLACEMENT_ROUNDS = 2
     calls: list[int] = []
+    asked: list[str] = []
 
     def second_time_lucky(prompts: list[RewritePrompt]) -> list[list[str]]:
         calls.append(len(prompts))
+        asked.append(prompts[0].prefill)
         if len(calls) == 1:  # the first draft's candidates all fail; the second draft's pass
             return [[prompts[0].prefill + " was there."], [prompts[1].prefill + " lay on the sand by the boards."]]
         return [[prompts[0].prefill + " lay on the sand, still cold from the morning water."]]
@@ -207,8 +209,16 @@ def test_a_draft_with_no_good_candidate_is_asked_again_a_bounded_number_of_times
     other = DRAFT.replace("Mara", "Jo")
     first, second = place_in_drafts([(DRAFT, glide), (other, glide)], rewrite_all=second_time_lucky)
     assert calls == [2, 1] and first.placed and second.placed
-    assert "(1 of 2 candidates passed)" in first.note  # the candidates of both rounds were weighed
+    # The second round goes on from the passage where the board fits next best: the cove (passage 2)
+    # first, then the ledger (passage 3); the opening passage comes last.
+    assert asked[0].endswith("laughing at the cold. Tidewave Glide") and asked[1].endswith("the column. Tidewave Glide")
+    assert "added a sentence to passage 3 of 3" in first.note and "passage 2 of 3" in second.note
 
     calls.clear()
     never = place_in_drafts([(DRAFT, glide)], rewrite_all=lambda prompts: calls.append(1) or [[" no"]])
     assert calls == [1, 1] and not never[0].placed and never[0].note.startswith("Could not place naturally")
+
+    settings.BRAND_PLACEMENT_ROUNDS = 3  # more rounds than passages beyond the opening one: all three, then
+    calls.clear()  # the opening passage too
+    place_in_drafts([(DRAFT, glide)], rewrite_all=lambda prompts: calls.append(1) or [[" no"]])
+    assert calls == [1, 1, 1]
