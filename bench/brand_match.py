@@ -39,7 +39,6 @@ import numpy as np
 import psycopg
 from pgvector.psycopg import register_vector
 from psycopg import sql
-from psycopg.conninfo import make_conninfo
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
@@ -52,6 +51,7 @@ import django  # noqa: E402
 
 django.setup()
 
+from benchdb import conninfo, drop_database, recreate_database  # noqa: E402 (bench/benchdb.py: this script's folder is on sys.path)
 from django.conf import settings  # noqa: E402
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
 from report import machine_info as base_machine_info  # noqa: E402
@@ -226,27 +226,6 @@ def recall_at_k(
         return 0.0
     distances = 1.0 - data.vectors[np.asarray(found) - 1] @ query
     return min(int(np.sum(distances <= worst)), len(true_dist)) / len(true_dist)
-
-
-# --- PostgreSQL -------------------------------------------------------------------------------------
-
-
-def conninfo(dbname: str) -> str:
-    db = settings.DATABASES["default"]
-    return make_conninfo(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"] or None, dbname=dbname
-    )
-
-
-def recreate_database(name: str) -> None:
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(name: str) -> None:
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {}").format(sql.Identifier(name)))
 
 
 def renice(pid: int, niceness: int) -> None:

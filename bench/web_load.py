@@ -129,6 +129,7 @@ django.setup()
 
 import httpx  # noqa: E402
 import psycopg  # noqa: E402
+from benchdb import conninfo, database_exists, drop_database, recreate_database  # noqa: E402 (bench/benchdb.py: this script's folder is on sys.path)
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.contrib.auth.hashers import make_password  # noqa: E402
@@ -139,7 +140,6 @@ from django.test import Client  # noqa: E402
 from django.test.utils import CaptureQueriesContext  # noqa: E402
 from django.urls import resolve  # noqa: E402
 from psycopg import sql  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
 from psycopg.types.json import Jsonb  # noqa: E402
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
 from report import machine_info as base_machine_info  # noqa: E402
@@ -203,30 +203,6 @@ class Texts:
 
 
 # --- PostgreSQL -------------------------------------------------------------------------------------
-
-
-def conninfo(dbname: str) -> str:
-    db = settings.DATABASES["default"]
-    return make_conninfo(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"] or None, dbname=dbname
-    )
-
-
-def database_exists(name: str) -> bool:
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        return admin.execute("SELECT 1 FROM pg_database WHERE datname = %s", [name]).fetchone() is not None
-
-
-def recreate_database(name: str) -> None:
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(name: str) -> None:
-    connection.close()
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def copy_model(conn: psycopg.Connection, model: type[Model], rows: Iterable[dict], now: dt.datetime) -> int:

@@ -84,14 +84,11 @@ import django  # noqa: E402
 django.setup()
 
 import httpx  # noqa: E402
-import psycopg  # noqa: E402
+from benchdb import drop_database, recreate_database  # noqa: E402 (bench/benchdb.py: this script's folder is on sys.path)
 from django.conf import settings  # noqa: E402
 from django.contrib.auth import get_user_model  # noqa: E402
 from django.core.management import call_command  # noqa: E402
-from django.db import connection  # noqa: E402
 from django.test import override_settings  # noqa: E402
-from psycopg import sql  # noqa: E402
-from psycopg.conninfo import make_conninfo  # noqa: E402
 from report import append_report  # noqa: E402 (bench/report.py: this script's folder is on sys.path)
 from report import machine_info as base_machine_info  # noqa: E402
 
@@ -196,26 +193,6 @@ class RequestResult:
 
 
 # --- The database --------------------------------------------------------------------------------
-
-
-def conninfo(dbname: str) -> str:
-    db = settings.DATABASES["default"]
-    return make_conninfo(
-        host=db["HOST"], port=db["PORT"], user=db["USER"], password=db["PASSWORD"] or None, dbname=dbname
-    )
-
-
-def recreate_database(name: str) -> None:
-    connection.close()
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
-        admin.execute(sql.SQL("CREATE DATABASE {}").format(sql.Identifier(name)))
-
-
-def drop_database(name: str) -> None:
-    connection.close()
-    with psycopg.connect(conninfo("postgres"), autocommit=True) as admin:
-        admin.execute(sql.SQL("DROP DATABASE IF EXISTS {} WITH (FORCE)").format(sql.Identifier(name)))
 
 
 def seed() -> list[Story]:
