@@ -26,6 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from brands.placements import find_mentions
+from writer.parsing import SENTENCE_END
 from writer.quality import rouge_l
 
 PASSAGE_REWRITE_TOKENS = 320  # a passage of at most MAX_PASSAGE_WORDS words, rewritten
@@ -113,6 +114,12 @@ def ranked_passages(
     return [(i, scores[i]) for i in order]
 
 
+def closest(reference: str, texts: Sequence[str], *, embed: Callable[[list[str]], list[list[float]]]) -> int:
+    """The index of the text of `texts` nearest in meaning to `reference`."""
+    vectors = embed([reference, *texts])
+    return max(range(len(texts)), key=lambda i: _cosine(vectors[0], vectors[i + 1]))
+
+
 def best_passage(
     candidates: Sequence[Passage], asset_text: str, *, embed: Callable[[list[str]], list[list[float]]]
 ) -> tuple[int, float]:
@@ -146,19 +153,16 @@ def sentence_prompt(*, draft: str, passage: Passage, term: str) -> RewritePrompt
     )
 
 
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
-
-
 def added_sentence(answer: str, prompt: RewritePrompt, term: str) -> str:
     """The sentence a `sentence_prompt` answer adds: the term and the writer's words up to the first
     sentence end ("" when the sentence never ends). A provider that did not continue the prefilled
     answer wrote a fresh one: its first sentence that names the term, if any."""
     if answer.startswith(prompt.prefill):
         rest = answer[len(prompt.prefill) :]
-        end = _SENTENCE_END.search(rest)
+        end = SENTENCE_END.search(rest)
         return f"{term}{rest[: end.end()]}".strip() if end else ""
     for sentence in _SENTENCE.finditer(answer):
-        if term in sentence.group(0) and _SENTENCE_END.search(sentence.group(0)):
+        if term in sentence.group(0) and SENTENCE_END.search(sentence.group(0)):
             return sentence.group(0).strip()
     return ""
 

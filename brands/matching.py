@@ -35,6 +35,7 @@ from brands.insertion import (
     RewritePrompt,
     add_sentence,
     added_sentence,
+    closest,
     passages,
     place,
     placement_similarity,
@@ -436,8 +437,7 @@ def _placement_result(pending: _PendingPlacement, answers: Sequence[str], reason
         return PlacementOutcome(draft, draft, False, f"Could not place naturally: {why}.")
     placed = good[0]
     if len(good) > 1:  # the candidate that reads most like the passage as written
-        vectors = get_embedder().embed([passage.text, *(p.rewrite for p in good)])
-        placed = good[max(range(len(good)), key=lambda i: _dot(vectors[0], vectors[i + 1]))]
+        placed = good[closest(passage.text, [p.rewrite for p in good], embed=get_embedder().embed)]
     span = (passage.start, passage.start + len(placed.rewrite))
     how = "added a sentence to" if pending.style == "sentence" else "rewrote"
     note = (
@@ -446,11 +446,6 @@ def _placement_result(pending: _PendingPlacement, answers: Sequence[str], reason
     )
     similarity = placement_similarity(text=placed.text, draft=draft, passage=span, bertscore=bertscore_f1)
     return PlacementOutcome(placed.text, draft, True, note, span, similarity)
-
-
-def _dot(a: Sequence[float], b: Sequence[float]) -> float:
-    """Cosine of two unit vectors (the embedder's)."""
-    return sum(x * y for x, y in zip(a, b, strict=True))
 
 
 def placement_view_record(*, option: GenerationOption, user: AbstractBaseUser) -> None:
@@ -725,6 +720,16 @@ def _approval_covers(option: GenerationOption) -> bool:
     return not option.approved_text_hash or option.approved_text_hash == text_hash(option.text)
 
 
+def _approved_passage_kept(
+    catalogue: BrandCatalogue, option: GenerationOption, text: str, hits: Sequence[NameHit]
+) -> bool:
+    """`text` (whose brand names are `hits`) keeps the passage the option's brand approved, and the
+    approval covers the option's text."""
+    [approved_hits] = _scan(catalogue, [option.text], option.brand_id)
+    same = placement_passage(text, _spans(hits)) == placement_passage(option.text, _spans(approved_hits))
+    return same and _approval_covers(option)
+
+
 @dataclass(frozen=True)
 class Acceptance:
     """What accepting `text` from an option gives: "plain" (a chapter with no placement), "sponsored" (the
@@ -754,9 +759,7 @@ def option_acceptance(*, option: GenerationOption, text: str) -> Acceptance:
     if option.review_status == ReviewStatus.APPROVED:
         if not named:
             return Acceptance("plain")  # the author took the placement out: nothing left to label
-        [approved_hits] = _scan(catalogue, [option.text], brand)
-        same = placement_passage(text, _spans(hits)) == placement_passage(option.text, _spans(approved_hits))
-        if same and _approval_covers(option):
+        if _approved_passage_kept(catalogue, option, text, hits):
             return Acceptance("sponsored", mentions=_spans(hits))
         return Acceptance(
             "review",
@@ -832,11 +835,7 @@ def _edited_chapter(chapter: Chapter) -> tuple[GenerationOption, list[NameHit], 
     others = [o for o in _owners(hits) if o != option.brand_id]
     approved = False
     if hits and option.review_status == ReviewStatus.APPROVED and not others:
-        [approved_hits] = _scan(catalogue, [option.text], option.brand_id)
-        same = placement_passage(chapter.text, _spans(hits)) == placement_passage(
-            option.text, _spans(approved_hits)
-        )
-        approved = same and _approval_covers(option)
+        approved = _approved_passage_kept(catalogue, option, chapter.text, hits)
     return option, hits, others, approved
 
 

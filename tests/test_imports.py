@@ -26,6 +26,7 @@ ALLOWED_EDGES = {
     ("brands", "writer.roles"): "who is a brand manager",
     ("brands", "writer.selectors"): "the review page shows the option's request",
     ("brands", "writer.prompting"): "the brief names the answer tags",
+    ("brands", "writer.parsing"): "an added sentence ends where the writer's chapters do",
     ("brands", "writer.quality"): "a placed chapter's ROUGE-L against its draft, measured as the rewards do",
     # The writer reaches brands through its public module only.
     ("writer", "brands.matching"): "matching, option plans, placement views",

@@ -203,7 +203,7 @@ def _salvage(raw: str) -> ParsedOutput:
 
 # A sentence ends at . ! ? or … (a run of them), then any closing quotes or brackets, then a space or
 # the end: '"Run!" she said.' ends twice, "3.5" never.
-_SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
 # Words that end in a dot without ending the sentence ("Mr. Hale"): a cut is never made after them,
 # nor after an initial ("J. Vale").
 _NO_END_BEFORE = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "prof", "sr", "jr", "vs"})
@@ -220,7 +220,7 @@ def strip_tags(text: str) -> str:
 def shorten_to_sentence(text: str) -> str | None:
     """`text` cut after its last complete sentence (trailing space dropped), or None when it has
     no sentence end at all (one unfinished sentence: nothing sensible to keep)."""
-    for m in reversed(list(_SENTENCE_END.finditer(text))):
+    for m in reversed(list(SENTENCE_END.finditer(text))):
         if m.group(0).rstrip("\"'”’)]") == ".":
             before = text[: m.start()].rsplit(None, 1)
             word = before[-1].lstrip("\"'“‘(").lower() if before else ""

@@ -41,7 +41,7 @@ from writer.models import (
     ReviewStatus,
     Story,
 )
-from writer.parsing import parse_output
+from writer.parsing import ParsedOutput, parse_output
 from writer.prompting import ChapterText, StoryMeta, build_prompt, prompt_budget
 from writer.text_input import clean_text
 
@@ -51,8 +51,6 @@ User = get_user_model()
 
 STORY_FIELDS = ("title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes")
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress write per second while tokens stream in
-# A rewritten passage: brands/insertion.py's passages are at most 120 words (~160 tokens); twice that
-# leaves room for a model that wraps its answer in the tags and a sentence around them.
 
 
 # --- Users -----------------------------------------------------------------------------------------
@@ -434,16 +432,18 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         done_before[0] += sum(c.tokens for c in result.completions)
         model_name = result.model
 
+    answers = [parse_output(completion.text) for _, completion in written]
     placed: dict[int, PlacementOutcome] = {}
     if place_after:
-        placed = _place_brands(request_id, written, engine=engine, sampling=sampling)
+        drafts = [(plan, answer.text) for (plan, _), answer in zip(written, answers, strict=True)]
+        placed = _place_brands(request_id, drafts, engine=engine, sampling=sampling)
 
     with transaction.atomic():
         locked = GenerationRequest.objects.select_for_update().get(pk=request_id)
         if locked.options.exists():  # another run of the same task got here first
             return locked
         GenerationOption.objects.bulk_create(
-            _option_row(locked, index, plan, completion, placed.get(index))
+            _option_row(locked, index, plan, completion, answers[index], placed.get(index))
             for index, (plan, completion) in enumerate(written)
         )
         locked.status = GenerationRequest.Status.SUCCEEDED
@@ -456,7 +456,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
 
 def _place_brands(
-    request_id: int, written: list[tuple[OptionPlan, Completion]], *, engine: WriterEngine, sampling: Sampling
+    request_id: int, drafts: list[tuple[OptionPlan, str]], *, engine: WriterEngine, sampling: Sampling
 ) -> dict[int, PlacementOutcome]:
     """Write first, then place: each branded option's chapter, written without the brand, gets its asset
     in the passage where it fits best (brands.matching.place_in_drafts), or stays as written with the
@@ -482,14 +482,14 @@ def _place_brands(
         with ThreadPoolExecutor(max_workers=len(prompts), thread_name_prefix="rewrite") as pool:
             return list(pool.map(rewrite, prompts))
 
-    branded = [(index, plan, completion) for index, (plan, completion) in enumerate(written) if plan.brand_id]
+    branded = [(index, plan, draft) for index, (plan, draft) in enumerate(drafts) if plan.brand_id]
     if not branded:
         return {}
     _set_progress(
         request_id, stage=f"Placing the brand in {len(branded)} option{'s' if len(branded) > 1 else ''}"
     )
     outcomes = place_in_drafts(
-        [(parse_output(completion.text).text, plan) for _, plan, completion in branded],
+        [(draft, plan) for _, plan, draft in branded],
         rewrite_all=rewrite_all,
     )
     return {index: outcome for (index, _, _), outcome in zip(branded, outcomes, strict=True)}
@@ -500,11 +500,12 @@ def _option_row(
     index: int,
     plan: OptionPlan,
     completion: Completion,
+    parsed: ParsedOutput,
     outcome: PlacementOutcome | None = None,
 ) -> GenerationOption:
-    """One option as stored. `outcome`: write-then-place's result for a branded option (its text is the
-    chapter with the brand placed, or the draft with the reason it could not be)."""
-    parsed = parse_output(completion.text)
+    """One option as stored: `parsed` is `completion.text` parsed. `outcome`: write-then-place's result for
+    a branded option (its text is the chapter with the brand placed, or the draft with the reason it could
+    not be)."""
     if outcome is not None:
         parsed = replace(parsed, text=outcome.text)
     # Every name of every brand, in the chapter and in the reasoning, decides whether the option waits for

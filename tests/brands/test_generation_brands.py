@@ -14,7 +14,6 @@ from django.urls import reverse
 
 from brands import selectors as brand_selectors
 from brands import services as brand_services
-from brands.demo import seed_brands
 from brands.matching import brand_catalogue
 from brands.models import PlacementDecision, PlacementView
 from brands.placements import find_mentions, mention_spans
@@ -30,11 +29,6 @@ SURF_TEXT = (
     "Kai paddled out past the break at dawn. The swell was clean, head-high waves peeling along the reef, "
     "and the whole surf camp was already in the water. Mina waxed her board on the sand and laughed."
 )
-
-
-@pytest.fixture
-def brands(users):
-    return {b.name: b for b in seed_brands(users["mia"])}
 
 
 @pytest.fixture

@@ -13,7 +13,6 @@ from django.urls import reverse
 from brands import matching
 from brands import selectors as brand_selectors
 from brands import services as brand_services
-from brands.demo import seed_brands
 from brands.matching import OptionPlan, brand_catalogue, option_placement, placement_passage
 from brands.models import PlacementDecision, text_hash
 from brands.placements import Name, NameCatalogue, common_words, find_mentions, quoted_runs
@@ -162,11 +161,6 @@ def test_a_whole_catalogue_scan_is_cheap():
 
 # ---------------------------------------------------------------------------------------------
 # Options: what the writer stores (brands.matching.option_placement, called by writer._option_row)
-
-
-@pytest.fixture
-def brands(users):
-    return {b.name: b for b in seed_brands(users["mia"])}
 
 
 @pytest.fixture
