@@ -43,6 +43,7 @@ from writer.models import (
 )
 from writer.parsing import ParsedOutput, parse_output
 from writer.prompting import ChapterText, StoryMeta, build_prompt, prompt_budget
+from writer.quality import words_of
 from writer.text_input import clean_text
 
 logger = logging.getLogger(__name__)
@@ -345,6 +346,16 @@ def _start(request_id: int) -> GenerationRequest | None:
     return request
 
 
+# A chapter's words per token of its budget below which it is written again (with WRITER_MIN_CHAPTER_WORDS
+# the cap): a request for a short chapter is not asked for more than it can hold.
+MIN_WORDS_PER_CHAPTER_TOKEN = 0.25
+
+
+def chapter_min_words(max_tokens: int) -> int:
+    """The fewest words a chapter of `max_tokens` tokens may have before it is written again (0: never)."""
+    return min(settings.WRITER_MIN_CHAPTER_WORDS, int(max_tokens * MIN_WORDS_PER_CHAPTER_TOKEN))
+
+
 def generation_request_run(*, request_id: int) -> GenerationRequest:
     """Build the prompt, call the writer engine once for n options, parse and store them.
 
@@ -391,11 +402,8 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
     # Options that share a prompt come from one engine call (n=): every option when brands are placed
     # after writing; with briefs in the prompt, each brief is its own prompt.
-    by_brief: dict[str, list[OptionPlan]] = {}
-    for plan in plans:
-        by_brief.setdefault(plan.brief, []).append(plan)
-    groups = list(by_brief.values())
-    first = prompt_for(groups[0][0])
+    first_brief = plans[0].brief
+    first = prompt_for(plans[0])
     _set_progress(
         request_id,
         prompt_tokens=first.report.used_tokens,
@@ -416,23 +424,50 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
                 request_id, progress_tokens=total, stage=f"Writing: {total} of up to {expected_tokens} tokens"
             )
 
-    written: list[tuple[OptionPlan, Completion]] = []
-    model_name = ""
-    for index, group in enumerate(groups):
-        built = first if index == 0 else prompt_for(group[0])
-        count = len(group)
-        result = engine.generate(
-            built.messages, n=count, sampling=sampling, adapter=adapter, on_progress=on_progress
-        )
-        if len(result.completions) != count:
-            raise EngineError(
-                f"The writer returned {len(result.completions)} options instead of {count}.", retryable=True
-            )
-        written += list(zip(group, result.completions, strict=True))
-        done_before[0] += sum(c.tokens for c in result.completions)
-        model_name = result.model
+    model_name = [""]
 
-    answers = [parse_output(completion.text) for _, completion in written]
+    def write(plans_to_write: list[OptionPlan]) -> list[Completion]:
+        """One engine call per prompt (options with the same brief share one, n=), in `plans_to_write`'s order."""
+        by_brief: dict[str, list[int]] = {}
+        for position, plan in enumerate(plans_to_write):
+            by_brief.setdefault(plan.brief, []).append(position)
+        completions: list[Completion | None] = [None] * len(plans_to_write)
+        for positions in by_brief.values():
+            plan = plans_to_write[positions[0]]
+            built = first if plan.brief == first_brief else prompt_for(plan)
+            result = engine.generate(
+                built.messages, n=len(positions), sampling=sampling, adapter=adapter, on_progress=on_progress
+            )
+            if len(result.completions) != len(positions):
+                raise EngineError(
+                    f"The writer returned {len(result.completions)} options instead of {len(positions)}.",
+                    retryable=True,
+                )
+            for position, completion in zip(positions, result.completions, strict=True):
+                completions[position] = completion
+            done_before[0] += sum(c.tokens for c in result.completions)
+            model_name[0] = result.model
+        return completions  # type: ignore[return-value]  (every position is filled above)
+
+    completions = write(plans)
+    answers = [parse_output(completion.text) for completion in completions]
+    # A chapter that came out nearly empty (the writer ended at once, or wrote a line of boilerplate) is
+    # written again, once: the author asked for a chapter. The longer of the two is kept.
+    min_words = chapter_min_words(sampling.max_tokens)
+    short = [i for i, answer in enumerate(answers) if len(words_of(answer.text)) < min_words]
+    if short:
+        _set_progress(request_id, stage=f"Writing {len(short)} short option{'s' if len(short) > 1 else ''} again")
+        again = write([plans[i] for i in short])
+        for i, completion in zip(short, again, strict=True):
+            answer = parse_output(completion.text)
+            before, after = len(words_of(answers[i].text)), len(words_of(answer.text))
+            if after > before:
+                completions[i], answers[i] = completion, answer
+            note = f"written twice: the first chapter had {before} words" if after > before else (
+                f"the chapter has {before} words, the writer's longer of two tries"
+            )
+            completions[i] = replace(completions[i], warning="; ".join(w for w in (completions[i].warning, note) if w))
+    written = list(zip(plans, completions, strict=True))
     placed: dict[int, PlacementOutcome] = {}
     if place_after:
         drafts = [(plan, answer.text) for (plan, _), answer in zip(written, answers, strict=True)]
@@ -449,7 +484,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         locked.status = GenerationRequest.Status.SUCCEEDED
         locked.stage = "Done"
         locked.progress_tokens = done_before[0]
-        locked.model_name = model_name[:128]
+        locked.model_name = model_name[0][:128]
         locked.finished_at = timezone.now()
         locked.save(update_fields=["status", "stage", "progress_tokens", "model_name", "finished_at"])
     return locked

@@ -92,6 +92,45 @@ def test_the_reasoning_and_the_chapter_have_their_own_budgets_and_a_cut_chapter_
             assert shorten_to_sentence(option.text) in (option.text, None)
 
 
+def test_a_chapter_shorter_than_the_minimum_is_written_again_once_and_the_longer_kept(
+    users, local_engine, settings, monkeypatch
+):
+    from writer.engines.local import LocalEngine
+    from writer.quality import words_of
+
+    calls = []
+    original = LocalEngine.generate
+
+    def counted(self, messages, **kwargs):  # noqa: ANN001, ANN202 (the real engine, counted)
+        result = original(self, messages, **kwargs)
+        calls.append([len(words_of(parse_output(c.text).text)) for c in result.completions])
+        return result
+
+    monkeypatch.setattr(LocalEngine, "generate", counted)
+    story = story_with_chapters(owner=users["alice"], chapters=2)
+    # A minimum no 24-token chapter reaches (by default it would be a quarter of the budget, 6 words):
+    # every option is short.
+    monkeypatch.setattr(services, "MIN_WORDS_PER_CHAPTER_TOKEN", 1000.0)
+    settings.WRITER_MIN_CHAPTER_WORDS = 10_000
+    request = run_generation(story, users["alice"], n=2, max_new_tokens=24)
+    assert request.status == GenerationRequest.Status.SUCCEEDED
+    assert len(calls) == 2 and [len(c) for c in calls] == [2, 2]  # written, then both written again (once)
+    for option in request.options.order_by("index"):
+        first, second = calls[0][option.index], calls[1][option.index]
+        assert len(words_of(option.text)) == max(first, second)  # the longer of the two is kept
+        assert "written twice" in option.warning or "longer of two tries" in option.warning
+        assert option.format_ok
+    # No minimum: written once.
+    calls.clear()
+    settings.WRITER_MIN_CHAPTER_WORDS = 0
+    run_generation(story, users["alice"], n=2, max_new_tokens=24)
+    assert len(calls) == 1
+    assert services.chapter_min_words(512) == 0
+    settings.WRITER_MIN_CHAPTER_WORDS = 100
+    monkeypatch.setattr(services, "MIN_WORDS_PER_CHAPTER_TOKEN", 0.25)
+    assert (services.chapter_min_words(512), services.chapter_min_words(64)) == (100, 16)
+
+
 def test_reader_preference_reaches_the_prompt_and_only_they_and_the_author_see_it(
     users, local_engine, client_for, settings
 ):
