@@ -66,6 +66,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--no-local", action="store_true", help="skip the in-process engine")
     parser.add_argument("--configs", default="", help="comma-separated configuration keys (default: all)")
     parser.add_argument("--browser-runs", type=int, default=5, help="timed clicks in Chromium (0: none)")
+    parser.add_argument(
+        "--repeat", type=int, default=1, help="rounds of every configuration on every story (more options to count)"
+    )
     parser.add_argument("--web-port", type=int, default=8093)
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "writer_quality.json")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -458,8 +461,12 @@ def goals(results: list[RequestResult], clicks: list[dict], human: dict) -> list
     def opts(*keys: str) -> list[OptionResult]:
         return [o for r in results if r.config in keys for o in r.options]
 
-    def times(key: str) -> dict[str, float]:
-        return {r.story: r.seconds for r in results if r.config == key}
+    def times(key: str) -> dict[str, float]:  # story -> median seconds of its requests
+        seconds: dict[str, list[float]] = {}
+        for r in results:
+            if r.config == key:
+                seconds.setdefault(r.story, []).append(r.seconds)
+        return {story: statistics.median(values) for story, values in seconds.items()}
 
     lines = ["| goal | measured | met |", "|---|---|---|"]
     for engine_keys, engine in (
@@ -505,7 +512,7 @@ def goals(results: list[RequestResult], clicks: list[dict], human: dict) -> list
     if ratios:
         worst = max(ratios.values())
         lines.append(
-            "| branded request <= 1.2x an unbranded one, same story | "
+            "| branded request <= 1.2x an unbranded one, same story (medians) | "
             + ", ".join(f"{s}: {v:.2f}x" for s, v in ratios.items())
             + f" | {'yes' if worst <= GOALS['branded_time_ratio'] else 'no'} |"
         )
@@ -549,7 +556,11 @@ def report(
         f"placements (the demo brands); {N_OPTIONS} options of {CHAPTER_TOKENS} chapter tokens per request, "
         "through the writer's services as the Celery task runs them. Old decoding = one phase, no repetition "
         "penalty (before issue 14); new = the defaults (two phases with 128 reasoning tokens, "
-        "repetition_penalty 1.1). Every option is in the JSON the script writes.",
+        "repetition_penalty 1.1). Placement: "
+        f"BRAND_PLACEMENT_STYLE={settings.BRAND_PLACEMENT_STYLE}, {settings.BRAND_PLACEMENT_CANDIDATES} candidates "
+        f"a round, {settings.BRAND_PLACEMENT_ROUNDS} rounds; WRITER_MIN_CHAPTER_WORDS={settings.WRITER_MIN_CHAPTER_WORDS}. "
+        f"{getattr(ARGS, 'repeat', 1)} round(s) of each configuration on each story. Every option is in the JSON "
+        "the script writes.",
         "",
         "### Goals",
         "",
@@ -572,6 +583,15 @@ def report(
     )
     if placed:
         lines += ["", "### Placed passages, as a reviewer sees them", "", *placed]
+    missed = [
+        o
+        for o in [o for r in results if r.config == "new-place" for o in r.options]
+        + [OptionResult(**o) for c in clicks for o in c.get("options", [])]
+        if o.named is False
+    ]
+    if missed:
+        lines += ["", "### Branded options that do not name their asset, and why", ""]
+        lines += [f"- {o.story} ({o.config}), option {o.index + 1}, {o.words} words: {o.note or '—'}" for o in missed]
     if clicks:
         lines += [
             "",
@@ -605,11 +625,15 @@ def main() -> None:
     try:
         stories = seed()
         results = []
-        for config in CONFIGS:
-            if (config.engine == "local" and ARGS.no_local) or (ARGS.configs and config.key not in ARGS.configs.split(",")):
-                continue
-            for story in stories:
-                results.append(run_request(story, config, base_url))
+        chosen = [
+            c
+            for c in CONFIGS
+            if not (c.engine == "local" and ARGS.no_local) and not (ARGS.configs and c.key not in ARGS.configs.split(","))
+        ]
+        for _ in range(ARGS.repeat):  # the configurations take turns, so a busier spell hits them alike
+            for config in chosen:
+                for story in stories:
+                    results.append(run_request(story, config, base_url))
         human = human_repetition(stories)
         clicks = []
         if ARGS.browser_runs:
