@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from brands.placements import find_mentions
-from writer.parsing import SENTENCE_END
+from writer.parsing import SENTENCE_STOPS, first_sentence_end
 from writer.quality import rouge_l
 
 PASSAGE_REWRITE_TOKENS = 320  # a passage of at most MAX_PASSAGE_WORDS words, rewritten
@@ -136,6 +136,7 @@ class RewritePrompt:
     prefill: str = ""
     max_tokens: int = PASSAGE_REWRITE_TOKENS
     stop: tuple[str, ...] = (PASSAGE_CLOSE,)
+    stop_after: tuple[str, ...] = ()  # the answer ends after one of these, kept (Sampling.stop_after)
 
 
 def sentence_prompt(*, draft: str, passage: Passage, term: str) -> RewritePrompt:
@@ -150,6 +151,7 @@ def sentence_prompt(*, draft: str, passage: Passage, term: str) -> RewritePrompt
         prefill=f"{excerpt} {term}",
         max_tokens=SENTENCE_TOKENS,
         stop=("\n",),
+        stop_after=SENTENCE_STOPS,  # one sentence is all that is used: the writer stops at its end
     )
 
 
@@ -159,10 +161,10 @@ def added_sentence(answer: str, prompt: RewritePrompt, term: str) -> str:
     answer wrote a fresh one: its first sentence that names the term, if any."""
     if answer.startswith(prompt.prefill):
         rest = answer[len(prompt.prefill) :]
-        end = SENTENCE_END.search(rest)
-        return f"{term}{rest[: end.end()]}".strip() if end else ""
+        end = first_sentence_end(f"{term}{rest}")
+        return f"{term}{rest}"[:end].strip() if end else ""
     for sentence in _SENTENCE.finditer(answer):
-        if term in sentence.group(0) and SENTENCE_END.search(sentence.group(0)):
+        if term in sentence.group(0) and first_sentence_end(sentence.group(0)):
             return sentence.group(0).strip()
     return ""
 

@@ -204,6 +204,11 @@ def _salvage(raw: str) -> ParsedOutput:
 # A sentence ends at . ! ? or … (a run of them), then any closing quotes or brackets, then a space or
 # the end: '"Run!" she said.' ends twice, "3.5" never.
 SENTENCE_END = re.compile(r"[.!?…]+[\"'”’)\]]*(?=\s|$)")
+# What most sentences end with when more text follows on their line. An answer asked to stop after one
+# sentence stops after the first of these (or at a line break); three, as vLLM takes at most four stop
+# texts with the line break. A sentence that ends in a closing quote ('"Go." She') runs on to the next
+# one, and the dot of "Mr. " stops it too: first_sentence_end finds where the first sentence really ends.
+SENTENCE_STOPS = (". ", "! ", "? ")
 # Words that end in a dot without ending the sentence ("Mr. Hale"): a cut is never made after them,
 # nor after an initial ("J. Vale").
 _NO_END_BEFORE = frozenset({"mr", "mrs", "ms", "dr", "st", "mt", "prof", "sr", "jr", "vs"})
@@ -217,16 +222,27 @@ def strip_tags(text: str) -> str:
     return _TAG.sub("", text)
 
 
+def _ends_sentence(text: str, m: re.Match[str]) -> bool:
+    """Whether SENTENCE_END's match `m` in `text` ends a sentence (not the dot of "Mr." or "J.")."""
+    if m.group(0).rstrip("\"'”’)]") != ".":
+        return True
+    before = text[: m.start()].rsplit(None, 1)
+    word = before[-1].lstrip("\"'“‘(").lower() if before else ""
+    return not (word in _NO_END_BEFORE or (len(word) == 1 and word.isalpha()))
+
+
+def first_sentence_end(text: str) -> int | None:
+    """Where the first sentence of `text` ends (the index after its end mark and closing quotes), or
+    None when no sentence ends in it."""
+    return next((m.end() for m in SENTENCE_END.finditer(text) if _ends_sentence(text, m)), None)
+
+
 def shorten_to_sentence(text: str) -> str | None:
     """`text` cut after its last complete sentence (trailing space dropped), or None when it has
     no sentence end at all (one unfinished sentence: nothing sensible to keep)."""
     for m in reversed(list(SENTENCE_END.finditer(text))):
-        if m.group(0).rstrip("\"'”’)]") == ".":
-            before = text[: m.start()].rsplit(None, 1)
-            word = before[-1].lstrip("\"'“‘(").lower() if before else ""
-            if word in _NO_END_BEFORE or (len(word) == 1 and word.isalpha()):
-                continue
-        return text[: m.end()].rstrip()
+        if _ends_sentence(text, m):
+            return text[: m.end()].rstrip()
     return None
 
 

@@ -501,7 +501,13 @@ def _place_brands(
     # format.
     def rewrite(prompt: RewritePrompt) -> list[str]:
         rewrite_sampling = replace(
-            sampling, max_tokens=prompt.max_tokens, reasoning_tokens=0, prefill=prompt.prefill, seed=None, stop=prompt.stop
+            sampling,
+            max_tokens=prompt.max_tokens,
+            reasoning_tokens=0,
+            prefill=prompt.prefill,
+            seed=None,
+            stop=prompt.stop,
+            stop_after=prompt.stop_after,
         )
         result = engine.generate(
             prompt.messages, n=settings.BRAND_PLACEMENT_CANDIDATES, sampling=rewrite_sampling, adapter=None

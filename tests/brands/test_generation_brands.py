@@ -290,6 +290,8 @@ def test_the_rewrites_of_a_request_run_together_on_the_vllm_server(users, surf_s
     vllm_settings.BRAND_PLACEMENT_METHOD = "rewrite"
     vllm_settings.BRAND_PLACEMENT_STYLE = "sentence"
     vllm_settings.BRAND_PLACEMENT_CANDIDATES = 2
+    vllm_settings.BRAND_PLACEMENT_ROUNDS = 1  # one rewrite per option, whatever the candidates
+    vllm_settings.WRITER_MIN_CHAPTER_WORDS = 0  # one write, even when a 48-token chapter comes out short
     calls: list[tuple[str, float, float]] = []
     original = VLLMEngine.generate
 

@@ -6,9 +6,10 @@ from __future__ import annotations
 import pytest
 
 from brands.demo import seed_brands
-from brands.insertion import RewritePrompt
+from brands.insertion import RewritePrompt, added_sentence
 from brands.matching import OptionPlan, place_in_draft, place_in_drafts
 from brands.models import BrandAsset
+from writer.parsing import SENTENCE_STOPS
 
 pytestmark = pytest.mark.slow
 
@@ -89,6 +90,11 @@ def test_a_sentence_goes_on_from_the_term_at_the_end_of_the_passage(glide, sente
     cove = DRAFT.index("They walked")
     passage_end = DRAFT.index("\n\nAt noon")
     assert prompt.prefill.endswith(DRAFT[:passage_end][-200:] + " Tidewave Glide") and prompt.stop == ("\n",)
+    assert prompt.stop_after == SENTENCE_STOPS  # the writer stops after the sentence it adds
+    # A title's dot does not end the sentence.
+    hale = prompt.prefill + " lay where Mr. Hale had left it. The tide"
+    assert added_sentence(hale, prompt, "Tidewave Glide") == "Tidewave Glide lay where Mr. Hale had left it."
+    assert added_sentence(prompt.prefill + " and Mr. ", prompt, "Tidewave Glide") == ""
     assert outcome.placed
     added = " Tidewave Glide she had waxed that morning lay on the sand beside them, still cold from the water."
     # The passage is kept as written, the sentence nearest to it in meaning (not the llamas) is added.
@@ -181,7 +187,9 @@ def test_the_real_writer_as_the_rewriter(glide, local_engine, settings, style):
     engine = get_engine("local")
 
     def rewrite(prompt: RewritePrompt) -> list[str]:
-        sampling = Sampling(max_tokens=prompt.max_tokens, seed=7, prefill=prompt.prefill, stop=prompt.stop)
+        sampling = Sampling(
+            max_tokens=prompt.max_tokens, seed=7, prefill=prompt.prefill, stop=prompt.stop, stop_after=prompt.stop_after
+        )
         return [c.text for c in engine.generate(prompt.messages, n=3, sampling=sampling).completions]
 
     outcome = place_in_draft(draft=DRAFT, plan=glide, rewrite=rewrite)

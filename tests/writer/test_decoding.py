@@ -24,7 +24,15 @@ from writer.engines.base import (
     write_answers,
 )
 from writer.engines.vllm import CHAPTER_REQUEST, VLLMEngine, VLLMSettings, _refused
-from writer.parsing import answer_text, parse_output, reasoning_block, shorten_to_sentence, strip_tags
+from writer.parsing import (
+    SENTENCE_STOPS,
+    answer_text,
+    first_sentence_end,
+    parse_output,
+    reasoning_block,
+    shorten_to_sentence,
+    strip_tags,
+)
 from writer.prompting import REASONING_START
 
 MESSAGES = [
@@ -371,3 +379,77 @@ def test_one_phase_stops_before_its_stop_text_on_the_vllm_server(vllm_settings):
 
     result = get_vllm_engine().generate(MESSAGES, n=2, sampling=Sampling(max_tokens=64, seed=5, stop=("e",)))
     _assert_stopped_before(result, "e")
+
+
+# -- stop_after: an answer that ends after its first sentence (brands.insertion's added sentence) ----------
+
+ONE_SENTENCE = Sampling(max_tokens=48, seed=5, stop=("\n",), stop_after=SENTENCE_STOPS)
+
+
+def _assert_one_sentence_each(result) -> None:
+    """Every answer ends right after its first sentence end, which it keeps (or at a line break, or at
+    the token limit, with no sentence end before)."""
+    assert len(result.completions) == 3
+    for completion in result.completions:
+        text = completion.text
+        assert "\n" not in text
+        if completion.finish_reason == "stop" and text.endswith(SENTENCE_STOPS):
+            # The first stop text ends it: no ". ", "! " or "? " before (a sentence that ended in a closing
+            # quote may come before it; a title's dot may be the one that stopped it).
+            assert not any(stop in text[:-2] for stop in SENTENCE_STOPS), text
+        else:  # a line break or the token limit came first
+            assert not any(stop in text for stop in SENTENCE_STOPS), text
+
+
+def test_stop_after_keeps_the_sentence_end_on_the_local_engine(local_engine):
+    from writer.engines import get_engine
+
+    result = get_engine("local").generate(MESSAGES, n=3, sampling=ONE_SENTENCE)
+    _assert_one_sentence_each(result)
+    assert any(c.text.endswith(SENTENCE_STOPS) for c in result.completions)
+
+
+@pytest.mark.vllm
+def test_stop_after_keeps_the_sentence_end_on_the_vllm_server(vllm_settings, monkeypatch):
+    from writer.engines.vllm import _openai_client, get_vllm_engine
+
+    engine = get_vllm_engine()
+    api = _openai_client(engine.settings).chat.completions
+    sent: list[dict] = []
+    original = api.create
+    monkeypatch.setattr(api, "create", lambda **kw: (sent.append(kw), original(**kw))[1])
+    result = engine.generate(MESSAGES, n=3, sampling=ONE_SENTENCE)
+    _assert_one_sentence_each(result)
+    assert any(c.text.endswith(SENTENCE_STOPS) for c in result.completions)
+    assert sent[0]["stop"] == ["\n", *SENTENCE_STOPS] and sent[0]["extra_body"]["include_stop_str_in_output"]
+
+
+@pytest.mark.vllm
+def test_a_provider_that_refuses_stop_after_writes_on_to_the_line_end(plain_provider, model_dir):
+    engine = _engine(plain_provider.url, tokenizer_path=str(model_dir), stream=False)
+    result = engine.generate(MESSAGES, n=3, sampling=ONE_SENTENCE)
+    assert len(result.completions) == 3 and all(c.text for c in result.completions)
+    # Refused (the error names include_stop_str_in_output first), then sent without it and without the
+    # sentence stops: OpenAI's own `stop` only.
+    assert "include_stop_str_in_output" in _refused[plain_provider.url]
+    last = plain_provider.requests[-1]
+    assert last[2] == 200 and last[1]["stop"] == ["\n"] and "include_stop_str_in_output" not in last[1]
+
+
+def test_the_local_cut_keeps_a_stop_after_text_and_drops_a_stop_text():
+    from writer.engines.local import _cut_at_stop
+
+    assert _cut_at_stop("She ran. Then\nmore", ("\n",), SENTENCE_STOPS) == ("She ran. ", True)
+    assert _cut_at_stop("She ran\nThen. more", ("\n",), SENTENCE_STOPS) == ("She ran", True)
+    assert _cut_at_stop('"Go!" she said. More', (), SENTENCE_STOPS) == ('"Go!" she said. ', True)
+    assert _cut_at_stop("no end", ("\n",), SENTENCE_STOPS) == ("no end", False)
+    with pytest.raises(ValueError, match="one-phase"):
+        Sampling(reasoning_tokens=8, stop_after=SENTENCE_STOPS)
+
+
+def test_first_sentence_end_skips_titles_and_initials():
+    assert first_sentence_end("Tidewave Glide. She ran.") == len("Tidewave Glide.")
+    assert first_sentence_end("She met Mr. Hale and J. Vale at noon. Then") == len("She met Mr. Hale and J. Vale at noon.")
+    assert first_sentence_end('"Run!" she said.') == len('"Run!"')
+    assert first_sentence_end("It cost 3.5 pounds") is None
+    assert first_sentence_end("She went with Mr. ") is None

@@ -50,6 +50,10 @@ class Sampling:
     # One phase only: the answer ends before the first of these texts (not included); the two-phase
     # answer stops at its own tags.
     stop: tuple[str, ...] = ()
+    # One phase only: the answer ends after the first of these texts, which it keeps (a sentence's end:
+    # writer.parsing.SENTENCE_STOPS). vLLM gets them with its include_stop_str_in_output; a provider
+    # that refuses that extension is not sent them, and its answer runs on to `stop` or max_tokens.
+    stop_after: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -64,6 +68,8 @@ class Sampling:
             raise ValueError("frequency_penalty and presence_penalty must be in [-2, 2], as OpenAI's")
         if self.no_repeat_ngram_size < 0 or self.reasoning_tokens < 0:
             raise ValueError("no_repeat_ngram_size and reasoning_tokens must not be negative")
+        if self.stop_after and self.reasoning_tokens:
+            raise ValueError("stop_after is for one-phase answers (reasoning_tokens=0)")
 
     @property
     def answer_tokens(self) -> int:

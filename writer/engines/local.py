@@ -197,10 +197,15 @@ def _token_counts(generated: torch.Tensor, stop_ids: torch.Tensor) -> torch.Tens
     return (~stopped).sum(dim=1)
 
 
-def _cut_at_stop(text: str, stop: Sequence[str]) -> tuple[str, bool]:
-    """`text` up to the first of the stop texts (not included), and whether one was found."""
-    found = [i for i in (text.find(s) for s in stop) if i >= 0]
-    return (text[: min(found)], True) if found else (text, False)
+def _cut_at_stop(text: str, stop: Sequence[str], stop_after: Sequence[str] = ()) -> tuple[str, bool]:
+    """`text` up to the first of the stop texts (`stop`: not included; `stop_after`: included), and
+    whether one was found."""
+    found = [(i, 0) for i in (text.find(s) for s in stop) if i >= 0]
+    found += [(i, len(s)) for i, s in ((text.find(s), s) for s in stop_after) if i >= 0]
+    if not found:
+        return text, False
+    at, kept = min(found, key=lambda f: (f[0], -f[1]))
+    return text[: at + kept], True
 
 
 class LocalEngine:
@@ -322,8 +327,8 @@ class LocalEngine:
             kwargs["logits_processor"] = LogitsProcessorList(
                 [_AnswerPenalties(width, sampling.frequency_penalty, sampling.presence_penalty)]
             )
-        if stop:
-            kwargs.update(stop_strings=list(stop), tokenizer=tokenizer)
+        if stop or sampling.stop_after:  # (stop_after: set on one-phase answers only, see Sampling)
+            kwargs.update(stop_strings=[*stop, *sampling.stop_after], tokenizer=tokenizer)
         if on_progress is not None:
             kwargs["stopping_criteria"] = StoppingCriteriaList([_Progress(width, stop_ids, copies, on_progress)])
         output = model.generate(input_ids=input_ids, attention_mask=attention_mask, **kwargs)
@@ -332,7 +337,8 @@ class LocalEngine:
         rows = []
         for row in range(generated.shape[0]):
             count = int(counts[row])
-            text, stopped = _cut_at_stop(tokenizer.decode(generated[row, :count], skip_special_tokens=True), stop)
+            decoded = tokenizer.decode(generated[row, :count], skip_special_tokens=True)
+            text, stopped = _cut_at_stop(decoded, stop, sampling.stop_after)
             finish = "stop" if stopped or count < max_tokens else "length"
             rows.append(Completion(text=text, tokens=count, finish_reason=finish))
         # Back to one piece per (text, n_each): rows come text by text, rows_each per text.

@@ -64,6 +64,7 @@ CHARS_PER_TOKEN_ESTIMATE = 4
 EXTENSIONS: dict[str, tuple[str, ...]] = {
     "repetition_penalty": ("repetition_penalty",),
     "continue_final_message": ("continue_final_message", "add_generation_prompt"),
+    "include_stop_str_in_output": ("include_stop_str_in_output",),  # for Sampling.stop_after
 }
 # To a server that cannot continue an assistant message, the closed reasoning is the assistant's turn
 # and this is the user's next one: the chapter is then a new answer.
@@ -202,6 +203,15 @@ def _extensions_in(built: tuple[dict[str, Any], bool] | dict[str, Any]) -> set[s
     return {name for name, params in EXTENSIONS.items() if any(p in extra for p in params)}
 
 
+def _without_stop(text: str, stop: Sequence[str]) -> str:
+    """`text` without the stop text it ends with, if any: a request with `stop_after` keeps every stop
+    text in the answer (include_stop_str_in_output), but `stop` is the one the answer leaves out."""
+    for s in stop:
+        if s and text.endswith(s):
+            return text[: -len(s)]
+    return text
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -278,7 +288,8 @@ class VLLMEngine:
             pieces = write([sampling.prefill], n, sampling.max_tokens, sampling.stop, on_progress)
             prefill = sampling.prefill if calls[0].continued else ""
             completions = [
-                Completion(text=prefill + p.text, tokens=p.tokens, finish_reason=p.finish_reason) for p in pieces
+                Completion(text=prefill + _without_stop(p.text, sampling.stop), tokens=p.tokens, finish_reason=p.finish_reason)
+                for p in pieces
             ]
         if on_progress is not None:
             # The last report is the count the options say. Without streaming it is the only one
@@ -378,8 +389,13 @@ class VLLMEngine:
             "temperature": sampling.temperature,
             "top_p": sampling.top_p,
         }
-        if stop:
-            request["stop"] = list(stop)
+        extra: dict[str, Any] = {}
+        stops = list(stop)
+        if sampling.stop_after and "include_stop_str_in_output" in allowed:
+            stops += sampling.stop_after  # kept in the answer: vLLM then keeps every stop text
+            extra["include_stop_str_in_output"] = True
+        if stops:
+            request["stop"] = stops
         if sampling.seed is not None and self.settings.send_seed:
             request["seed"] = sampling.seed
         # OpenAI's own penalties: sent only when set, as some providers reject even these.
@@ -388,7 +404,9 @@ class VLLMEngine:
         if sampling.presence_penalty:
             request["presence_penalty"] = sampling.presence_penalty
         if sampling.repetition_penalty != 1.0 and "repetition_penalty" in allowed:
-            request["extra_body"] = {"repetition_penalty": sampling.repetition_penalty}
+            extra["repetition_penalty"] = sampling.repetition_penalty
+        if extra:
+            request["extra_body"] = extra
         return request
 
     def _chat_request(
