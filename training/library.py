@@ -523,13 +523,15 @@ def import_book_file(
     slug: str | None = None,
     overwrite: bool = False,
     max_bytes: int = BOOK_MAX_BYTES,
+    expected_chapters: int | None = None,
 ) -> ImportedBook:
     """Import one book file (a path, or bytes with `filename`) into the library as `<slug>.md`.
 
     Chapter 0 comes from the book (front matter, or EPUB metadata); each keyword that is not None
     replaces its field ("" clears it). The slug is made from the title unless given. Raises
-    ApplicationError for anything that cannot be imported, and BookExistsError when the library has a
-    book of that slug and `overwrite` is False; nothing is written in either case."""
+    ApplicationError for anything that cannot be imported (also when `expected_chapters` is given and
+    the book splits into another number), and BookExistsError when the library has a book of that slug
+    and `overwrite` is False; nothing is written in either case."""
     library = Path(library_dir)
     book = read_book_source(source, filename=filename, max_bytes=max_bytes)
     overrides = {
@@ -541,6 +543,11 @@ def import_book_file(
     chapters = normalise_chapters(book.chapters)
     if not chapters:
         raise ApplicationError(f"'{_source_name(source, filename)}' has no chapter text.")
+    if expected_chapters is not None and len(chapters) != expected_chapters:
+        raise ApplicationError(
+            f"'{_source_name(source, filename)}' splits into {len(chapters)} chapters, but the book has "
+            f"{expected_chapters}: not imported (its chapter headings are read wrong)."
+        )
     slug = _check_slug(slug) if slug is not None else slugify(metadata.title)
     if not slug:
         slug = slugify(title_from_stem(PurePath(_source_name(source, filename)).stem)) or "book"

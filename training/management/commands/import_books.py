@@ -1,4 +1,5 @@
-"""python manage.py import_books FILE_OR_FOLDER... [--library DIR]: books into the training library.
+"""python manage.py import_books [FILE_OR_FOLDER...] [--corpus gutenberg-classics] [--library DIR]: books
+into the training library.
 
 Prints JSON: {"library": dir, "imported": n, "skipped": n, "failed": n, "books": [...]}, one entry per
 file: {"file", "status": "imported" | "skipped" | "failed", and the book's fields, or "reason"}.
@@ -18,6 +19,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
+from training.corpus import CORPORA, import_corpus
 from training.dataset import BOOK_MAX_BYTES
 from training.library import BookExistsError, book_files, import_book_file
 from writer.book_import import BOOK_SUFFIXES
@@ -41,7 +43,14 @@ class Command(BaseCommand):
         return super().create_parser(prog_name, subcommand, conflict_handler="resolve", **kwargs)
 
     def add_arguments(self, parser) -> None:
-        parser.add_argument("paths", nargs="+", type=Path, help="Book files and/or folders of books.")
+        parser.add_argument("paths", nargs="*", type=Path, help="Book files and/or folders of books.")
+        parser.add_argument(
+            "--corpus",
+            choices=sorted(CORPORA),
+            default=None,
+            help="Also import a named corpus of public-domain novels from Debian's packages "
+            "(gutenberg-classics: Austen's six novels and Moby-Dick; training/corpus.py).",
+        )
         parser.add_argument(
             "--library",
             type=Path,
@@ -105,6 +114,14 @@ class Command(BaseCommand):
                 results.append({"file": str(path), "status": "failed", "reason": exc.message})
             else:
                 results.append({"file": str(path), "status": "imported", **book.to_json()})
+        if options["corpus"]:
+            for result in import_corpus(options["corpus"], library_dir=library, overwrite=options["overwrite"]):
+                entry = {"file": f"{result.book.debian}:{result.book.data_set}", "status": result.status}
+                if result.imported is not None:
+                    entry |= result.imported.to_json()
+                if result.reason:
+                    entry["reason"] = result.reason
+                results.append(entry)
         counts = {
             status: sum(1 for r in results if r["status"] == status)
             for status in ("imported", "skipped", "failed")
@@ -112,6 +129,6 @@ class Command(BaseCommand):
         self.stdout.write(
             json.dumps({"library": str(library), **counts, "books": results}, ensure_ascii=False)
         )
-        if counts["failed"] or not files:
+        if counts["failed"] or not (files or options["corpus"]):
             why = f"{counts['failed']} file(s) failed" if counts["failed"] else "no book file was given"
             raise CommandError(f"{why}; the JSON on stdout lists every file and why.")
