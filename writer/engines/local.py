@@ -42,7 +42,7 @@ from writer.engines.base import (
     Sampling,
     write_answers,
 )
-from writer.model_files import is_model_folder, load_smollm2_from_gguf, smollm2_gguf_path
+from writer.model_files import is_model_folder, load_from_gguf, smollm2_gguf_path
 
 logger = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ class _LoadedModel:
         else:
             # No prepared folder: dequantize the packaged GGUF (~20 s) rather than fail.
             logger.info("No model folder at %s; loading the packaged GGUF", folder)
-            self.base, _ = load_smollm2_from_gguf(dtype="float32")
+            self.base, _ = load_from_gguf(dtype="float32")
             self.source = str(smollm2_gguf_path())
         self.base.eval()
         self.tokenizer = _load_tokenizer(model_path)
