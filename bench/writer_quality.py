@@ -69,6 +69,9 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument(
         "--repeat", type=int, default=1, help="rounds of every configuration on every story (more options to count)"
     )
+    parser.add_argument(
+        "--stories", default="", help="comma-separated parts of the sample stories' titles to run (default: both)"
+    )
     parser.add_argument("--web-port", type=int, default=8093)
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "writer_quality.json")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
@@ -559,7 +562,7 @@ def report(
         "repetition_penalty 1.1). Placement: "
         f"BRAND_PLACEMENT_STYLE={settings.BRAND_PLACEMENT_STYLE}, {settings.BRAND_PLACEMENT_CANDIDATES} candidates "
         f"a round, {settings.BRAND_PLACEMENT_ROUNDS} rounds; WRITER_MIN_CHAPTER_WORDS={settings.WRITER_MIN_CHAPTER_WORDS}. "
-        f"{getattr(ARGS, 'repeat', 1)} round(s) of each configuration on each story. Every option is in the JSON "
+        f"{getattr(ARGS, 'repeat', 1)} round(s) of each configuration on each story run. Every option is in the JSON "
         "the script writes.",
         "",
         "### Goals",
@@ -630,9 +633,11 @@ def main() -> None:
             for c in CONFIGS
             if not (c.engine == "local" and ARGS.no_local) and not (ARGS.configs and c.key not in ARGS.configs.split(","))
         ]
+        wanted = [part.strip().lower() for part in ARGS.stories.split(",") if part.strip()]
+        run_on = [s for s in stories if not wanted or any(part in s.title.lower() for part in wanted)]
         for _ in range(ARGS.repeat):  # the configurations take turns, so a busier spell hits them alike
             for config in chosen:
-                for story in stories:
+                for story in run_on:
                     results.append(run_request(story, config, base_url))
         human = human_repetition(stories)
         clicks = []

