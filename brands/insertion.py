@@ -137,6 +137,7 @@ class RewritePrompt:
     max_tokens: int = PASSAGE_REWRITE_TOKENS
     stop: tuple[str, ...] = (PASSAGE_CLOSE,)
     stop_after: tuple[str, ...] = ()  # the answer ends after one of these, kept (Sampling.stop_after)
+    one_line: bool = False  # the answer never breaks its line (Sampling.one_line)
 
 
 def sentence_prompt(*, draft: str, passage: Passage, term: str) -> RewritePrompt:
@@ -152,6 +153,9 @@ def sentence_prompt(*, draft: str, passage: Passage, term: str) -> RewritePrompt
         max_tokens=SENTENCE_TOKENS,
         stop=("\n",),
         stop_after=SENTENCE_STOPS,  # one sentence is all that is used: the writer stops at its end
+        # SmolLM2 ended half its candidates with a line break straight after the term (a line of its
+        # own, "never ended"): the sentence must go on on its line.
+        one_line=True,
     )
 
 

@@ -63,6 +63,7 @@ TEMPLATES = [
                 "mesu_web.notifications.context_processors.unread",
                 "writer.context_processors.roles",
                 "brands.context_processors.brand_manager",
+                "mesu_web.jobs.listeners.queue_status",
             ],
         },
     },

@@ -508,6 +508,7 @@ def _place_brands(
             seed=None,
             stop=prompt.stop,
             stop_after=prompt.stop_after,
+            one_line=prompt.one_line,
         )
         result = engine.generate(
             prompt.messages, n=settings.BRAND_PLACEMENT_CANDIDATES, sampling=rewrite_sampling, adapter=None

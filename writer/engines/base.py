@@ -54,6 +54,10 @@ class Sampling:
     # writer.parsing.SENTENCE_STOPS). vLLM gets them with its include_stop_str_in_output; a provider
     # that refuses that extension is not sent them, and its answer runs on to `stop` or max_tokens.
     stop_after: tuple[str, ...] = ()
+    # The answer never breaks its line: every token that holds a line break is banned (OpenAI's
+    # logit_bias on vLLM, from the model's tokenizer; bad_words_ids locally). For an added sentence,
+    # which a small model otherwise ends at once with a line break after the term it was given.
+    one_line: bool = False
 
     def __post_init__(self) -> None:
         if self.max_tokens < 1:
@@ -180,3 +184,17 @@ def write_answers(
             )
         )
     return answers
+
+
+_LINE_BREAKS = ("\n", "\r", "\u2028", "\u2029")
+_line_break_ids: dict[int, list[int]] = {}
+
+
+def line_break_token_ids(tokenizer) -> list[int]:  # noqa: ANN001 (a PreTrainedTokenizerBase)
+    """The ids of the tokens whose text holds a line break (131 of SmolLM2's 49,152), per tokenizer."""
+    key = id(tokenizer)
+    if key not in _line_break_ids:
+        _line_break_ids[key] = [
+            i for i in range(len(tokenizer)) if any(b in tokenizer.decode([i]) for b in _LINE_BREAKS)
+        ]
+    return _line_break_ids[key]

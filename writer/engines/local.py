@@ -40,6 +40,7 @@ from writer.engines.base import (
     Message,
     ProgressCallback,
     Sampling,
+    line_break_token_ids,
     write_answers,
 )
 from writer.model_files import is_model_folder, load_from_gguf, smollm2_gguf_path
@@ -327,6 +328,8 @@ class LocalEngine:
             kwargs["logits_processor"] = LogitsProcessorList(
                 [_AnswerPenalties(width, sampling.frequency_penalty, sampling.presence_penalty)]
             )
+        if sampling.one_line:
+            kwargs["bad_words_ids"] = [[i] for i in line_break_token_ids(tokenizer)]
         if stop or sampling.stop_after:  # (stop_after: set on one-phase answers only, see Sampling)
             kwargs.update(stop_strings=[*stop, *sampling.stop_after], tokenizer=tokenizer)
         if on_progress is not None:

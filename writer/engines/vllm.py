@@ -47,6 +47,7 @@ from writer.engines.base import (
     Message,
     ProgressCallback,
     Sampling,
+    line_break_token_ids,
     write_answers,
 )
 from writer.prompting import SOLUTION_END, SOLUTION_START
@@ -396,6 +397,10 @@ class VLLMEngine:
             extra["include_stop_str_in_output"] = True
         if stops:
             request["stop"] = stops
+        if sampling.one_line:
+            tokenizer = _local_tokenizer(self.settings.tokenizer_path)
+            if tokenizer is not None:  # without the model's tokenizer, `stop` ends the line instead
+                request["logit_bias"] = {str(i): -100 for i in line_break_token_ids(tokenizer)}
         if sampling.seed is not None and self.settings.send_seed:
             request["seed"] = sampling.seed
         # OpenAI's own penalties: sent only when set, as some providers reject even these.
