@@ -90,7 +90,7 @@ def test_a_sentence_goes_on_from_the_term_at_the_end_of_the_passage(glide, sente
     cove = DRAFT.index("They walked")
     passage_end = DRAFT.index("\n\nAt noon")
     assert prompt.prefill.endswith(DRAFT[:passage_end][-200:] + " Tidewave Glide") and prompt.stop == ("\n",)
-    assert prompt.stop_after == SENTENCE_STOPS  # the writer stops after the sentence it adds
+    assert prompt.stop_after == SENTENCE_STOPS and prompt.one_line  # one sentence, on the passage's line
     # A title's dot does not end the sentence.
     hale = prompt.prefill + " lay where Mr. Hale had left it. The tide"
     assert added_sentence(hale, prompt, "Tidewave Glide") == "Tidewave Glide lay where Mr. Hale had left it."
@@ -188,7 +188,12 @@ def test_the_real_writer_as_the_rewriter(glide, local_engine, settings, style):
 
     def rewrite(prompt: RewritePrompt) -> list[str]:
         sampling = Sampling(
-            max_tokens=prompt.max_tokens, seed=7, prefill=prompt.prefill, stop=prompt.stop, stop_after=prompt.stop_after
+            max_tokens=prompt.max_tokens,
+            seed=7,
+            prefill=prompt.prefill,
+            stop=prompt.stop,
+            stop_after=prompt.stop_after,
+            one_line=prompt.one_line,
         )
         return [c.text for c in engine.generate(prompt.messages, n=3, sampling=sampling).completions]
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Iterator, Sequence
+from dataclasses import replace
 from http.server import BaseHTTPRequestHandler
 
 import httpx
@@ -453,3 +454,45 @@ def test_first_sentence_end_skips_titles_and_initials():
     assert first_sentence_end('"Run!" she said.') == len('"Run!"')
     assert first_sentence_end("It cost 3.5 pounds") is None
     assert first_sentence_end("She went with Mr. ") is None
+
+
+# -- one_line: an answer that never breaks its line (an added sentence) ------------------------------
+
+LINES = [{"role": "user", "content": "Write a list of five fruits, one per line."}]
+ONE_LINE = Sampling(max_tokens=24, seed=11, one_line=True)
+
+
+def test_one_line_bans_every_line_break_on_the_local_engine(local_engine):
+    from writer.engines import get_engine
+
+    free = get_engine("local").generate(LINES, n=2, sampling=replace(ONE_LINE, one_line=False))
+    assert any("\n" in c.text for c in free.completions)  # a list: the model breaks lines when it may
+    result = get_engine("local").generate(LINES, n=2, sampling=ONE_LINE)
+    assert all(c.text.strip() and "\n" not in c.text for c in result.completions)
+
+
+@pytest.mark.vllm
+def test_one_line_bans_every_line_break_on_the_vllm_server(vllm_settings, monkeypatch):
+    from writer.engines.vllm import _openai_client, get_vllm_engine
+
+    engine = get_vllm_engine()
+    api = _openai_client(engine.settings).chat.completions
+    sent: list[dict] = []
+    original = api.create
+    monkeypatch.setattr(api, "create", lambda **kw: (sent.append(kw), original(**kw))[1])
+    result = engine.generate(LINES, n=2, sampling=ONE_LINE)
+    assert all(c.text.strip() and "\n" not in c.text for c in result.completions)
+    banned = {int(i) for i, bias in sent[0]["logit_bias"].items() if bias == -100}
+    assert 198 in banned and len(banned) > 100  # "\n" and every token that holds one
+
+
+def test_the_line_break_tokens_are_those_whose_text_holds_one(model_dir):
+    from transformers import AutoTokenizer
+
+    from writer.engines.base import line_break_token_ids
+
+    tokenizer = AutoTokenizer.from_pretrained(model_dir)
+    ids = line_break_token_ids(tokenizer)
+    assert tokenizer.encode("\n", add_special_tokens=False)[0] in ids
+    assert all("\n" in tokenizer.decode([i]) or "\r" in tokenizer.decode([i]) or "\u2028" in tokenizer.decode([i]) or "\u2029" in tokenizer.decode([i]) for i in ids)
+    assert tokenizer.encode(" the", add_special_tokens=False)[0] not in ids
