@@ -240,8 +240,8 @@ WRITER_PRESENCE_PENALTY = env_float("WRITER_PRESENCE_PENALTY", 0.0, minimum=-2.0
 # engine's max share from 0.041 to 0.010 on the same draws, but it also bans every 6-token phrase of
 # the prompt, the answer's own tags included ("<end_working_out>" is 7 tokens): off by default.
 WRITER_NO_REPEAT_NGRAM_SIZE = env_int("WRITER_NO_REPEAT_NGRAM_SIZE", 0, minimum=0)
-# A chapter shorter than this many words (or a quarter of its token budget, if less) is written again,
-# once, and the longer of the two kept: the 135M writer now and then ends at once or writes a line of
+# A chapter shorter than this many words (or a quarter of its token budget, if less; never for a budget
+# under 128 tokens) is written again, once, and the longer of the two kept: the 135M writer now and then ends at once or writes a line of
 # boilerplate (2 of 54 options on the demo stories, 2026-12-07). 0: never.
 WRITER_MIN_CHAPTER_WORDS = env_int("WRITER_MIN_CHAPTER_WORDS", 100, minimum=0)
 # Send vLLM's request parameters beyond OpenAI's (repetition_penalty, continuing an assistant message).

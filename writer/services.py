@@ -351,8 +351,15 @@ def _start(request_id: int) -> GenerationRequest | None:
 MIN_WORDS_PER_CHAPTER_TOKEN = 0.25
 
 
+# A chapter of a smaller budget is never written again: one cut to nothing by its limit is the budget's
+# doing, and a second try would only double the wait (a 16-token request in the browser journeys).
+MIN_CHAPTER_TOKENS_TO_RETRY = 128
+
+
 def chapter_min_words(max_tokens: int) -> int:
     """The fewest words a chapter of `max_tokens` tokens may have before it is written again (0: never)."""
+    if max_tokens < MIN_CHAPTER_TOKENS_TO_RETRY:
+        return 0
     return min(settings.WRITER_MIN_CHAPTER_WORDS, int(max_tokens * MIN_WORDS_PER_CHAPTER_TOKEN))
 
 

@@ -111,6 +111,7 @@ def test_a_chapter_shorter_than_the_minimum_is_written_again_once_and_the_longer
     # A minimum no 24-token chapter reaches (by default it would be a quarter of the budget, 6 words):
     # every option is short.
     monkeypatch.setattr(services, "MIN_WORDS_PER_CHAPTER_TOKEN", 1000.0)
+    monkeypatch.setattr(services, "MIN_CHAPTER_TOKENS_TO_RETRY", 0)  # (by default a 24-token chapter never is)
     settings.WRITER_MIN_CHAPTER_WORDS = 10_000
     request = run_generation(story, users["alice"], n=2, max_new_tokens=24)
     assert request.status == GenerationRequest.Status.SUCCEEDED
@@ -129,6 +130,8 @@ def test_a_chapter_shorter_than_the_minimum_is_written_again_once_and_the_longer
     settings.WRITER_MIN_CHAPTER_WORDS = 100
     monkeypatch.setattr(services, "MIN_WORDS_PER_CHAPTER_TOKEN", 0.25)
     assert (services.chapter_min_words(512), services.chapter_min_words(64)) == (100, 16)
+    monkeypatch.setattr(services, "MIN_CHAPTER_TOKENS_TO_RETRY", 128)
+    assert (services.chapter_min_words(512), services.chapter_min_words(64)) == (100, 0)
 
 
 def test_reader_preference_reaches_the_prompt_and_only_they_and_the_author_see_it(
