@@ -30,7 +30,7 @@ from writer.models import GenerationOption, GenerationRequest, ReviewStatus, Sto
 pytestmark = [pytest.mark.browser, pytest.mark.slow, pytest.mark.vllm]
 
 PASSWORD = "lantern-quay-salt-42"
-GENERATION_TIMEOUT_MS = 150_000  # queue + prompt + 3 x 16 tokens on the busy 2-core box (~5-20 s seen)
+GENERATION_TIMEOUT_MS = 300_000  # queue + prompt + 3 x 16 tokens: ~5-20 s seen, but on a slow day the vLLM CPU server took 120 s to start a cold 3,500-token prompt (2026-12-07), then a retry
 TRAINING_TIMEOUT_MS = 300_000  # loading SmolLM2 and 2 GRPO steps (~60-90 s seen)
 EVALUATION_TIMEOUT_MS = 120_000
 
