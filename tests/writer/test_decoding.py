@@ -402,6 +402,19 @@ def _assert_one_sentence_each(result) -> None:
             assert not any(stop in text for stop in SENTENCE_STOPS), text
 
 
+def _recording_chat(monkeypatch):  # noqa: ANN001, ANN202
+    """The vLLM engine of the test settings, and the list its chat calls' arguments are recorded in (each
+    call still goes to the real server)."""
+    from writer.engines.vllm import _openai_client, get_vllm_engine
+
+    engine = get_vllm_engine()
+    api = _openai_client(engine.settings).chat.completions
+    sent: list[dict] = []
+    original = api.create
+    monkeypatch.setattr(api, "create", lambda **kw: (sent.append(kw), original(**kw))[1])
+    return engine, sent
+
+
 def test_stop_after_keeps_the_sentence_end_on_the_local_engine(local_engine):
     from writer.engines import get_engine
 
@@ -412,13 +425,7 @@ def test_stop_after_keeps_the_sentence_end_on_the_local_engine(local_engine):
 
 @pytest.mark.vllm
 def test_stop_after_keeps_the_sentence_end_on_the_vllm_server(vllm_settings, monkeypatch):
-    from writer.engines.vllm import _openai_client, get_vllm_engine
-
-    engine = get_vllm_engine()
-    api = _openai_client(engine.settings).chat.completions
-    sent: list[dict] = []
-    original = api.create
-    monkeypatch.setattr(api, "create", lambda **kw: (sent.append(kw), original(**kw))[1])
+    engine, sent = _recording_chat(monkeypatch)
     result = engine.generate(MESSAGES, n=3, sampling=ONE_SENTENCE)
     _assert_one_sentence_each(result)
     assert any(c.text.endswith(SENTENCE_STOPS) for c in result.completions)
@@ -473,13 +480,7 @@ def test_one_line_bans_every_line_break_on_the_local_engine(local_engine):
 
 @pytest.mark.vllm
 def test_one_line_bans_every_line_break_on_the_vllm_server(vllm_settings, monkeypatch):
-    from writer.engines.vllm import _openai_client, get_vllm_engine
-
-    engine = get_vllm_engine()
-    api = _openai_client(engine.settings).chat.completions
-    sent: list[dict] = []
-    original = api.create
-    monkeypatch.setattr(api, "create", lambda **kw: (sent.append(kw), original(**kw))[1])
+    engine, sent = _recording_chat(monkeypatch)
     result = engine.generate(LINES, n=2, sampling=ONE_LINE)
     assert all(c.text.strip() and "\n" not in c.text for c in result.completions)
     banned = {int(i) for i, bias in sent[0]["logit_bias"].items() if bias == -100}

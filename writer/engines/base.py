@@ -187,14 +187,14 @@ def write_answers(
 
 
 _LINE_BREAKS = ("\n", "\r", "\u2028", "\u2029")
-_line_break_ids: dict[int, list[int]] = {}
+# id(tokenizer) -> (the tokenizer, its ids): the tokenizer is kept, so its id is never reused by another.
+_line_break_ids: dict[int, tuple[object, list[int]]] = {}
 
 
 def line_break_token_ids(tokenizer) -> list[int]:  # noqa: ANN001 (a PreTrainedTokenizerBase)
     """The ids of the tokens whose text holds a line break (131 of SmolLM2's 49,152), per tokenizer."""
-    key = id(tokenizer)
-    if key not in _line_break_ids:
-        _line_break_ids[key] = [
-            i for i in range(len(tokenizer)) if any(b in tokenizer.decode([i]) for b in _LINE_BREAKS)
-        ]
-    return _line_break_ids[key]
+    cached = _line_break_ids.get(id(tokenizer))
+    if cached is None or cached[0] is not tokenizer:
+        ids = [i for i in range(len(tokenizer)) if any(b in tokenizer.decode([i]) for b in _LINE_BREAKS)]
+        cached = _line_break_ids[id(tokenizer)] = (tokenizer, ids)
+    return cached[1]
