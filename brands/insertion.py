@@ -43,6 +43,7 @@ _PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\n\s*\n|\s*\Z)", re.DOTALL)
 # A sentence: up to its end mark (and a closing quote or bracket), or the end of the text.
 _SENTENCE = re.compile(r"[^.!?…]*(?:[.!?…]+[\"'”’)\]]*|$)")
 _WORD = re.compile(r"\S+")
+_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
 
 
 @dataclass(frozen=True)
@@ -104,14 +105,27 @@ def ranked_passages(
     candidates: Sequence[Passage], asset_text: str, *, embed: Callable[[list[str]], list[list[float]]]
 ) -> list[tuple[int, float]]:
     """(index, cosine similarity) of the passages, nearest in meaning to the asset (its kind, name and
-    description) first. The first passage of a chapter sets the scene: it comes last, unless it is the
-    only one."""
+    description) first. The first passage of a chapter sets the scene: it comes after the others, unless
+    it is the only one. A passage that does not end in a sentence of prose (a list of one-word lines, a
+    heading) comes after every one that does: the writer goes on in the form it is given, so after
+    "Sky. / Blue Eagle. / Marble." it adds another item, never a sentence (measured on SmolLM2: every
+    candidate of every round)."""
     if not candidates:
         raise ValueError("a draft with no passage cannot carry a placement")
     vectors = embed([asset_text, *(p.text for p in candidates)])
     scores = [_cosine(vectors[0], v) for v in vectors[1:]]
-    order = sorted(range(len(candidates)), key=lambda i: (i != 0 or len(candidates) == 1, scores[i], -i), reverse=True)
-    return [(i, scores[i]) for i in order]
+
+    def rank(i: int) -> tuple[bool, bool, float, int]:
+        return (ends_in_prose(candidates[i].text), i != 0 or len(candidates) == 1, scores[i], -i)
+
+    return [(i, scores[i]) for i in sorted(range(len(candidates)), key=rank, reverse=True)]
+
+
+def ends_in_prose(text: str) -> bool:
+    """Whether the last line of `text` is prose that a sentence can follow: at least SENTENCE_WORDS[0]
+    words, ending with a sentence's end mark."""
+    last_line = text.rstrip().rsplit("\n", 1)[-1]
+    return bool(_ENDS_SENTENCE.search(last_line)) and len(_WORD.findall(last_line)) >= SENTENCE_WORDS[0]
 
 
 def closest(reference: str, texts: Sequence[str], *, embed: Callable[[list[str]], list[list[float]]]) -> int:

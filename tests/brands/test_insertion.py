@@ -10,8 +10,10 @@ from brands.insertion import (
     MIN_PASSAGE_WORDS,
     Passage,
     best_passage,
+    ends_in_prose,
     passages,
     place,
+    ranked_passages,
     rewrite_messages,
     rewritten_passage,
 )
@@ -70,6 +72,27 @@ def test_the_first_passage_is_chosen_only_when_it_is_alone():
     index, _ = best_passage(found, "x", embed=lambda texts: first_wins[: len(texts)])
     assert index != 0
     assert best_passage(found[:1], "x", embed=lambda texts: [[1.0]] * len(texts))[0] == 0
+
+
+def test_a_passage_ending_in_a_list_comes_after_every_one_ending_in_prose():
+    # The miss of 2026-12-07: a draft ending in one-word lines; SmolLM2 went on with the list at every try.
+    draft = DRAFT + "\n\nThe words she wrote in the sand before the tide came in:\nSky.\nBlue Eagle.\nMarble.\nRubber."
+    found = passages(draft)
+    assert not ends_in_prose(found[-1].text) and ends_in_prose(found[1].text)
+    list_wins = [[1.0, 0.0]] + [[0.0, 1.0]] * (len(found) - 1) + [[1.0, 0.0]]
+    order = [i for i, _ in ranked_passages(found, "x", embed=lambda texts: list_wins[: len(texts)])]
+    assert order[-1] == len(found) - 1  # nearest in meaning, yet tried last
+    only_lists = [Passage(0, 20, "Sky.\nBlue Eagle.\nMarble.")]
+    assert ranked_passages(only_lists, "x", embed=lambda texts: [[1.0]] * len(texts))[0][0] == 0  # still tried
+
+
+def test_what_ends_in_prose():
+    assert ends_in_prose("They walked down to the cove where the swell came in.")
+    assert ends_in_prose('Short line.\n"Get the boards," her father said, smiling at them.')
+    assert ends_in_prose("She said it twice: \"we are going out on the water.\"")
+    assert not ends_in_prose("A long first line that is prose for sure.\nRubber.")
+    assert not ends_in_prose("the swell came in long and clean and then it")  # no end mark
+    assert not ends_in_prose("## Chapter Two") and not ends_in_prose("")
 
 
 def test_place_replaces_only_the_passage_and_checks_the_rewrite():
