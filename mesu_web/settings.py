@@ -244,6 +244,10 @@ WRITER_NO_REPEAT_NGRAM_SIZE = env_int("WRITER_NO_REPEAT_NGRAM_SIZE", 0, minimum=
 # under 128 tokens) is written again, once, and the longer of the two kept: the 135M writer now and then ends at once or writes a line of
 # boilerplate (2 of 54 options on the demo stories, 2026-12-07). 0: never.
 WRITER_MIN_CHAPTER_WORDS = env_int("WRITER_MIN_CHAPTER_WORDS", 100, minimum=0)
+# A chapter whose share of repeated 4-grams is over this is cut after its last sentence before the loop
+# (writer.quality.cut_loop; the option says so). SmolLM2 with repetition_penalty 1.1 still looped in 2 of
+# 21 options (0.064, 0.093) on 2026-12-07; the human chapters' own share is at most 0.007. 1 turns it off.
+WRITER_MAX_REPETITION = env_float("WRITER_MAX_REPETITION", 0.05, minimum=0.0)
 # Send vLLM's request parameters beyond OpenAI's (repetition_penalty, continuing an assistant message).
 # A provider that refuses one with HTTP 400 is detected (one retry, then not sent to it again); off
 # skips even that first refused request.

@@ -7,6 +7,8 @@ Every hyper-parameter the trainer uses is a field here; `training.trainer.run_gr
 `__post_init__` rejects bad combinations with an ApplicationError before any model is loaded, and
 `resolved()` turns the "auto" choices (backend, device, optimizer, LoRA alpha, batch size) into the
 values a run actually uses; that resolved copy is what the trainer saves as `mesu_job_config.json`.
+`SFTJobConfig` is the same for the supervised warm start (`training.sft.run_sft`), saved under the
+same name beside its adapter.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ import math
 from collections.abc import Mapping
 from dataclasses import InitVar, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar, Self
 
 from mesu_web.errors import ApplicationError
 
@@ -90,8 +92,57 @@ def module_installed(name: str) -> bool:
         return False
 
 
+class _SavedConfig:
+    """JSON round trip and help texts of a job config dataclass (`_KIND` names it in errors)."""
+
+    _KIND: ClassVar[str] = ""
+
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)  # type: ignore[call-overload]
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], *, check_device: bool = True) -> Self:
+        """Build a config from `to_dict()` output (keys starting with "_", such as "_meta", are ignored)."""
+        known = {f.name for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+        unknown = sorted(k for k in data if k not in known and not k.startswith("_"))
+        if unknown:
+            raise ApplicationError(
+                f"Unknown {cls._KIND} config field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(known))}."
+            )
+        return cls(**{k: v for k, v in data.items() if k in known}, check_device=check_device)
+
+    def save(self, path: Path, *, meta: dict[str, Any] | None = None) -> Path:
+        """Write the config as JSON (plus an optional "_meta" object: versions, backend, steps)."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        data = self.to_dict()
+        if meta:
+            data["_meta"] = meta
+        tmp = path.with_name(f".{path.name}.tmp")
+        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
+        tmp.replace(path)
+        return path
+
+    @classmethod
+    def load(cls, path: Path, *, check_device: bool = True) -> Self:
+        try:
+            data = json.loads(Path(path).read_text(encoding="utf-8"))
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ApplicationError(f"Cannot read the {cls._KIND} config {path}: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ApplicationError(f"The {cls._KIND} config {path} is not a JSON object.")
+        return cls.from_dict(data, check_device=check_device)
+
+    @classmethod
+    def help_texts(cls) -> dict[str, str]:
+        """Field name -> help text (for forms and the command's --help)."""
+        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}  # type: ignore[arg-type]
+
+
 @dataclass
-class GRPOJobConfig:
+class GRPOJobConfig(_SavedConfig):
+    _KIND: ClassVar[str] = "GRPO"
+
     # --- What to train -----------------------------------------------------------------------
     base_model: str = field(
         default="",
@@ -135,6 +186,14 @@ class GRPOJobConfig:
         default_factory=lambda: list(DEFAULT_TARGET_MODULES),
         metadata={
             "help": "Module names that get a LoRA: the q/k/v/o attention and gate/up/down MLP projections."
+        },
+    )
+    init_adapter: str = field(
+        default="",
+        metadata={
+            "help": "A saved LoRA folder to start from instead of a fresh LoRA (e.g. train_sft's adapter: the "
+            "supervised warm start); empty: a fresh LoRA. Its rank, alpha and target modules must be the job's "
+            "(train_grpo --init-adapter takes them from the folder)."
         },
     )
 
@@ -301,22 +360,7 @@ class GRPOJobConfig:
         if self.use_vllm and self.device == "cpu":
             e.append("use_vllm needs CUDA, but device is 'cpu'.")
 
-        # LoRA
-        need(
-            is_int(self.lora_rank) and self.lora_rank >= 1,
-            f"lora_rank must be an integer >= 1, not {self.lora_rank!r}.",
-        )
-        if self.lora_alpha is not None:
-            need(
-                isinstance(self.lora_alpha, int | float) and self.lora_alpha > 0,
-                f"lora_alpha must be > 0 (or None for alpha = rank), not {self.lora_alpha!r}.",
-            )
-        need(0 <= self.lora_dropout < 1, f"lora_dropout must be in [0, 1), not {self.lora_dropout}.")
-        need(bool(self.target_modules), "target_modules must name at least one module.")
-        need(
-            all(isinstance(m, str) and m.strip() for m in self.target_modules),
-            "target_modules must be non-empty module names.",
-        )
+        e.extend(_lora_problems(self))
 
         # Optimisation
         need(
@@ -457,7 +501,30 @@ class GRPOJobConfig:
             )
         if self.use_vllm and not module_installed("vllm"):
             e.append("use_vllm was requested, but vLLM is not installed in this environment.")
+        e.extend(self.init_adapter_problems())
         return e
+
+    def init_adapter_problems(self) -> list[str]:
+        """Why `init_adapter` cannot start this job (missing here, or a LoRA of another shape); [] when
+        it can or is not set. A check of this machine's files: the trainer runs it again before loading."""
+        if not str(self.init_adapter).strip():
+            return []
+        try:
+            lora = adapter_lora_settings(Path(self.init_adapter))
+        except ApplicationError as exc:
+            return [exc.message]
+        mine = {
+            "lora_rank": self.lora_rank,
+            "lora_alpha": self.effective_lora_alpha,
+            "target_modules": sorted(self.target_modules),
+        }
+        changed = [f"{k} {lora[k]!r} (the job's {mine[k]!r})" for k in mine if lora[k] != mine[k]]
+        if changed:
+            return [
+                f"init_adapter {self.init_adapter} is a LoRA of another shape: {', '.join(changed)}; give the "
+                "job the adapter's LoRA settings (train_grpo --init-adapter does when they are left out)."
+            ]
+        return []
 
     # ------------------------------------------------------------------------------------------
     # Resolution
@@ -486,21 +553,7 @@ class GRPOJobConfig:
         )
 
     # ------------------------------------------------------------------------------------------
-    # Serialisation
-
-    def to_dict(self) -> dict[str, Any]:
-        return dataclasses.asdict(self)
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any], *, check_device: bool = True) -> GRPOJobConfig:
-        """Build a config from `to_dict()` output (keys starting with "_", such as "_meta", are ignored)."""
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(k for k in data if k not in known and not k.startswith("_"))
-        if unknown:
-            raise ApplicationError(
-                f"Unknown GRPO config field(s): {', '.join(unknown)}. Known fields: {', '.join(sorted(known))}."
-            )
-        return cls(**{k: v for k, v in data.items() if k in known}, check_device=check_device)
+    # Serialisation (to_dict, from_dict, save, load, help_texts: _SavedConfig)
 
     @classmethod
     def from_form(cls, data: Mapping[str, Any], *, base_model: str) -> GRPOJobConfig:
@@ -523,32 +576,206 @@ class GRPOJobConfig:
             **optional,
         )
 
-    def save(self, path: Path, *, meta: dict[str, Any] | None = None) -> Path:
-        """Write the config as JSON (plus an optional "_meta" object: versions, backend, steps)."""
-        path = Path(path)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        data = self.to_dict()
-        if meta:
-            data["_meta"] = meta
-        tmp = path.with_name(f".{path.name}.tmp")
-        tmp.write_text(json.dumps(data, indent=2, sort_keys=False, default=str) + "\n", encoding="utf-8")
-        tmp.replace(path)
-        return path
 
-    @classmethod
-    def load(cls, path: Path, *, check_device: bool = True) -> GRPOJobConfig:
-        try:
-            data = json.loads(Path(path).read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            raise ApplicationError(f"Cannot read the GRPO config {path}: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ApplicationError(f"The GRPO config {path} is not a JSON object.")
-        return cls.from_dict(data, check_device=check_device)
+ADAPTER_CONFIG_FILENAME = "adapter_config.json"  # PEFT's
 
-    @classmethod
-    def help_texts(cls) -> dict[str, str]:
-        """Field name -> help text (for forms and the command's --help)."""
-        return {f.name: f.metadata.get("help", "") for f in dataclasses.fields(cls)}
+
+def adapter_lora_settings(adapter_dir: Path) -> dict[str, Any]:
+    """The LoRA shape of a saved PEFT adapter folder, in job-config terms: lora_rank, lora_alpha,
+    target_modules (sorted). ApplicationError when the folder is not a LoRA adapter."""
+    adapter_dir = Path(adapter_dir)
+    path = adapter_dir / ADAPTER_CONFIG_FILENAME
+    if not path.is_file():
+        raise ApplicationError(f"{adapter_dir} is not a LoRA adapter folder (no {ADAPTER_CONFIG_FILENAME}).")
+    if not (adapter_dir / "adapter_model.safetensors").is_file():
+        raise ApplicationError(f"{adapter_dir} has no adapter_model.safetensors (the LoRA weights).")
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        raise ApplicationError(f"Cannot read {path}: {exc}") from exc
+    modules = data.get("target_modules") if isinstance(data, dict) else None
+    if not isinstance(modules, list) or not isinstance(data.get("r"), int):
+        # PEFT also allows a regex string for target_modules; jobs here always name the modules.
+        raise ApplicationError(f"{path} names no LoRA rank 'r' and target_modules list.")
+    return {
+        "lora_rank": data["r"],
+        "lora_alpha": data.get("lora_alpha") or data["r"],
+        "target_modules": sorted(str(m) for m in modules),
+    }
+
+
+def _lora_problems(config: Any) -> list[str]:
+    """The LoRA fields' checks, shared by the GRPO and SFT configs."""
+    e: list[str] = []
+    rank, alpha = config.lora_rank, config.lora_alpha
+    if not (isinstance(rank, int) and not isinstance(rank, bool) and rank >= 1):
+        e.append(f"lora_rank must be an integer >= 1, not {rank!r}.")
+    if alpha is not None and not (isinstance(alpha, int | float) and alpha > 0):
+        e.append(f"lora_alpha must be > 0 (or None for alpha = rank), not {alpha!r}.")
+    if not 0 <= config.lora_dropout < 1:
+        e.append(f"lora_dropout must be in [0, 1), not {config.lora_dropout}.")
+    if not config.target_modules:
+        e.append("target_modules must name at least one module.")
+    if not all(isinstance(m, str) and m.strip() for m in config.target_modules):
+        e.append("target_modules must be non-empty module names.")
+    return e
+
+
+# What run_sft does with a row that has no distilled reasoning.
+WITHOUT_REASONING = ("skip", "empty")
+
+
+@dataclass
+class SFTJobConfig(_SavedConfig):
+    """The supervised warm start (`training.sft.run_sft`): TRL's SFTTrainer + a PEFT LoRA on the
+    distilled rows, loss on the completion only. Plain TRL + PEFT on CPU or CUDA (no Unsloth)."""
+
+    _KIND: ClassVar[str] = "SFT"
+
+    base_model: str = field(
+        default="",
+        metadata={
+            "help": "Folder of the base model in Hugging Face format (config.json, safetensors, tokenizer)."
+        },
+    )
+    device: str = field(
+        default="auto", metadata={"help": "'cuda', 'cpu', or 'auto' (CUDA when torch sees a device)."}
+    )
+
+    # --- LoRA: the same shape GRPO then continues from (GRPOJobConfig's defaults) ----------------
+    lora_rank: int = field(default=64, metadata={"help": "LoRA rank r."})
+    lora_alpha: int | None = field(default=None, metadata={"help": "LoRA alpha; None means alpha = rank."})
+    lora_dropout: float = field(default=0.0, metadata={"help": "Dropout on the LoRA input, 0 <= p < 1."})
+    target_modules: list[str] = field(
+        default_factory=lambda: list(DEFAULT_TARGET_MODULES),
+        metadata={"help": "Module names that get a LoRA (attention and MLP projections)."},
+    )
+
+    # --- Optimisation ------------------------------------------------------------------------
+    learning_rate: float = field(
+        default=1e-4, metadata={"help": "Peak learning rate (LoRA SFT: ~1e-4, 20x GRPO's default)."}
+    )
+    lr_scheduler_type: str = field(
+        default="cosine", metadata={"help": f"Learning-rate schedule, one of {', '.join(LR_SCHEDULERS)}."}
+    )
+    warmup_ratio: float = field(
+        default=0.03, metadata={"help": "Share of the steps spent warming the learning rate up (0 <= x < 1)."}
+    )
+    weight_decay: float = field(default=0.0, metadata={"help": "AdamW decoupled weight decay."})
+    optim: str = field(
+        default="adamw_torch_fused",
+        metadata={
+            "help": "Optimizer name as transformers spells it ('adamw_torch_fused' is 'adamw_torch' on CPU)."
+        },
+    )
+    max_grad_norm: float = field(default=1.0, metadata={"help": "Gradient clipping norm (> 0)."})
+    num_train_epochs: float = field(
+        default=1.0, metadata={"help": "Passes over the rows (> 0); max_steps, when set, wins."}
+    )
+    max_steps: int | None = field(
+        default=None, metadata={"help": "Optimizer steps to train for; None: num_train_epochs decides."}
+    )
+    per_device_train_batch_size: int = field(default=1, metadata={"help": "Rows per micro-batch."})
+    gradient_accumulation_steps: int = field(
+        default=8, metadata={"help": "Micro-batches per optimizer step (8 rows a step by default)."}
+    )
+    max_length: int = field(
+        default=8192,
+        metadata={
+            "help": "Tokens of prompt + completion (chat template included). A longer row loses the oldest "
+            "story text of its prompt (the system prompt, chapter 0 and the task stay); a row whose completion "
+            "does not fit even so is dropped and counted."
+        },
+    )
+    gradient_checkpointing: bool = field(
+        default=True, metadata={"help": "Recompute activations in the backward pass to save memory."}
+    )
+
+    # --- Data --------------------------------------------------------------------------------------
+    max_answer_tokens: int = field(
+        default=512,
+        metadata={
+            "help": "Tokens of the real chapter kept in a completion, cut after its last complete sentence "
+            "(0: the whole chapter). The writer serves chapters of WRITER_MAX_NEW_TOKENS (512): trained on "
+            "whole 5,000-token chapters it would learn to write past its limit and never close </SOLUTION>."
+        },
+    )
+    without_reasoning: str = field(
+        default="skip",
+        metadata={
+            "help": "Rows with no distilled reasoning: 'skip' (counted; the writer should learn to reason) or "
+            "'empty' (train them with an empty reasoning block, the format still exact)."
+        },
+    )
+
+    # --- Bookkeeping -----------------------------------------------------------------------------
+    save_steps: int = field(
+        default=100, metadata={"help": "Write a resumable checkpoint every this many steps."}
+    )
+    save_total_limit: int | None = field(
+        default=2, metadata={"help": "Checkpoints kept (older ones are deleted); None keeps all."}
+    )
+    seed: int = field(default=3407, metadata={"help": "Random seed for LoRA init and data order."})
+    report_to: str = field(
+        default="none", metadata={"help": "Experiment tracker ('none': the JSON log only)."}
+    )
+
+    check_device: InitVar[bool] = True
+
+    def __post_init__(self, check_device: bool = True) -> None:
+        self.target_modules = list(self.target_modules)
+        errors = self._problems()
+        if not errors and check_device and self.device == "cuda" and not cuda_available():
+            errors.append("device 'cuda' needs CUDA, but torch sees no CUDA device on this machine.")
+        if errors:
+            raise ApplicationError("Invalid SFT configuration: " + " ".join(errors), {"errors": errors})
+
+    @property
+    def backend(self) -> str:
+        return "trl"  # what training.trainer.load_model reads: plain TRL + PEFT
+
+    @property
+    def effective_lora_alpha(self) -> int:
+        return self.lora_rank if self.lora_alpha is None else self.lora_alpha
+
+    def _problems(self) -> list[str]:
+        def is_int(value: Any) -> bool:
+            return isinstance(value, int) and not isinstance(value, bool)
+
+        checks = [
+            (bool(str(self.base_model).strip()), "base_model is required (a Hugging Face model folder)."),
+            (self.device in DEVICES, f"device must be one of {', '.join(DEVICES)}, not {self.device!r}."),
+            (_finite(self.learning_rate) and self.learning_rate > 0, f"learning_rate must be > 0, not {self.learning_rate}."),
+            (self.lr_scheduler_type in LR_SCHEDULERS, f"lr_scheduler_type must be one of {', '.join(LR_SCHEDULERS)}, not {self.lr_scheduler_type!r}."),
+            (_finite(self.warmup_ratio) and 0 <= self.warmup_ratio < 1, f"warmup_ratio must be in [0, 1), not {self.warmup_ratio}."),
+            (_finite(self.weight_decay) and self.weight_decay >= 0, f"weight_decay must be >= 0, not {self.weight_decay}."),
+            (self.optim in OPTIMIZERS, f"optim must be one of {', '.join(OPTIMIZERS)}, not {self.optim!r}."),
+            (_finite(self.max_grad_norm) and self.max_grad_norm > 0, f"max_grad_norm must be > 0, not {self.max_grad_norm}."),
+            (_finite(self.num_train_epochs) and self.num_train_epochs > 0, f"num_train_epochs must be > 0, not {self.num_train_epochs}."),
+            (self.max_steps is None or (is_int(self.max_steps) and self.max_steps >= 1), f"max_steps must be an integer >= 1 (or None), not {self.max_steps!r}."),
+            (is_int(self.per_device_train_batch_size) and self.per_device_train_batch_size >= 1, f"per_device_train_batch_size must be an integer >= 1, not {self.per_device_train_batch_size!r}."),
+            (is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps >= 1, f"gradient_accumulation_steps must be an integer >= 1, not {self.gradient_accumulation_steps!r}."),
+            # A prompt needs room: the chat template alone is ~20 tokens on SmolLM2.
+            (is_int(self.max_length) and self.max_length >= 64, f"max_length must be an integer >= 64, not {self.max_length!r}."),
+            (is_int(self.max_answer_tokens) and self.max_answer_tokens >= 0, f"max_answer_tokens must be an integer >= 0, not {self.max_answer_tokens!r}."),
+            (self.without_reasoning in WITHOUT_REASONING, f"without_reasoning must be one of {', '.join(WITHOUT_REASONING)}, not {self.without_reasoning!r}."),
+            (is_int(self.save_steps) and self.save_steps >= 1, f"save_steps must be an integer >= 1, not {self.save_steps!r}."),
+            (self.save_total_limit is None or (is_int(self.save_total_limit) and self.save_total_limit >= 1), f"save_total_limit must be an integer >= 1 (or None to keep all), not {self.save_total_limit!r}."),
+            (is_int(self.seed) and self.seed >= 0, f"seed must be an integer >= 0, not {self.seed!r}."),
+            (bool(str(self.report_to).strip()), "report_to must be a tracker name or 'none'."),
+        ]  # fmt: skip
+        return _lora_problems(self) + [message for ok, message in checks if not ok]
+
+    def resolved(self, *, cuda: bool | None = None) -> SFTJobConfig:
+        """A copy with the automatic choices made (device, optimizer, LoRA alpha): what a run uses and saves."""
+        cuda = cuda_available() if cuda is None else cuda
+        device = self.device if self.device != "auto" else ("cuda" if cuda else "cpu")
+        optim = self.optim if device == "cuda" else _CPU_FALLBACK_OPTIM.get(self.optim, self.optim)
+        if device != "cuda" and optim in CUDA_ONLY_OPTIMIZERS:
+            raise ApplicationError(f"optim {optim!r} needs CUDA; this run is on {device}.")
+        return dataclasses.replace(
+            self, device=device, optim=optim, lora_alpha=self.effective_lora_alpha, check_device=False
+        )
 
 
 def _finite(value: Any) -> bool:

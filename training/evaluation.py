@@ -73,10 +73,12 @@ def evaluate_pairs(
     sampling: Sampling,
     rewards: Sequence[str],
     on_pair: Callable[[int, dict[str, Any]], None] | None = None,
+    keep_text: bool = False,
 ) -> EvaluationResult:
     """Generate one answer per pair (`sampling.seed` fixed, so base and adapters see the same draws)
-    and score it with `rewards`. `on_pair(done, sample)` after each pair. Engine errors propagate:
-    a half-scored run must not look like a finished one."""
+    and score it with `rewards`. `on_pair(done, sample)` after each pair. With `keep_text`, each sample
+    keeps the whole answer as `text` (for `answer_rows`: the pairwise judge reads them). Engine errors
+    propagate: a half-scored run must not look like a finished one."""
     if not pairs:
         raise ApplicationError("There are no held-out pairs to evaluate on.")
     funcs = get_reward_funcs(list(rewards))
@@ -112,6 +114,8 @@ def evaluate_pairs(
             "tokens": completion.tokens,
             "excerpt": (parsed.text or completion.text)[:EXCERPT_CHARS],
         }
+        if keep_text:
+            sample["text"] = completion.text
         samples.append(sample)
         if on_pair is not None:
             on_pair(index, sample)
@@ -124,6 +128,15 @@ def evaluate_pairs(
         model=model,
         quality=quality_summary([sample["quality"] for sample in samples]),
     )
+
+
+def answer_rows(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """{book, k, text} per sample kept with its text (`keep_text`): the answers file that
+    `manage.py judge_pairs --a/--b` reads. ApplicationError when the samples kept no text."""
+    rows = [{"book": s["book"], "k": s["k"], "text": s["text"]} for s in samples if "text" in s]
+    if samples and not rows:
+        raise ApplicationError("This evaluation kept no answer texts (evaluate with keep_text).")
+    return rows
 
 
 def quality_summary(qualities: Sequence[dict[str, float]]) -> dict[str, float]:

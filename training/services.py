@@ -379,8 +379,9 @@ def _test_pairs(dataset_dir: Path) -> list:
     return pairs
 
 
-def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:
-    """Generate and score; progress lands on the row after each pair. None if it already finished."""
+def evaluation_run_execute(*, run_id: int, keep_text: bool = False) -> EvaluationRun | None:
+    """Generate and score; progress lands on the row after each pair. None if it already finished.
+    `keep_text`: each sample keeps its whole answer (for the pairwise judge), not only an excerpt."""
     from writer.engines import get_engine, resolve_adapter
     from writer.prompting import REASONING_START
 
@@ -415,6 +416,7 @@ def evaluation_run_execute(*, run_id: int) -> EvaluationRun | None:
         sampling=sampling,
         rewards=run.reward_names,
         on_pair=on_pair,
+        keep_text=keep_text,
     )
     EvaluationRun.objects.filter(pk=run_id).update(
         status=EvaluationRun.Status.SUCCEEDED,

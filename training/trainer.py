@@ -9,7 +9,9 @@ transformers).
 `train_grpo` command, the `gpu` task and tests. It checkpoints into `<out>/checkpoints` (resumed on
 the next call), writes the LoRA into `<out>/adapter` with the resolved config beside it
 (`mesu_job_config.json`), and checks that every LoRA A and B matrix is non-zero and that the base
-weights did not change.
+weights did not change. With `init_adapter` (a saved LoRA, e.g. `training.sft`'s warm start), the
+fresh LoRA of the same shape gets that adapter's weights before the first step (`load_lora_weights`,
+the same on both backends).
 """
 
 from __future__ import annotations
@@ -39,7 +41,7 @@ TRAIN_FILE = "train.jsonl"
 CHECKPOINT_DIR = "checkpoints"
 ADAPTER_DIR = "adapter"
 # Fields whose change makes a checkpoint unusable (tensor shapes, the model, or the reward layout).
-_RESUME_MUST_MATCH = ("base_model", "lora_rank", "target_modules", "reward_names", "backend")
+_RESUME_MUST_MATCH = ("base_model", "lora_rank", "target_modules", "reward_names", "backend", "init_adapter")
 # Libraries Unsloth patches: imported before it, its patches do not (fully) apply.
 _PATCHED_BY_UNSLOTH = ("trl", "transformers", "peft")
 
@@ -179,15 +181,20 @@ def _prompt_tokens(tokenizer, messages: list[dict[str, Any]]) -> int:
 # Progress
 
 
-def _make_callback(
+def make_callback(
     *,
     reward_keys: list[tuple[str, str]],
     on_step: Callable[[dict], None] | None,
     should_stop: Callable[[], bool] | None,
     step_logs: list[dict[str, Any]],
     state_box: dict[str, Any],
+    make_entry: Callable[..., dict] | None = None,
 ):
-    """A TrainerCallback that reports each step and stops (with a checkpoint) when should_stop()."""
+    """A TrainerCallback that reports each step and stops (with a checkpoint) when should_stop().
+
+    `make_entry(logs, reward_keys, step=, seconds=)` turns TRL's logged metrics into the step's entry
+    (default: GRPO's `_step_entry`; the SFT stage passes its own)."""
+    make_entry = make_entry or _step_entry
     from transformers import TrainerCallback
 
     class Progress(TrainerCallback):
@@ -204,7 +211,7 @@ def _make_callback(
 
         def on_step_end(self, args, state, control, **kwargs):
             self.seconds = time.perf_counter() - self.t0
-            if state.global_step < state.max_steps and _stop_requested(should_stop):
+            if state.global_step < state.max_steps and stop_requested(should_stop):
                 state_box["cancelled"] = True
                 control.should_training_stop = True
                 control.should_save = True  # a cancelled job resumes from here
@@ -213,10 +220,10 @@ def _make_callback(
             logs = logs or {}
             if "loss" not in logs and "reward" not in logs:
                 return  # the end-of-training summary (train_runtime, ...)
-            entry = _step_entry(logs, reward_keys, step=state.global_step, seconds=self.seconds)
+            entry = make_entry(logs, reward_keys, step=state.global_step, seconds=self.seconds)
             tokens = logs.get("num_tokens")
             if isinstance(tokens, int | float) and self.tokens_seen is not None and self.seconds > 0:
-                entry["tokens_per_second"] = _round(max(0.0, tokens - self.tokens_seen) / self.seconds)
+                entry["tokens_per_second"] = round_metric(max(0.0, tokens - self.tokens_seen) / self.seconds)
                 self.tokens_seen = float(tokens)
             step_logs.append(entry)
             if on_step is not None:
@@ -234,20 +241,20 @@ def _step_entry(
     """The per-step dict from TRL's logged metrics (TRL 1.15/1.16 key names)."""
     return {
         "step": step,
-        "loss": _round(logs.get("loss")),
-        "kl": _round(logs.get("kl")),  # logged only when beta > 0
-        "reward": _round(logs.get("reward")),
-        "reward_std": _round(logs.get("reward_std")),
-        "rewards": {name: _round(logs.get(f"rewards/{trl_name}/mean")) for name, trl_name in reward_keys},
-        "completion_length": _round(logs.get("completions/mean_length")),
+        "loss": round_metric(logs.get("loss")),
+        "kl": round_metric(logs.get("kl")),  # logged only when beta > 0
+        "reward": round_metric(logs.get("reward")),
+        "reward_std": round_metric(logs.get("reward_std")),
+        "rewards": {name: round_metric(logs.get(f"rewards/{trl_name}/mean")) for name, trl_name in reward_keys},
+        "completion_length": round_metric(logs.get("completions/mean_length")),
         "tokens_per_second": None,
         "learning_rate": logs.get("learning_rate"),
-        "grad_norm": _round(logs.get("grad_norm")),
-        "seconds": _round(seconds, 3),
+        "grad_norm": round_metric(logs.get("grad_norm")),
+        "seconds": round_metric(seconds, 3),
     }
 
 
-def _round(value: Any, digits: int = 6) -> float | None:
+def round_metric(value: Any, digits: int = 6) -> float | None:
     if isinstance(value, int | float) and not isinstance(value, bool) and math.isfinite(value):
         return round(float(value), digits)
     return None
@@ -257,7 +264,7 @@ def _round(value: Any, digits: int = 6) -> float | None:
 # Checks
 
 
-def _snapshot_base(model, count: int = 3) -> dict[str, Any]:
+def snapshot_base(model, count: int = 3) -> dict[str, Any]:
     """Copies of a few frozen base tensors (first and last LoRA-wrapped layer, the embeddings)."""
     named = [(n, p) for n, p in model.named_parameters() if "lora_" not in n]
     wrapped = [n for n, _ in named if n.endswith("base_layer.weight")]
@@ -307,7 +314,7 @@ def pin_base_weights(model, generation) -> bool:
     return bool(pristine)
 
 
-def _base_unchanged(model, before: dict[str, Any]) -> bool:
+def base_is_unchanged(model, before: dict[str, Any]) -> bool:
     import torch
 
     params = dict(model.named_parameters())
@@ -316,7 +323,7 @@ def _base_unchanged(model, before: dict[str, Any]) -> bool:
     )
 
 
-def _zero_lora_tensors(tensors: dict[str, Any]) -> tuple[list[str], int]:
+def zero_lora_tensors(tensors: dict[str, Any]) -> tuple[list[str], int]:
     """(names of LoRA A/B matrices that are all zero, how many LoRA matrices there are)."""
     lora = {n: t for n, t in tensors.items() if "lora_A" in n or "lora_B" in n}
     return sorted(n for n, t in lora.items() if not bool((t != 0).any())), len(lora)
@@ -330,7 +337,7 @@ def check_adapter_nonzero(adapter_dir: Path) -> tuple[bool, list[str]]:
     if not path.is_file():
         raise ApplicationError(f"No adapter weights at {path}.")
     with safe_open(str(path), framework="pt") as handle:
-        zero, total = _zero_lora_tensors({k: handle.get_tensor(k) for k in handle.keys()})
+        zero, total = zero_lora_tensors({k: handle.get_tensor(k) for k in handle.keys()})
     has_a_and_b = total > 0
     return has_a_and_b and not zero, zero
 
@@ -444,9 +451,12 @@ def _run_grpo(
         torch.set_num_threads(1)
 
     ckpt_root = out_dir / CHECKPOINT_DIR
-    resume_from = _checkpoint_to_resume(ckpt_root, job, resume)
+    resume_from = checkpoint_to_resume(ckpt_root, job, resume)
+    problems = job.init_adapter_problems()  # the config's check again, on this machine's files
+    if problems:
+        raise ApplicationError(" ".join(problems))
 
-    tokenizer, model, peft_config = _load_model(job, base_dir, use_cuda)
+    tokenizer, model, peft_config = load_model(job, base_dir, use_cuda)
 
     kept, skipped = _filter_prompts(rows, tokenizer, job.max_prompt_length)
     if len(kept) < job.prompts_per_step:
@@ -470,7 +480,7 @@ def _run_grpo(
     reward_keys = [
         (name, get_callable_name(f)) for name, f in zip(job.reward_names, reward_funcs, strict=True)
     ]
-    callback = _make_callback(
+    callback = make_callback(
         reward_keys=reward_keys,
         on_step=on_step,
         should_stop=should_stop,
@@ -492,21 +502,26 @@ def _run_grpo(
 
     trainer.remove_callback(PrinterCallback)
     trainer.remove_callback(ProgressCallback)
+    if job.init_adapter and resume_from is None:
+        # A fresh LoRA of the same shape (TRL's peft_config, or Unsloth's get_peft_model), then the saved
+        # weights copied into it: the same on both backends, and still trainable. A resumed run takes the
+        # checkpoint's weights instead.
+        load_lora_weights(trainer.model, Path(job.init_adapter))
     if job.use_vllm and backend == "trl":
         keep_base_exact_across_syncs(trainer)
-    base_before = _snapshot_base(trainer.model)
+    base_before = snapshot_base(trainer.model)
 
     ckpt_root.mkdir(parents=True, exist_ok=True)
     job.save(ckpt_root / CONFIG_FILENAME)  # what a later resume is compared against
-    done_steps = _checkpoint_step(resume_from) if resume_from else 0
+    done_steps = checkpoint_step(resume_from) if resume_from else 0
     if resume_from and done_steps >= job.max_steps:
         # transformers would still run one more step past max_steps; the checkpoint is the result.
         logger.info(
             "%s already has %d of %d steps; not training further", resume_from, done_steps, job.max_steps
         )
-        _load_checkpoint_weights(trainer.model, resume_from)
+        load_lora_weights(trainer.model, resume_from)
         steps = done_steps
-    elif _stop_requested(should_stop):
+    elif stop_requested(should_stop):
         # Cancelled while the model loaded (minutes on a big model): stop before the first step.
         state_box["cancelled"] = True
         steps = done_steps
@@ -516,10 +531,10 @@ def _run_grpo(
         trainer.train(resume_from_checkpoint=str(resume_from) if resume_from else None)
         steps = int(trainer.state.global_step)
     cancelled = bool(state_box["cancelled"]) and steps < job.max_steps
-    base_unchanged = _base_unchanged(trainer.model, base_before)
+    base_unchanged = base_is_unchanged(trainer.model, base_before)
     adapter_path = config_path = None
     if cancelled:
-        zero, total = _zero_lora_tensors({n: p.detach() for n, p in trainer.model.named_parameters()})
+        zero, total = zero_lora_tensors({n: p.detach() for n, p in trainer.model.named_parameters()})
         lora_nonzero = total > 0 and not zero
     else:
         meta = {
@@ -528,12 +543,13 @@ def _run_grpo(
             "device": job.device,
             "steps": steps,
             "resumed_from": str(resume_from) if resume_from else None,
+            "init_adapter": job.init_adapter or None,
             "dataset_dir": str(dataset_dir),
             "prompts_used": len(dataset),
             "prompts_skipped": skipped,
-            "versions": _versions(backend),
+            "versions": library_versions(backend),
         }
-        adapter_path = _save_adapter(trainer.model, out_dir / ADAPTER_DIR, job, meta)
+        adapter_path = save_adapter(trainer.model, out_dir / ADAPTER_DIR, job, meta)
         config_path = adapter_path / CONFIG_FILENAME
         lora_nonzero, zero = check_adapter_nonzero(adapter_path)
 
@@ -555,7 +571,7 @@ def _run_grpo(
     )
 
 
-def _checkpoint_to_resume(ckpt_root: Path, job: GRPOJobConfig, resume: bool) -> Path | None:
+def checkpoint_to_resume(ckpt_root: Path, job: GRPOJobConfig, resume: bool) -> Path | None:
     if not ckpt_root.is_dir():
         return None
     if not resume:
@@ -590,7 +606,7 @@ def _last_complete_checkpoint(ckpt_root: Path) -> Path | None:
     return steps[max(steps)] if steps else None
 
 
-def _stop_requested(should_stop: Callable[[], bool] | None) -> bool:
+def stop_requested(should_stop: Callable[[], bool] | None) -> bool:
     if should_stop is None:
         return False
     try:
@@ -600,7 +616,7 @@ def _stop_requested(should_stop: Callable[[], bool] | None) -> bool:
         return False
 
 
-def _checkpoint_step(checkpoint: Path) -> int:
+def checkpoint_step(checkpoint: Path) -> int:
     try:
         state = json.loads((checkpoint / "trainer_state.json").read_text(encoding="utf-8"))
         return int(state.get("global_step", 0))
@@ -610,17 +626,30 @@ def _checkpoint_step(checkpoint: Path) -> int:
         ) from exc
 
 
-def _load_checkpoint_weights(model, checkpoint: Path) -> None:
-    from peft import set_peft_model_state_dict
+def load_lora_weights(model, folder: Path) -> None:
+    """Copy the LoRA weights saved in `folder` (a checkpoint or an adapter) into the PEFT `model`'s LoRA
+    of the same shape; ApplicationError unless every LoRA tensor of each side was matched."""
+    from peft import get_peft_model_state_dict, set_peft_model_state_dict
     from safetensors.torch import load_file
 
-    path = checkpoint / "adapter_model.safetensors"
+    path = Path(folder) / "adapter_model.safetensors"
     if not path.is_file():
-        raise ApplicationError(f"The checkpoint {checkpoint} has no adapter_model.safetensors.")
-    set_peft_model_state_dict(model, load_file(str(path)))
+        raise ApplicationError(f"{folder} has no adapter_model.safetensors.")
+    saved = load_file(str(path))
+    expected = get_peft_model_state_dict(model)
+    missing, unexpected = sorted(set(expected) - set(saved)), sorted(set(saved) - set(expected))
+    wrong = sorted(k for k in set(saved) & set(expected) if saved[k].shape != expected[k].shape)
+    if missing or unexpected or wrong:
+        raise ApplicationError(
+            f"The LoRA in {folder} does not fit the model's: {len(missing)} tensor(s) missing, "
+            f"{len(unexpected)} unexpected, {len(wrong)} of another shape (e.g. "
+            f"{(missing + unexpected + wrong)[0]}).",
+            {"missing": missing[:20], "unexpected": unexpected[:20], "wrong_shape": wrong[:20]},
+        )
+    set_peft_model_state_dict(model, saved)
 
 
-def _load_model(job: GRPOJobConfig, base_dir: Path, use_cuda: bool):
+def load_model(job: GRPOJobConfig, base_dir: Path, use_cuda: bool):
     """(tokenizer, model, peft_config): PEFT's LoraConfig for TRL to apply, or None when Unsloth has."""
     import torch
 
@@ -717,7 +746,7 @@ def _grpo_kwargs(job: GRPOJobConfig, grpo_config_cls, ckpt_root: Path, backend: 
         "remove_unused_columns": False,  # rewards get answer, book, k, brand columns as kwargs
         "disable_tqdm": True,
     }
-    fields = _init_params(grpo_config_cls)
+    fields = init_params(grpo_config_cls)
     # transformers 5 reads a warmup_steps float < 1 as a ratio of max_steps (warmup_ratio is gone in 5.24;
     # Unsloth's GRPOConfig defaults warmup_steps to 0.1, so it is always passed).
     kwargs["warmup_steps"] = job.warmup_ratio
@@ -730,7 +759,7 @@ def _grpo_kwargs(job: GRPOJobConfig, grpo_config_cls, ckpt_root: Path, backend: 
     return {k: v for k, v in kwargs.items() if k in fields}
 
 
-def _init_params(cls) -> set[str]:
+def init_params(cls) -> set[str]:
     """The keyword arguments a GRPOConfig class takes: its dataclass fields, or, for Unsloth's subclass
     with its own __init__, that signature's named parameters as well."""
     import inspect
@@ -742,7 +771,7 @@ def _init_params(cls) -> set[str]:
     return names
 
 
-def _save_adapter(model, target: Path, job: GRPOJobConfig, meta: dict[str, Any]) -> Path:
+def save_adapter(model, target: Path, job: GRPOJobConfig, meta: dict[str, Any]) -> Path:
     """Save the LoRA and the resolved config into `target`, replacing it only once both are written."""
     target = target.resolve()
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -766,7 +795,7 @@ def _save_adapter(model, target: Path, job: GRPOJobConfig, meta: dict[str, Any])
     return target
 
 
-def _versions(backend: str) -> dict[str, str]:
+def library_versions(backend: str) -> dict[str, str]:
     import importlib.metadata
 
     names = ["torch", "transformers", "trl", "peft", "accelerate", "datasets"]

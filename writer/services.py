@@ -43,7 +43,7 @@ from writer.models import (
 )
 from writer.parsing import ParsedOutput, parse_output
 from writer.prompting import ChapterText, StoryMeta, build_prompt, prompt_budget
-from writer.quality import words_of
+from writer.quality import cut_loop, words_of
 from writer.text_input import clean_text
 
 logger = logging.getLogger(__name__)
@@ -363,6 +363,20 @@ def chapter_min_words(max_tokens: int) -> int:
     return min(settings.WRITER_MIN_CHAPTER_WORDS, int(max_tokens * MIN_WORDS_PER_CHAPTER_TOKEN))
 
 
+def without_loop(completion: Completion, answer: ParsedOutput) -> tuple[Completion, ParsedOutput]:
+    """A chapter that repeats itself beyond WRITER_MAX_REPETITION, cut after its last sentence before the
+    loop (writer.quality.cut_loop); the completion's warning says so. Others come back as they are."""
+    cut = cut_loop(answer.text, settings.WRITER_MAX_REPETITION)
+    if cut is None:
+        return completion, answer
+    kept, written = len(words_of(cut)), len(words_of(answer.text))
+    note = f"cut where it began to repeat itself ({kept} of {written} words kept)"
+    return (
+        replace(completion, warning="; ".join(w for w in (completion.warning, note) if w)),
+        replace(answer, text=cut),
+    )
+
+
 def generation_request_run(*, request_id: int) -> GenerationRequest:
     """Build the prompt, call the writer engine once for n options, parse and store them.
 
@@ -458,6 +472,8 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
     completions = write(plans)
     answers = [parse_output(completion.text) for completion in completions]
+    for i, (completion, answer) in enumerate(zip(completions, answers, strict=True)):
+        completions[i], answers[i] = without_loop(completion, answer)
     # A chapter that came out nearly empty (the writer ended at once, or wrote a line of boilerplate) is
     # written again, once: the author asked for a chapter. The longer of the two is kept.
     min_words = chapter_min_words(sampling.max_tokens)
@@ -466,7 +482,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         _set_progress(request_id, stage=f"Writing {len(short)} short option{'s' if len(short) > 1 else ''} again")
         again = write([plans[i] for i in short])
         for i, completion in zip(short, again, strict=True):
-            answer = parse_output(completion.text)
+            completion, answer = without_loop(completion, parse_output(completion.text))
             before, after = len(words_of(answers[i].text)), len(words_of(answer.text))
             if after > before:
                 completions[i], answers[i] = completion, answer

@@ -14,7 +14,7 @@ from tests.fixtures_redis import wait_for
 from tests.fixtures_training import tiny_config, write_dataset
 from training import services
 from training.models import TrainingJob, WriterAdapter
-from training.trainer import _checkpoint_to_resume
+from training.trainer import checkpoint_to_resume
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow]
 
@@ -76,4 +76,4 @@ def test_a_checkpoint_the_worker_was_killed_while_writing_is_skipped(tmp_path, m
     (root / "checkpoint-1" / "trainer_state.json").write_text(json.dumps({"global_step": 1}))
     (root / "checkpoint-2").mkdir()
     (root / "checkpoint-2" / "adapter_model.safetensors").write_bytes(b"half")  # killed mid-save
-    assert _checkpoint_to_resume(root, tiny_config(str(model_dir)), resume=True) == root / "checkpoint-1"
+    assert checkpoint_to_resume(root, tiny_config(str(model_dir)), resume=True) == root / "checkpoint-1"

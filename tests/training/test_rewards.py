@@ -347,6 +347,7 @@ def test_score_command_prints_every_reward(tmp_path):
     scores = json.loads(out.getvalue())
     assert list(scores) == list(REWARDS)
     assert scores["brand_subtlety"] is None  # no brand brief given
+    assert 0.0 <= scores["vrcli"] < 0.1  # a reasoning of "p" tells nothing about the chapter
     for name, value in scores.items():
-        if name != "brand_subtlety":
+        if name not in ("brand_subtlety", "vrcli"):
             assert value == pytest.approx(1.0, abs=0.02), name

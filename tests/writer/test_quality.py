@@ -8,7 +8,10 @@ from pathlib import Path
 import pytest
 
 from training.rewards import REWARDS, repetition, score_all
-from writer.quality import longest_repeat, repeated_ngram_share, text_quality, words_of
+from writer.engines.base import Completion
+from writer.parsing import ParsedOutput
+from writer.quality import cut_loop, longest_repeat, repeated_ngram_share, text_quality, words_of
+from writer.services import without_loop
 
 SAMPLES = Path(__file__).resolve().parents[2] / "samples"
 LOOP = "They are looking at the children. " * 50
@@ -40,6 +43,37 @@ def test_edge_cases(text, share, longest):
     words = words_of(text)
     assert repeated_ngram_share(words) == pytest.approx(share)
     assert longest_repeat(words) == longest
+
+
+PROSE = (
+    "Mara woke before the gulls. The lamp had burned all night and the room smelled of oil and salt. "
+    "Her father was already down at the cove, waxing the old board on the sand. "
+)
+LOOPING = "They are looking at the children. " * 12
+
+
+def test_a_chapter_that_starts_to_loop_is_cut_before_the_loop():
+    cut = cut_loop(PROSE + LOOPING, 0.05)
+    assert cut is not None and (PROSE + LOOPING).startswith(cut) and cut.endswith((".", "children."))
+    assert repeated_ngram_share(words_of(cut)) <= 0.05 and "Mara woke" in cut
+    assert cut.count("They are looking at the children.") <= 2  # the loop itself is gone
+    assert cut_loop(PROSE, 0.05) is None  # prose within the limit comes back untouched (None)
+    assert cut_loop(LOOPING, 0.05) == "They are looking at the children."  # (then written again: too short)
+    assert cut_loop("the children the children the children the children the children", 0.05) is None
+    assert cut_loop(PROSE + LOOPING, 1.0) is None  # 1 turns it off
+    assert cut_loop("", 0.05) is None
+
+
+def test_without_loop_keeps_the_option_and_says_what_was_cut(settings):
+    settings.WRITER_MAX_REPETITION = 0.05
+    completion = Completion(text="<raw>", tokens=300, finish_reason="stop", warning="shortened at its last sentence")
+    answer = ParsedOutput(reasoning="plan", text=PROSE + LOOPING, format_ok=True)
+    kept_completion, kept = without_loop(completion, answer)
+    assert kept.text == cut_loop(PROSE + LOOPING, 0.05) and kept.reasoning == "plan" and kept.format_ok
+    assert kept_completion.text == "<raw>" and kept_completion.warning.startswith("shortened at its last sentence; cut where")
+    assert f"of {len(words_of(PROSE + LOOPING))} words kept" in kept_completion.warning
+    clean = ParsedOutput(reasoning="", text=PROSE, format_ok=True)
+    assert without_loop(completion, clean) == (completion, clean)
 
 
 def test_the_repetition_reward_scores_the_chapter_part():

@@ -33,8 +33,9 @@ compared with the whole reference. Set the factor to None to always compare whol
 
 The modules: `settings` (RewardSettings, configure, the caches), `completions` (completion, solution
 and reference texts), `format`, `overlap` (BLEU, ROUGE), `meteor_score`, `model_based` (BERTScore,
-embedding cosine, perplexity), `brand` (brand_subtlety), `quality` (repetition) and `registry` (names,
-default weights, lookup, score_all). Callers import from the package: the names below are its public API.
+embedding cosine, perplexity), `vrcli` (the reasoning's VR-CLI), `brand` (brand_subtlety), `quality`
+(repetition) and `registry` (names, default weights, lookup, score_all). Callers import from the
+package: the names below are its public API.
 """
 
 from __future__ import annotations
@@ -67,6 +68,7 @@ from training.rewards.settings import (
     get_settings,
     reset_caches,
 )
+from training.rewards.vrcli import reasoning_improvements, vrcli
 
 __all__ = [
     "DEFAULT_WEIGHTS",
@@ -89,6 +91,7 @@ __all__ = [
     "get_settings",
     "meteor",
     "perplexity",
+    "reasoning_improvements",
     "reference_for",
     "repetition",
     "reset_caches",
@@ -98,6 +101,7 @@ __all__ = [
     "score_all",
     "solution_perplexity",
     "solution_text",
+    "vrcli",
     "wordnet_available",
     "with_prefill",
 ]

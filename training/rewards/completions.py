@@ -65,6 +65,12 @@ def solution_text(completion: Any) -> str:
     return _parsed(completion_text(completion)).text
 
 
+def reasoning_text(completion: Any) -> str:
+    """The reasoning of a completion (its working-out block(s), as parse_output reads them; "" when
+    it has none)."""
+    return _parsed(completion_text(completion)).reasoning
+
+
 def per_item(kwargs: dict[str, Any], key: str, n: int) -> list[Any]:
     """A per-completion column (TRL passes one value per completion); a non-list value applies to all."""
     value = kwargs.get(key)

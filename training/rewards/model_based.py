@@ -148,6 +148,12 @@ def _perplexity_model():  # -> (model, tokenizer)
         return model, tokenizer
 
 
+def reference_model():  # -> (model, tokenizer)
+    """The frozen reference LM (`perplexity_model_path`, SmolLM2 by default) and its tokenizer, loaded
+    once per process: the perplexity and VR-CLI rewards share it."""
+    return _perplexity_model()
+
+
 def solution_perplexity(texts: Sequence[str]) -> list[float | None]:
     """Per-word perplexity of each text under the reference model: exp(total negative log-likelihood
     of its tokens / its words), over its first `perplexity_max_tokens` tokens; None for a text of

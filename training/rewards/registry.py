@@ -14,6 +14,7 @@ from training.rewards.meteor_score import meteor
 from training.rewards.model_based import bertscore, embedding_cosine, perplexity
 from training.rewards.overlap import bleu, rouge1, rouge2, rougeL
 from training.rewards.quality import repetition
+from training.rewards.vrcli import vrcli
 
 RewardFunc = Callable[..., list[float | None]]
 
@@ -31,9 +32,10 @@ REWARDS: dict[str, RewardFunc] = {
     "embedding_cosine": embedding_cosine,
     "brand_subtlety": brand_subtlety,
     "repetition": repetition,
+    "vrcli": vrcli,
 }
 # Rewards that load a model on first use (seconds and hundreds of MB; see docs/benchmarks.md).
-MODEL_REWARDS = frozenset({"bertscore", "perplexity", "embedding_cosine"})
+MODEL_REWARDS = frozenset({"bertscore", "perplexity", "embedding_cosine", "vrcli"})
 
 # The default job's weights. Format first: without it nothing else can be parsed reliably (the seed
 # scored a format match 3.0, like this weight). Content rewards overlap (BLEU, ROUGE and METEOR all
@@ -54,6 +56,11 @@ DEFAULT_WEIGHTS: dict[str, float] = {
     "brand_subtlety": 1.0,
     # A looping chapter (the same sentence again and again) is what readers reject first.
     "repetition": 1.0,
+    # The one reward of the reasoning's content (every other scores the chapter): VR-CLI, the share
+    # by which the reasoning lowers the real chapter's perplexity. Its values are small (a few
+    # hundredths for a plan that helps, up to ~0.5 for one that quotes the chapter), so the weight of
+    # a word-level reward would drown it; GRPO ranks within a group, where small gaps still count.
+    "vrcli": 1.0,
 }
 
 

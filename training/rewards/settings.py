@@ -40,6 +40,12 @@ class RewardSettings:
     # float32, and a reward needs no more precision than that. "float32" for CPUs without bf16.
     perplexity_dtype: str = "bfloat16"
     reference_words_factor: float | None = 2.0  # see the package docstring; None = whole reference
+    # VR-CLI (training.rewards.vrcli): the real chapter's first `vrcli_max_tokens` tokens are scored,
+    # after at most `vrcli_max_context_tokens` of prompt and reasoning (the prompt's start is cut
+    # first). Cost is linear in both: (G + 1) sequences of up to 2048 + 256 tokens a prompt.
+    vrcli_max_tokens: int = 256
+    vrcli_max_context_tokens: int = 2048
+    vrcli_batch_size: int = 2  # sequences per forward pass (x up to 2304 tokens each)
 
     def __post_init__(self) -> None:
         for name in (
@@ -50,6 +56,9 @@ class RewardSettings:
             "embedding_chunk_words",
             "embedding_max_chunks",
             "perplexity_batch_size",
+            "vrcli_max_tokens",
+            "vrcli_max_context_tokens",
+            "vrcli_batch_size",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")

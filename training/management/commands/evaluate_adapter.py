@@ -10,6 +10,8 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from training import selectors
+from training.dataset import write_rows
+from training.evaluation import answer_rows
 from training.rewards import REWARDS
 from training.services import evaluation_run_create, evaluation_run_execute, evaluation_run_fail
 
@@ -44,8 +46,18 @@ class Command(BaseCommand):
         )
         parser.add_argument("--engine", default=None, help="vllm or local (default: WRITER_ENGINE).")
         parser.add_argument("--seed", type=int, default=0, help="Sampling seed, the same for every target.")
+        parser.add_argument(
+            "--answers-out",
+            type=Path,
+            default=None,
+            help="Also write each whole answer to this JSONL ({book, k, text} a line), for judge_pairs "
+            "--a/--b; one --adapter only. The run's samples keep the texts too.",
+        )
 
     def handle(self, *args, **options) -> None:
+        answers_out = options["answers_out"]
+        if answers_out is not None and len(options["adapter"]) != 1:
+            raise CommandError("--answers-out writes the answers of one target: give one --adapter.")
         results = []
         for target in options["adapter"]:
             adapter = None
@@ -67,7 +79,12 @@ class Command(BaseCommand):
                     enqueue=False,
                 )
                 self.stderr.write(f"Evaluating {run.target_name} on {run.total} pair(s)...")
-                run = evaluation_run_execute(run_id=run.pk)
+                run = evaluation_run_execute(
+                    run_id=run.pk, keep_text=answers_out is not None
+                )
+                if answers_out is not None and run is not None:
+                    written = write_rows(answer_rows(run.samples), answers_out)
+                    self.stderr.write(f"Wrote {written} answer(s) to {answers_out}.")
             except ApplicationError as exc:
                 if run is not None:
                     evaluation_run_fail(run_id=run.pk, error=exc.message)

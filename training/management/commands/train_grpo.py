@@ -13,7 +13,7 @@ from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
-from training.config import BACKENDS, GRPOJobConfig
+from training.config import BACKENDS, GRPOJobConfig, adapter_lora_settings
 from training.models import WriterAdapter
 from training.services import training_job_create, training_job_fail, training_job_run
 from writer.model_files import prepare_model
@@ -70,6 +70,13 @@ class Command(BaseCommand):
             help="Comma-separated weights, one per reward (default: each reward's default weight, else 1).",
         )
         parser.add_argument("--use-vllm", action="store_true", default=None, help=help_texts["use_vllm"])
+        parser.add_argument(
+            "--init-adapter",
+            default=None,
+            metavar="DIR",
+            help=help_texts["init_adapter"]
+            + " Its rank, alpha and target modules become the job's unless given.",
+        )
         parser.add_argument("--no-resume", action="store_true", help="Start over, deleting old checkpoints.")
         for name, (flag, kind) in _FIELD_FLAGS.items():
             parser.add_argument(flag, dest=name, type=kind, default=None, help=help_texts[name])
@@ -134,6 +141,13 @@ class Command(BaseCommand):
             values["base_model"] = str(Path(options["base_model"]).resolve())
         else:
             values["base_model"] = str(prepare_model(Path(settings.WRITER_MODEL_PATH)))
+        if options.get("init_adapter"):
+            init = Path(options["init_adapter"]).resolve()
+            values["init_adapter"] = str(init)
+            lora = adapter_lora_settings(init)  # ApplicationError when it is no LoRA folder
+            values.setdefault("lora_rank", lora["lora_rank"])
+            values.setdefault("lora_alpha", lora["lora_alpha"])
+            values["target_modules"] = lora["target_modules"]  # no flag for them: the adapter's
         if options.get("rewards"):
             names = _names(options["rewards"])
             values["reward_names"] = names

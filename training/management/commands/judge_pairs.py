@@ -1,0 +1,110 @@
+"""python manage.py judge_pairs --dataset DIR --a FILE --b FILE: pairwise win rate of A over B by a judge."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from django.conf import settings
+from django.core.management.base import BaseCommand, CommandError
+
+from mesu_web.errors import ApplicationError
+from training.dataset import read_jsonl, write_rows
+from training.judge import (
+    CHAPTER_TOKENS,
+    STORY_TOKENS,
+    VERDICT_TOKENS,
+    judge_pairs,
+    matched_candidates,
+    read_answers,
+)
+from writer.engines import get_engine
+
+
+class Command(BaseCommand):
+    help = (
+        "Ask a judge model, for every held-out pair both targets answered, which answer is closer to the "
+        "real next chapter (plot, characters, voice), in both orders to cancel position bias. --a and "
+        "--b are answers files ({book, k, text} a line: evaluate_adapter --answers-out). Prints JSON: "
+        "pairs, wins, losses, ties, no_verdict, win_rate of A over B (over decisive pairs) and its 95% "
+        "Wilson interval ci95, and diagnostics."
+    )
+
+    def add_arguments(self, parser) -> None:
+        parser.add_argument(
+            "--dataset", required=True, type=Path, help="Folder with the pairs (build_dataset)."
+        )
+        parser.add_argument("--split", default="test", help="Which pairs file of the folder (default: test).")
+        parser.add_argument("--a", required=True, type=Path, help="Answers of the target (JSONL).")
+        parser.add_argument("--b", required=True, type=Path, help="Answers of the baseline (JSONL).")
+        parser.add_argument("--limit", type=int, default=None, help="Judge at most this many pairs.")
+        parser.add_argument(
+            "--engine", choices=("vllm", "local"), default=None, help="Default: WRITER_ENGINE."
+        )
+        parser.add_argument(
+            "--model",
+            default=None,
+            help="The judge: a served model name on the vLLM/OpenAI-compatible server (WRITER_MODEL), "
+            "or a model folder for the local engine (WRITER_MODEL_PATH). Default: the writer's.",
+        )
+        parser.add_argument(
+            "--story-tokens", type=int, default=STORY_TOKENS, help="Budget of the story so far."
+        )
+        parser.add_argument(
+            "--chapter-tokens", type=int, default=CHAPTER_TOKENS, help="Budget of each chapter shown."
+        )
+        parser.add_argument("--max-tokens", type=int, default=VERDICT_TOKENS, help="Of each judge answer.")
+        parser.add_argument(
+            "--verdicts-out",
+            type=Path,
+            default=None,
+            help="Write each pair's answers and outcome here (JSONL).",
+        )
+
+    def handle(self, *args, **options) -> None:
+        if options["limit"] is not None and options["limit"] < 1:
+            raise CommandError("--limit must be at least 1.")
+        path = options["dataset"] / f"{options['split']}.jsonl"
+        if not path.is_file():
+            raise CommandError(
+                f"No {path.name} in {options['dataset']}: build the dataset first (build_dataset)."
+            )
+        engine_name = options["engine"] or settings.WRITER_ENGINE
+        if options["model"]:
+            # The engines read these settings at each call: this process's judge, nobody else's.
+            if engine_name == "local":
+                settings.WRITER_MODEL_PATH = Path(options["model"])
+                settings.WRITER_TOKENIZER_PATH = options["model"]
+            else:
+                settings.WRITER_MODEL = options["model"]
+        try:
+            pairs, a, b = matched_candidates(
+                read_jsonl(path), read_answers(options["a"]), read_answers(options["b"])
+            )
+            total = len(pairs)
+            if options["limit"] is not None:
+                pairs, a, b = pairs[: options["limit"]], a[: options["limit"]], b[: options["limit"]]
+            if not pairs:
+                raise CommandError(
+                    f"No pair of {path} is answered in both {options['a']} and {options['b']}."
+                )
+            self.stderr.write(
+                f"Judging {len(pairs)} of {total} pair(s) answered by both (two questions each)..."
+            )
+            result = judge_pairs(
+                pairs,
+                a,
+                b,
+                get_engine(engine_name),
+                story_tokens=options["story_tokens"],
+                chapter_tokens=options["chapter_tokens"],
+                max_tokens=options["max_tokens"],
+                on_pair=lambda done, record: self.stderr.write(f"  {done}/{len(pairs)}: {record['outcome']}"),
+            )
+        except ApplicationError as exc:
+            raise CommandError(exc.message) from exc
+        if options["verdicts_out"] is not None:
+            write_rows(result.verdicts, options["verdicts_out"])
+        self.stdout.write(
+            json.dumps({**result.summary, "model": result.model, "seconds": round(result.seconds, 2)})
+        )
