@@ -700,6 +700,13 @@ class SFTJobConfig(_SavedConfig):
             "whole 5,000-token chapters it would learn to write past its limit and never close </SOLUTION>."
         },
     )
+    max_reasoning_tokens: int = field(
+        default=128,
+        metadata={
+            "help": "Tokens of the distilled reasoning kept, cut after its last complete sentence (0: all). "
+            "The writer serves a reasoning of WRITER_REASONING_TOKENS (128)."
+        },
+    )
     without_reasoning: str = field(
         default="skip",
         metadata={
@@ -757,6 +764,7 @@ class SFTJobConfig(_SavedConfig):
             (is_int(self.gradient_accumulation_steps) and self.gradient_accumulation_steps >= 1, f"gradient_accumulation_steps must be an integer >= 1, not {self.gradient_accumulation_steps!r}."),
             # A prompt needs room: the chat template alone is ~20 tokens on SmolLM2.
             (is_int(self.max_length) and self.max_length >= 64, f"max_length must be an integer >= 64, not {self.max_length!r}."),
+            (is_int(self.max_reasoning_tokens) and self.max_reasoning_tokens >= 0, f"max_reasoning_tokens must be an integer >= 0, not {self.max_reasoning_tokens!r}."),
             (is_int(self.max_answer_tokens) and self.max_answer_tokens >= 0, f"max_answer_tokens must be an integer >= 0, not {self.max_answer_tokens!r}."),
             (self.without_reasoning in WITHOUT_REASONING, f"without_reasoning must be one of {', '.join(WITHOUT_REASONING)}, not {self.without_reasoning!r}."),
             (is_int(self.save_steps) and self.save_steps >= 1, f"save_steps must be an integer >= 1, not {self.save_steps!r}."),

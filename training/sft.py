@@ -132,11 +132,13 @@ def plain_reasoning(reasoning: str) -> str:
     return text.strip()
 
 
-def completion_of(row: dict[str, Any], *, without_reasoning: str, answer: str | None = None) -> str | None:
+def completion_of(
+    row: dict[str, Any], *, without_reasoning: str, answer: str | None = None, cut: Callable[[str], str] = str
+) -> str | None:
     """The target of a row: `full_completion(reasoning, answer)` (`answer`: the row's, or the one
-    given); None for a row without reasoning when those are skipped."""
+    given; the reasoning passed through `cut`); None for a row without reasoning when those are skipped."""
     reasoning = row.get("reasoning")
-    reasoning = plain_reasoning(reasoning) if isinstance(reasoning, str) else ""
+    reasoning = cut(plain_reasoning(reasoning)) if isinstance(reasoning, str) else ""
     if not reasoning and without_reasoning == "skip":
         return None
     return full_completion(reasoning, row["answer"] if answer is None else answer)
@@ -212,13 +214,19 @@ def sft_examples(
     max_length: int,
     without_reasoning: str,
     max_answer_tokens: int = 0,
+    max_reasoning_tokens: int = 0,
 ) -> SFTRows:
     """The prompt-completion examples of `rows` (see the module docstring), with the counts; each real
-    chapter cut by `cut_answer` to `max_answer_tokens`."""
+    chapter cut by `cut_answer` to `max_answer_tokens`, each reasoning to `max_reasoning_tokens`."""
     out = SFTRows(examples=[])
     for row in rows:
         answer = cut_answer(tokenizer, row["answer"], max_answer_tokens)
-        target = completion_of(row, without_reasoning=without_reasoning, answer=answer)
+        target = completion_of(
+            row,
+            without_reasoning=without_reasoning,
+            answer=answer,
+            cut=lambda text: cut_answer(tokenizer, text, max_reasoning_tokens),
+        )
         has_reasoning = isinstance(row.get("reasoning"), str) and bool(plain_reasoning(row["reasoning"]))
         if not has_reasoning:
             out.without_reasoning += 1
@@ -387,6 +395,7 @@ def run_sft(
         max_length=job.max_length,
         without_reasoning=job.without_reasoning,
         max_answer_tokens=job.max_answer_tokens,
+        max_reasoning_tokens=job.max_reasoning_tokens,
     )
     if not made.examples:
         raise ApplicationError(

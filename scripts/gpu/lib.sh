@@ -37,7 +37,9 @@ pack_logs() {
     else { head -n 150 "$f"; echo "[... $(( $(wc -l < "$f") - 400 )) lines left out ...]"; tail -n 250 "$f"; } > "$LOGS/$(basename "$f")"
     fi
   done
-  tar -czf "$OUT/logs.tgz.part" -C "$(dirname "$LOGS")" "$(basename "$LOGS")" 2>/dev/null && mv "$OUT/logs.tgz.part" "$OUT/logs.tgz"
+  # one part file per process: steps that run side by side (train_writer.sh) pack at the same time
+  tar -czf "$OUT/logs.tgz.part$BASHPID" -C "$(dirname "$LOGS")" "$(basename "$LOGS")" 2>/dev/null &&
+    mv "$OUT/logs.tgz.part$BASHPID" "$OUT/logs.tgz"
 }
 
 # step NAME NEED_S TIMEOUT_S CMD... : run CMD (stdout+stderr to $LOGS/NAME.log, also echoed with a

@@ -195,10 +195,13 @@ def test_a_long_chapter_is_cut_at_a_sentence_end_within_the_writers_budget(token
     assert cut_answer(tokenizer, chapter, 0) == chapter and cut_answer(tokenizer, "Short.", 64) == "Short."
     no_end = "and the sea went on " * 50
     assert no_end.startswith(cut_answer(tokenizer, no_end, 16)) and cut_answer(tokenizer, no_end, 16)
-    rows = [dict(distilled_rows()[0], answer=chapter)]
-    made = sft_examples(rows, tokenizer, max_length=4096, without_reasoning="skip", max_answer_tokens=64)
+    rows = [dict(distilled_rows()[0], answer=chapter, reasoning=chapter)]
+    made = sft_examples(
+        rows, tokenizer, max_length=4096, without_reasoning="skip", max_answer_tokens=64, max_reasoning_tokens=16
+    )
     parsed = parse_output(made.examples[0]["completion"][0]["content"])
     assert parsed.format_ok and parsed.text == cut  # the cut chapter still closes its tags
+    assert parsed.reasoning == cut_answer(tokenizer, chapter, 16) and parsed.reasoning.endswith("sky.")
 
 
 def _count(tokenizer, messages, **kwargs) -> int:

@@ -33,6 +33,7 @@ _FIELD_FLAGS: dict[str, tuple[str, type]] = {
     "save_steps": ("--save-steps", int),
     "temperature": ("--temperature", float),
     "beta": ("--beta", float),
+    "vllm_gpu_memory_utilization": ("--vllm-gpu-memory-utilization", float),
     "seed": ("--seed", int),
 }
 

@@ -26,6 +26,7 @@ _FIELD_FLAGS: dict[str, tuple[str, type]] = {
     "lora_alpha": ("--lora-alpha", int),
     "max_length": ("--max-length", int),
     "max_answer_tokens": ("--max-answer-tokens", int),
+    "max_reasoning_tokens": ("--max-reasoning-tokens", int),
     "per_device_train_batch_size": ("--batch-size", int),
     "gradient_accumulation_steps": ("--gradient-accumulation-steps", int),
     "warmup_ratio": ("--warmup-ratio", float),
