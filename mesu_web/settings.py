@@ -88,7 +88,19 @@ DATABASES = {
 # its test suite use PostgreSQL (tests/gpu touch no database).
 MESU_SQLITE_PATH = env_str("MESU_SQLITE_PATH", "")
 if MESU_SQLITE_PATH:
-    DATABASES = {"default": {"ENGINE": "django.db.backends.sqlite3", "NAME": MESU_SQLITE_PATH}}
+    # Several commands write at once there (a training job's steps, an evaluation's progress): a writer
+    # waits up to 60 s for another's lock, and WAL lets readers go on meanwhile.
+    DATABASES = {
+        "default": {
+            "ENGINE": "django.db.backends.sqlite3",
+            "NAME": MESU_SQLITE_PATH,
+            "OPTIONS": {
+                "timeout": 60,
+                "transaction_mode": "IMMEDIATE",  # takes the write lock up front, or waits for it
+                "init_command": "PRAGMA journal_mode=WAL;",
+            },
+        }
+    }
 DEFAULT_AUTO_FIELD = "django.db.models.BigAutoField"
 
 AUTH_PASSWORD_VALIDATORS = [

@@ -10,9 +10,10 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from mesu_web.errors import ApplicationError
 from training.dataset import Pair
@@ -21,6 +22,8 @@ from writer.engines.base import Adapter, Sampling, WriterEngine
 from writer.parsing import parse_output
 from writer.quality import text_quality
 
+T = TypeVar("T")
+R = TypeVar("R")
 EXCERPT_CHARS = 400  # of each generated solution, kept with its scores for the admin to read
 
 
@@ -74,11 +77,13 @@ def evaluate_pairs(
     rewards: Sequence[str],
     on_pair: Callable[[int, dict[str, Any]], None] | None = None,
     keep_text: bool = False,
+    concurrency: int = 1,
 ) -> EvaluationResult:
     """Generate one answer per pair (`sampling.seed` fixed, so base and adapters see the same draws)
     and score it with `rewards`. `on_pair(done, sample)` after each pair. With `keep_text`, each sample
-    keeps the whole answer as `text` (for `answer_rows`: the pairwise judge reads them). Engine errors
-    propagate: a half-scored run must not look like a finished one."""
+    keeps the whole answer as `text` (for `answer_rows`: the pairwise judge reads them). `concurrency`:
+    answers asked at the same time (a vLLM server writes them in one batch; the local engine wants 1).
+    Engine errors propagate: a half-scored run must not look like a finished one."""
     if not pairs:
         raise ApplicationError("There are no held-out pairs to evaluate on.")
     funcs = get_reward_funcs(list(rewards))
@@ -89,8 +94,10 @@ def evaluate_pairs(
     formatted = 0
     model = ""
     started = time.monotonic()
-    for index, pair in enumerate(pairs, start=1):
-        result = engine.generate(pair.prompt, n=1, sampling=sampling, adapter=adapter)
+    results = map_ordered(
+        lambda pair: engine.generate(pair.prompt, n=1, sampling=sampling, adapter=adapter), pairs, concurrency
+    )
+    for index, (pair, result) in enumerate(zip(pairs, results, strict=True), start=1):
         if not result.completions:
             raise ApplicationError(f"The writer returned no text for {pair.book} k={pair.k}.")
         completion = result.completions[0]
@@ -137,6 +144,18 @@ def answer_rows(samples: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
     if samples and not rows:
         raise ApplicationError("This evaluation kept no answer texts (evaluate with keep_text).")
     return rows
+
+
+def map_ordered(call: Callable[[T], R], items: Sequence[T], concurrency: int = 1) -> Iterator[R]:
+    """`call` on every item, in order, up to `concurrency` at a time: the first one alone (an adapter the
+    server loads on first use is loaded once), then the rest in threads. The results come as each
+    one's turn finishes; the first exception is raised in its place."""
+    if concurrency <= 1 or len(items) <= 1:
+        yield from map(call, items)
+        return
+    yield call(items[0])
+    with ThreadPoolExecutor(max_workers=concurrency) as pool:
+        yield from pool.map(call, items[1:])
 
 
 def quality_summary(qualities: Sequence[dict[str, float]]) -> dict[str, float]:

@@ -36,6 +36,7 @@ from typing import Any, Literal
 from mesu_web.errors import ApplicationError
 from training.dataset import Pair
 from training.distill import existing_chapters_of
+from training.evaluation import map_ordered
 from writer.engines.base import Adapter, Message, Sampling, WriterEngine
 from writer.parsing import parse_output
 from writer.prompting import ChapterText, render_chapter
@@ -326,11 +327,13 @@ def judge_pairs(
     max_tokens: int = VERDICT_TOKENS,
     count_tokens: Callable[[str], int] | None = None,
     on_pair: Callable[[int, dict[str, Any]], None] | None = None,
+    concurrency: int = 1,
 ) -> JudgeResult:
     """Judge target A (`candidates_a[i]`, a writer's answer or plain chapter text) against baseline B
     (`candidates_b[i]`) on every pair, in both orders (two engine calls a pair). `count_tokens`
-    measures the budgets (default: the engine's tokenizer). Engine errors propagate: a half-judged
-    run must not look like a finished one."""
+    measures the budgets (default: the engine's tokenizer); `concurrency` questions go to the engine at
+    the same time (a vLLM server batches them). Engine errors propagate: a half-judged run must not
+    look like a finished one."""
     if not pairs:
         raise ApplicationError("There are no pairs to judge.")
     if not len(pairs) == len(candidates_a) == len(candidates_b):
@@ -346,17 +349,24 @@ def judge_pairs(
     outcomes: list[Outcome] = []
     answers: list[Verdict | None] = []
     model = ""
-    for index, (pair, a, b) in enumerate(zip(pairs, candidates_a, candidates_b, strict=True), start=1):
+
+
+    def chats(pair: Pair, a: str, b: str) -> list[list[dict[str, str]]]:  # target first, then second
         story = trim_story(existing_chapters_of(pair.prompt), story_tokens, count)
         real = trim_head(pair.answer, chapter_tokens, count)
         target = trim_head(chapter_of(a), chapter_tokens, count)
         baseline = trim_head(chapter_of(b), chapter_tokens, count)
+        return [
+            judge_messages(story=story, real=real, first=first, second=second, next_number=pair.k + 1)
+            for first, second in ((target, baseline), (baseline, target))
+        ]
+
+    asked = [m for pair, a, b in zip(pairs, candidates_a, candidates_b, strict=True) for m in chats(pair, a, b)]
+    results = iter(map_ordered(lambda m: engine.generate(m, n=1, sampling=sampling, adapter=adapter), asked, concurrency))
+    for index, pair in enumerate(pairs, start=1):
         orders = {}
-        for name, first, second in (("target_first", target, baseline), ("target_second", baseline, target)):
-            messages = judge_messages(
-                story=story, real=real, first=first, second=second, next_number=pair.k + 1
-            )
-            result = engine.generate(messages, n=1, sampling=sampling, adapter=adapter)
+        for name in ("target_first", "target_second"):
+            result = next(results)
             model = result.model or model
             raw = result.completions[0].text if result.completions else ""
             verdict = parse_verdict(raw)

@@ -379,7 +379,7 @@ def _test_pairs(dataset_dir: Path) -> list:
     return pairs
 
 
-def evaluation_run_execute(*, run_id: int, keep_text: bool = False) -> EvaluationRun | None:
+def evaluation_run_execute(*, run_id: int, keep_text: bool = False, concurrency: int = 1) -> EvaluationRun | None:
     """Generate and score; progress lands on the row after each pair. None if it already finished.
     `keep_text`: each sample keeps its whole answer (for the pairwise judge), not only an excerpt."""
     from writer.engines import get_engine, resolve_adapter
@@ -417,6 +417,7 @@ def evaluation_run_execute(*, run_id: int, keep_text: bool = False) -> Evaluatio
         rewards=run.reward_names,
         on_pair=on_pair,
         keep_text=keep_text,
+        concurrency=concurrency,
     )
     EvaluationRun.objects.filter(pk=run_id).update(
         status=EvaluationRun.Status.SUCCEEDED,

@@ -52,9 +52,22 @@ case "${1:-run}" in
   pack)
     pack_logs
     [ -n "${OUT:-}" ] || exit 0
+    # A rank-16 LoRA of SmolLM2 is 19.5 MB in float32, over the 16 MiB a returned file may have: it
+    # travels in float16 (vLLM serves it in bfloat16 anyway; PEFT upcasts it on a float32 base).
     for stage in sft grpo; do
-      [ -d "$RUNS/$stage/adapter" ] && tar -czf "$OUT/adapter-$stage.tgz" -C "$RUNS/$stage" adapter \
-        $( [ -f "$RUNS/$stage/sft_log.json" ] && echo sft_log.json )
+      [ -d "$RUNS/$stage/adapter" ] || continue
+      rm -rf "$RUNS/$stage/adapter16" && cp -a "$RUNS/$stage/adapter" "$RUNS/$stage/adapter16"
+      "$PY" - "$RUNS/$stage/adapter16/adapter_model.safetensors" <<'PYEOF'
+import sys
+import torch
+from safetensors.torch import load_file, save_file
+path = sys.argv[1]
+tensors = load_file(path)
+save_file({k: v.to(torch.float16) if v.is_floating_point() else v for k, v in tensors.items()}, path,
+          metadata={"format": "pt"})
+PYEOF
+      tar -czf "$OUT/adapter-$stage.tgz" -C "$RUNS/$stage" adapter16 \
+        $(cd "$RUNS/$stage" && ls sft_log.json checkpoints/*/trainer_state.json 2>/dev/null | tail -n 2)
     done
     cp "$DATA/distilled/train.jsonl" "$RES/distilled-train.jsonl" 2>/dev/null
     cp "$DATA/distilled/distill_summary.json" "$RES/" 2>/dev/null
@@ -102,7 +115,7 @@ if want serve; then
 fi
 answers() {  # answers TARGET NAME: the command for the target's answers to the first TEST_PAIRS held-out pairs
   echo "$MANAGE evaluate_adapter --adapter $1 --dataset $DATA --limit $TEST_PAIRS --rewards $EVAL_REWARDS \
-    --max-new-tokens ${COMPLETION_TOKENS:-704} --engine vllm --seed 0 --answers-out $RES/answers-$2.jsonl > $RES/eval-$2.json"
+    --max-new-tokens ${COMPLETION_TOKENS:-704} --engine vllm --seed 0 --concurrency 64 --answers-out $RES/answers-$2.jsonl > $RES/eval-$2.json"
 }
 if want answers; then
   step answers_base 60 600 sh -c "$(answers base base)" &
@@ -139,7 +152,7 @@ fi
 
 judge() {  # judge A B: the command for A's answers against B's, both orders, by the teacher
   echo "WRITER_BASE_URL=http://127.0.0.1:8001/v1 WRITER_TOKENIZER_PATH=$TEACHER $MANAGE judge_pairs \
-    --dataset $DATA --a $RES/answers-$1.jsonl --b $RES/answers-$2.jsonl --engine vllm --model qwen15 \
+    --dataset $DATA --a $RES/answers-$1.jsonl --b $RES/answers-$2.jsonl --engine vllm --model qwen15 --concurrency 32 \
     --verdicts-out $RES/verdicts-$1-vs-$2.jsonl > $RES/judge-$1-vs-$2.json"
 }
 if want judge; then

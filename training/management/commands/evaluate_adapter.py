@@ -47,6 +47,12 @@ class Command(BaseCommand):
         parser.add_argument("--engine", default=None, help="vllm or local (default: WRITER_ENGINE).")
         parser.add_argument("--seed", type=int, default=0, help="Sampling seed, the same for every target.")
         parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=1,
+            help="Answers asked at the same time (a vLLM server batches them; keep 1 for the local engine).",
+        )
+        parser.add_argument(
             "--answers-out",
             type=Path,
             default=None,
@@ -80,7 +86,7 @@ class Command(BaseCommand):
                 )
                 self.stderr.write(f"Evaluating {run.target_name} on {run.total} pair(s)...")
                 run = evaluation_run_execute(
-                    run_id=run.pk, keep_text=answers_out is not None
+                    run_id=run.pk, keep_text=answers_out is not None, concurrency=options["concurrency"]
                 )
                 if answers_out is not None and run is not None:
                     written = write_rows(answer_rows(run.samples), answers_out)

@@ -39,6 +39,12 @@ class Command(BaseCommand):
         parser.add_argument("--b", required=True, type=Path, help="Answers of the baseline (JSONL).")
         parser.add_argument("--limit", type=int, default=None, help="Judge at most this many pairs.")
         parser.add_argument(
+            "--concurrency",
+            type=int,
+            default=1,
+            help="Questions asked at the same time (a vLLM server batches them; keep 1 for the local engine).",
+        )
+        parser.add_argument(
             "--engine", choices=("vllm", "local"), default=None, help="Default: WRITER_ENGINE."
         )
         parser.add_argument(
@@ -99,6 +105,7 @@ class Command(BaseCommand):
                 story_tokens=options["story_tokens"],
                 chapter_tokens=options["chapter_tokens"],
                 max_tokens=options["max_tokens"],
+                concurrency=options["concurrency"],
                 on_pair=lambda done, record: self.stderr.write(f"  {done}/{len(pairs)}: {record['outcome']}"),
             )
         except ApplicationError as exc:
