@@ -49,6 +49,7 @@ from brands.placements import Name, NameCatalogue, NameHit, find_mentions, quote
 from brands.selectors import sponsorship_allowed, story_excluded_brand_ids
 from mesu_web.notifications.services import notification_create
 from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story
+from writer.quality import rouge_l
 
 CONTEXT_CHAPTERS = 2  # the latest chapters that describe "where the story is now"
 # The end of each of those chapters: MiniLM reads at most 256 word pieces (~1,100 characters of
@@ -332,6 +333,10 @@ class _PendingPlacement:
     style: str  # "sentence" or "passage" (BRAND_PLACEMENT_STYLE)
 
 
+# The least ROUGE-L F1 a placed chapter keeps against its draft (issue 14's goal for write-then-place).
+MIN_PLACED_ROUGE_L = 0.9
+
+
 def place_in_draft(*, draft: str, plan: OptionPlan, rewrite: Callable[[RewritePrompt], list[str]]) -> PlacementOutcome:
     """Put the plan's asset into `draft`, a chapter written without it (brands/insertion.py): at the
     passage nearest the asset in meaning (MiniLM), `rewrite(prompt)`, the writer's engine asked once for
@@ -385,6 +390,12 @@ def _placement_prompt(draft: str, plan: OptionPlan) -> PlacementOutcome | list[_
     found = passages(draft)
     if not found or not plan.terms:
         return PlacementOutcome(draft, draft, False, "Could not place naturally: the chapter is empty.")
+    # A brand never appears in a chapter that touches a theme it bans, wherever the writer put it (the
+    # 2026-12-07 benchmark placed a surfboard into a draft that "smells of drugs").
+    banned = banned_themes_hit(text=draft, themes=brand.banned_themes)
+    if banned:
+        why = f"the chapter touches a theme {brand.name} bans ({', '.join(banned)})"
+        return PlacementOutcome(draft, draft, False, f"Could not place: {why}.")
     ranked = ranked_passages(
         found, f"{asset.kind}: {asset.name}. {asset.description}".strip(), embed=get_embedder().embed
     )
@@ -430,6 +441,12 @@ def _placement_result(pending: _PendingPlacement, answers: Sequence[str], reason
         banned = banned_themes_hit(text=placed.rewrite, themes=brand.banned_themes)
         if banned:
             reasons.append(f"the rewrite touches a banned theme ({', '.join(banned)})")
+            continue
+        # The placed chapter reads as its draft did (ROUGE-L of the whole texts): in a short chapter one
+        # long added sentence is too much of it (0.869 on a 157-word chapter, 2026-12-07).
+        overlap = rouge_l(placed.text, draft)
+        if overlap < MIN_PLACED_ROUGE_L:
+            reasons.append(f"the rewrite changes too much of a short chapter (ROUGE-L {overlap:.2f})")
             continue
         good.append(placed)
     if not good:

@@ -115,8 +115,9 @@ def test_a_provider_that_does_not_continue_the_answer_still_gets_its_sentence_ch
     assert not none.placed
 
 
-def test_the_similarity_falls_when_the_rewrite_is_another_passage(glide, passage_style):
+def test_a_rewrite_that_is_another_passage_is_refused_for_what_it_changes(glide, passage_style):
     close = place_in_draft(draft=DRAFT, plan=glide, rewrite=editor("their Tidewave Glide boards"))
+    assert close.placed and close.similarity["rouge_l"] >= 0.9
 
     def other_story(prompt: RewritePrompt) -> list[str]:
         return [
@@ -125,9 +126,25 @@ def test_the_similarity_falls_when_the_rewrite_is_another_passage(glide, passage
         ]
 
     far = place_in_draft(draft=DRAFT, plan=glide, rewrite=other_story)
-    assert far.placed  # the rules pass (named, about the length): the numbers tell the reviewer
-    assert far.similarity["rouge_l"] < close.similarity["rouge_l"]
-    assert far.similarity["bertscore"] < close.similarity["bertscore"] - 0.05
+    assert not far.placed and far.text == DRAFT  # named and about the length, but another story
+    assert "changes too much of a short chapter (ROUGE-L 0." in far.note
+
+
+def test_a_draft_that_touches_a_banned_theme_gets_no_placement(glide, sentence_style):
+    brand = BrandAsset.objects.get(pk=glide.asset_id).brand
+    brand.banned_themes = ["drugs"]
+    brand.save()
+    asked: list[RewritePrompt] = []
+
+    def rewrite(prompt: RewritePrompt) -> list[str]:
+        asked.append(prompt)
+        return [prompt.prefill + " boards were stacked by the door, waxed and ready for the swell."]
+
+    draft = DRAFT + "\n\nThe room behind the bar smelled of drugs and old rope, and nobody went in there."
+    outcome = place_in_draft(draft=draft, plan=glide, rewrite=rewrite)
+    assert not outcome.placed and outcome.text == draft and not asked  # the writer is not even asked
+    assert outcome.note == f"Could not place: the chapter touches a theme {brand.name} bans (drugs)."
+    assert place_in_draft(draft=DRAFT, plan=glide, rewrite=rewrite).placed  # the same brand, a clean draft
 
 
 def test_a_candidate_that_breaks_a_rule_leaves_the_draft_and_says_why(glide, passage_style):
