@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -14,6 +12,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from training.config import BACKENDS, GRPOJobConfig, adapter_lora_settings
+from training.interrupt import stop_after_step
 from training.models import WriterAdapter
 from training.services import training_job_create, training_job_fail, training_job_run
 from writer.model_files import prepare_model
@@ -88,14 +87,6 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
 
-        stop = {"requested": False}
-
-        def on_sigint(signum, frame) -> None:
-            if stop["requested"]:
-                raise KeyboardInterrupt
-            stop["requested"] = True
-            sys.stderr.write("Stopping after this step (Ctrl-C again to abort at once)...\n")
-
         def on_step(entry: dict) -> None:
             rewards = ", ".join(f"{k}={v}" for k, v in entry["rewards"].items())
             self.stderr.write(
@@ -103,27 +94,21 @@ class Command(BaseCommand):
                 f"loss={entry['loss']} {entry['seconds']} s"
             )
 
-        try:
-            previous = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not the main thread (called from a worker thread): no Ctrl-C handling
-            previous = None
         out_dir = Path(options["out"])
         if options["no_resume"]:
             shutil.rmtree(out_dir / "checkpoints", ignore_errors=True)
         job = None
         try:
-            # The same job row and service as the `gpu` task, run here synchronously.
-            job = training_job_create(
-                user=None, config=config, dataset_dir=Path(options["dataset"]), out_dir=out_dir, enqueue=False
-            )
-            result = training_job_run(job_id=job.pk, should_stop=lambda: stop["requested"], on_step=on_step)
+            with stop_after_step() as should_stop:
+                # The same job row and service as the `gpu` task, run here synchronously.
+                job = training_job_create(
+                    user=None, config=config, dataset_dir=Path(options["dataset"]), out_dir=out_dir, enqueue=False
+                )
+                result = training_job_run(job_id=job.pk, should_stop=should_stop, on_step=on_step)
         except ApplicationError as exc:
             if job is not None:
                 training_job_fail(job_id=job.pk, error=exc.message)
             raise CommandError(exc.message) from exc
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
         registered = WriterAdapter.objects.filter(job_id=job.pk).first()
         extra = {"adapter_name": registered.name if registered else None}
         if registered is not None and registered.load_error:

@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import signal
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +11,7 @@ from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
 from training.config import DEVICES, WITHOUT_REASONING, SFTJobConfig
+from training.interrupt import stop_after_step
 from training.services import adapter_register
 from training.sft import run_sft
 from writer.model_files import prepare_model
@@ -79,14 +78,6 @@ class Command(BaseCommand):
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
 
-        stop = {"requested": False}
-
-        def on_sigint(signum, frame) -> None:
-            if stop["requested"]:
-                raise KeyboardInterrupt
-            stop["requested"] = True
-            sys.stderr.write("Stopping after this step (Ctrl-C again to abort at once)...\n")
-
         def on_step(entry: dict) -> None:
             self.stderr.write(
                 f"step {entry['step']}: loss={entry['loss']} accuracy={entry['mean_token_accuracy']} "
@@ -94,18 +85,15 @@ class Command(BaseCommand):
             )
 
         try:
-            previous = signal.signal(signal.SIGINT, on_sigint)
-        except ValueError:  # not the main thread: no Ctrl-C handling
-            previous = None
-        try:
-            result = run_sft(
-                config=config,
-                dataset_dir=Path(options["dataset"]),
-                out_dir=Path(options["out"]),
-                on_step=on_step,
-                should_stop=lambda: stop["requested"],
-                resume=not options["no_resume"],
-            )
+            with stop_after_step() as should_stop:
+                result = run_sft(
+                    config=config,
+                    dataset_dir=Path(options["dataset"]),
+                    out_dir=Path(options["out"]),
+                    on_step=on_step,
+                    should_stop=should_stop,
+                    resume=not options["no_resume"],
+                )
             extra: dict[str, Any] = {"adapter_name": None}
             if options.get("register") and result.adapter_path is not None:
                 adapter = adapter_register(
@@ -118,9 +106,6 @@ class Command(BaseCommand):
                     extra["adapter_load_error"] = adapter.load_error
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
-        finally:
-            if previous is not None:
-                signal.signal(signal.SIGINT, previous)
         self.stdout.write(json.dumps({**result.to_dict(), **extra}, indent=2))
 
     def _config(self, options: dict[str, Any]) -> SFTJobConfig:
