@@ -79,3 +79,11 @@ def make_random_lora(base_dir: Path, out_dir: Path, *, r: int = 8, seed: int = 0
     out_dir.mkdir(parents=True, exist_ok=True)
     peft_model.save_pretrained(out_dir)
     return out_dir
+
+
+def lora_tensors(adapter: Path) -> dict:
+    """Every tensor of a saved LoRA folder, by name."""
+    from safetensors import safe_open
+
+    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
+        return {k: f.get_tensor(k) for k in f.keys()}

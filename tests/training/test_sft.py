@@ -14,10 +14,9 @@ import math
 from pathlib import Path
 
 import pytest
-from safetensors import safe_open
 
 from mesu_web.errors import ApplicationError
-from tests.fixtures_training import TOPICS, write_dataset
+from tests.fixtures_training import TOPICS, lora_tensors, write_dataset
 from training.config import CONFIG_FILENAME, DEFAULT_TARGET_MODULES, GRPOJobConfig, SFTJobConfig
 from training.distill import full_completion, tag_reasoning
 from training.sft import STORY_SHORTENED, cut_answer, fit_prompt, make_sft_trainer, run_sft, sft_examples
@@ -78,11 +77,6 @@ def tiny_sft(base_model: str, **overrides) -> SFTJobConfig:
     }
     values.update(overrides)
     return SFTJobConfig(**values)
-
-
-def tensors_of(adapter: Path) -> dict:
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -301,7 +295,7 @@ def test_sft_trains_the_lora_and_leaves_the_base(base_model, tmp_path):
     assert result.final_loss == losses[-1]
 
     assert result.lora_nonzero and result.lora_zero_tensors == []
-    tensors = tensors_of(result.adapter_path)
+    tensors = lora_tensors(result.adapter_path)
     assert len([k for k in tensors if "lora_B" in k]) == 30 * 7  # 30 layers x q/k/v/o/gate/up/down
     assert result.base_unchanged
     assert (base_file.stat().st_size, base_file.stat().st_mtime_ns) == base_stat
@@ -370,7 +364,7 @@ def test_train_sft_then_grpo_continues_from_its_adapter(db, base_model, tmp_path
             and registered.lora_nonzero
             and registered.config["_meta"]["stage"] == "sft"
         )
-        sft = tensors_of(sft_out / "adapter")
+        sft = lora_tensors(sft_out / "adapter")
 
         stdout = io.StringIO()
         call_command(
@@ -387,7 +381,7 @@ def test_train_sft_then_grpo_continues_from_its_adapter(db, base_model, tmp_path
     saved = GRPOJobConfig.load(Path(printed["config_path"]))
     assert saved.init_adapter == str((sft_out / "adapter").resolve()) and saved.lora_rank == 8
     assert saved.lora_alpha == 8 and sorted(saved.target_modules) == sorted(DEFAULT_TARGET_MODULES)
-    grpo = tensors_of(Path(printed["adapter_path"]))
+    grpo = lora_tensors(Path(printed["adapter_path"]))
     assert set(grpo) == set(sft)
     b_max = max(float(t.abs().max()) for k, t in sft.items() if "lora_B" in k)
     assert b_max > 1e-4  # the SFT's B moved far from a fresh LoRA's zeros

@@ -14,10 +14,9 @@ import json
 from pathlib import Path
 
 import pytest
-from safetensors import safe_open
 
 from mesu_web.errors import ApplicationError
-from tests.fixtures_training import TOPICS, tiny_config, write_dataset
+from tests.fixtures_training import TOPICS, lora_tensors, tiny_config, write_dataset
 from training.config import CONFIG_FILENAME, GRPOJobConfig, cuda_available
 from training.trainer import run_grpo
 
@@ -29,11 +28,6 @@ def base_model() -> str:
     from writer.model_files import prepare_model
 
     return str(prepare_model(Path(settings.WRITER_MODEL_PATH)))
-
-
-def lora_tensors(adapter: Path) -> dict:
-    with safe_open(str(adapter / "adapter_model.safetensors"), framework="pt") as f:
-        return {k: f.get_tensor(k) for k in f.keys()}
 
 
 # ---------------------------------------------------------------------------------------------
