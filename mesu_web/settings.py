@@ -345,6 +345,20 @@ TEACHER_CONCURRENCY = env_int("TEACHER_CONCURRENCY", 4, minimum=1)  # pairs aske
 TEACHER_MAX_TOKENS = env_int("TEACHER_MAX_TOKENS", 2048, minimum=1)
 TEACHER_TEMPERATURE = env_float("TEACHER_TEMPERATURE", 0.6, minimum=0.0)  # DeepSeek advises 0.5-0.7 for R1
 
+# --- Pairwise judge (`manage.py judge_pairs`) ------------------------------------------------------
+# The model that says which of two candidate chapters is closer to the real one; by default the writer's.
+# "vllm" = vLLM's OpenAI-compatible server or any OpenAI-compatible provider (JUDGE_BASE_URL, JUDGE_MODEL
+# the served name); "local" = the in-process engine on JUDGE_MODEL_PATH. Timeouts, retries and threads
+# are the writer's (WRITER_TIMEOUT, WRITER_MAX_RETRIES, WRITER_LOCAL_THREADS).
+JUDGE_ENGINE = env_choice("JUDGE_ENGINE", WRITER_ENGINE, ("vllm", "local"))
+JUDGE_BASE_URL = env_str("JUDGE_BASE_URL", WRITER_BASE_URL)
+# Never printed. Empty: the judge on the writer's server (JUDGE_BASE_URL = WRITER_BASE_URL) sends
+# WRITER_API_KEY, a judge elsewhere none (a key never goes to a host it was not given for).
+JUDGE_API_KEY = env_str("JUDGE_API_KEY", "")
+JUDGE_MODEL = env_str("JUDGE_MODEL", WRITER_MODEL)  # the served name (vllm); the reported name (local)
+# The judge's Hugging Face folder: the local engine loads it, and its tokenizer measures the budgets.
+JUDGE_MODEL_PATH = Path(env_str("JUDGE_MODEL_PATH", str(WRITER_MODEL_PATH)))
+
 # --- Recovery (mesu_web/jobs/recovery.py) -----------------------------------------------------------
 # Every worker sweeps at its start and then every RECOVERY_SWEEP_INTERVAL seconds (0: only at its start;
 # `manage.py recover_stale` sweeps once): a `running` row whose worker died (its run lock is free) is

@@ -29,7 +29,7 @@ import math
 import re
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -302,6 +302,42 @@ class JudgeResult:
     model: str = ""
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+
+
+def judge_engine(*, engine: str | None = None, model: str | None = None) -> WriterEngine:
+    """The judge as the JUDGE_* settings give it (needs Django settings): `engine` ("vllm" or "local",
+    default JUDGE_ENGINE) and `model` (a served name for vllm, a model folder for local; default
+    JUDGE_MODEL / JUDGE_MODEL_PATH) override them. A new engine with its own settings: the Django
+    settings, and the writer's engine of this process, stay as they are."""
+    from django.conf import settings
+
+    from writer.engines import get_engine
+
+    name = engine or settings.JUDGE_ENGINE
+    # The process's engine of that kind (ApplicationError naming the choices on a typo): its class, and
+    # its settings from the WRITER_* ones, which the judge shares but for what it names itself.
+    writer = get_engine(name)
+    if name == "local":
+        folder = Path(model) if model else Path(settings.JUDGE_MODEL_PATH)
+        changes: dict[str, Any] = {
+            "model_path": str(folder),
+            "model_name": folder.name if model else settings.JUDGE_MODEL,
+        }
+    else:
+        base_url = settings.JUDGE_BASE_URL.rstrip("/")
+        api_key = settings.JUDGE_API_KEY
+        if not api_key and base_url == settings.WRITER_BASE_URL.rstrip("/"):
+            api_key = settings.WRITER_API_KEY  # the writer's server, the writer's key; never another host's
+        judge_path = Path(settings.JUDGE_MODEL_PATH)
+        changes = {
+            "base_url": base_url,
+            "api_key": api_key,
+            "model": model or settings.JUDGE_MODEL,
+            "tokenizer_path": (
+                settings.WRITER_TOKENIZER_PATH if judge_path == Path(settings.WRITER_MODEL_PATH) else str(judge_path)
+            ),
+        }
+    return type(writer)(replace(writer.settings, **changes))
 
 
 def judge_sampling(max_tokens: int = VERDICT_TOKENS, seed: int = 0) -> Sampling:

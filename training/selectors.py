@@ -8,8 +8,10 @@ from django.conf import settings
 from django.db.models import QuerySet
 from django.http import Http404
 
-from mesu_web.errors import ApplicationError
+from mesu_web.errors import ApplicationError, redact
 from training.models import EvaluationRun, TrainingJob, WriterAdapter
+from training.teacher import url_without_credentials
+from writer.model_files import PACKAGED_MODELS
 
 
 def training_job_list() -> QuerySet[TrainingJob]:
@@ -136,6 +138,81 @@ def leaderboard(*, dataset_dir: str | None, metric: str) -> dict:
         "dataset_dir": dataset_dir,
         "datasets": datasets,
     }
+
+
+# ---------------------------------------------------------------------------------------------
+# The models in use
+
+
+def packaged_model_key(name: str) -> str:
+    """The PACKAGED_MODELS key that a served name or a model folder (its last part) is, else ""."""
+    last = Path(name.strip().rstrip("/")).name.lower().removesuffix(".gguf") if name.strip() else ""
+    return next((key for key in PACKAGED_MODELS if key.lower() == last), "")
+
+
+def _role(role: str, *, engine: str, model: str, where: str, served: bool, note: str = "") -> dict:
+    # A served model is known by its name at the server; an in-process one by its folder.
+    return {
+        "role": role,
+        "engine": engine,
+        "model": model,
+        "where": where,
+        "packaged": packaged_model_key(model if served else where),
+        "note": note,
+    }
+
+
+def model_roles() -> list[dict]:
+    """Which model plays each role, from the settings (and the adapter registry): the writer's base, the
+    active adapter (when there is one), the distillation teacher and the pairwise judge. Each: role,
+    engine, model (a served or reported name), where (a URL without credentials, or a folder),
+    packaged (the PACKAGED_MODELS key it is, or "") and a note. Never an API key."""
+    writer_local = settings.WRITER_ENGINE == "local"
+    writer_where = str(settings.WRITER_MODEL_PATH) if writer_local else url_without_credentials(settings.WRITER_BASE_URL)
+    roles = [
+        _role(
+            "Writer (base model)", engine=settings.WRITER_ENGINE, model=settings.WRITER_MODEL,
+            where=writer_where, served=not writer_local,
+        )
+    ]
+    adapter_name = active_adapter_name()
+    if adapter_name:
+        adapter = adapter_by_name(name=adapter_name)
+        folder = adapter.path if adapter is not None else str(settings.WRITER_ADAPTER_DIR / adapter_name)
+        base = packaged_model_key(adapter.base_model) if adapter is not None else ""
+        roles.append(
+            {
+                **_role("Active adapter", engine=settings.WRITER_ENGINE, model=adapter_name, where=folder, served=True),
+                "packaged": base,  # a LoRA is no packaged model; the base it was trained on may be one
+                "note": "LoRA on the writer's base" + ("" if adapter is not None else " (WRITER_DEFAULT_ADAPTER)"),
+            }
+        )
+    if settings.TEACHER_ENGINE == "local":  # training.teacher.LocalTeacher: the writer's in-process engine
+        teacher = _role(
+            "Distillation teacher", engine="local", model=settings.WRITER_MODEL,
+            where=str(settings.WRITER_MODEL_PATH), served=False,
+        )
+    else:
+        teacher = _role(
+            "Distillation teacher", engine=settings.TEACHER_ENGINE, model=settings.TEACHER_MODEL,
+            where=url_without_credentials(settings.TEACHER_BASE_URL), served=True,
+        )
+    roles.append(teacher)
+    judge_local = settings.JUDGE_ENGINE == "local"  # as training.judge.judge_engine builds it
+    roles.append(
+        _role(
+            "Pairwise judge", engine=settings.JUDGE_ENGINE, model=settings.JUDGE_MODEL,
+            where=str(settings.JUDGE_MODEL_PATH) if judge_local else url_without_credentials(settings.JUDGE_BASE_URL),
+            served=not judge_local,
+        )
+    )
+    # Belt and braces: a key pasted into a name or a path must not reach the page either.
+    keys = [settings.WRITER_API_KEY, settings.TEACHER_API_KEY, settings.JUDGE_API_KEY]
+    for row in roles:
+        for field in ("model", "where"):
+            for key in keys:
+                row[field] = redact(row[field], key)
+    return roles
 
 
 # ---------------------------------------------------------------------------------------------

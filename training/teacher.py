@@ -110,18 +110,14 @@ class TeacherSettings:
         out = asdict(self)
         del out["api_key"]
         out["api_key_set"] = bool(self.api_key)
-        out["base_url"] = _safe_url(self.base_url)
+        out["base_url"] = url_without_credentials(self.base_url)
         return out
 
 
-def _safe_url(url: str) -> str:
-    """`url` without a user:password part, which must not reach a log or a summary."""
+def url_without_credentials(url: str) -> str:
+    """`url` to show or log: without a user:password part, a query or a fragment (where a key may hide)."""
     parts = urlsplit(url)
-    if parts.username is None and parts.password is None:
-        return url
-    host = parts.hostname or ""
-    netloc = f"{host}:{parts.port}" if parts.port else host
-    return urlunsplit(parts._replace(netloc=netloc))
+    return urlunsplit(parts._replace(netloc=parts.netloc.rpartition("@")[2], query="", fragment=""))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -192,7 +188,7 @@ class OpenAITeacher:
 
     @property
     def _where(self) -> str:
-        return f"The teacher at {_safe_url(self.settings.base_url)}"
+        return f"The teacher at {url_without_credentials(self.settings.base_url)}"
 
     def ask(self, messages: list[dict[str, str]]) -> TeacherAnswer:
         s = self.settings

@@ -51,9 +51,8 @@ def job_list(request: HttpRequest) -> HttpResponse:
         else:
             messages.success(request, f"Training job “{job.name}” is queued on the gpu workers.")
             return redirect("training:job_detail", pk=job.pk)
-    return render(
-        request, "training/job_list.html", {"jobs": selectors.training_job_list()[:50], "form": form}
-    )
+    context = {"jobs": selectors.training_job_list()[:50], "form": form, "model_roles": selectors.model_roles()}
+    return render(request, "training/job_list.html", context)
 
 
 def _context(job: TrainingJob) -> dict:
@@ -116,6 +115,7 @@ def adapter_list(request: HttpRequest) -> HttpResponse:
         "active_name": selectors.active_adapter_name(),
         "form": form,
         "export_form": ExportForm(),
+        "model_roles": selectors.model_roles(),
     }
     return render(request, "training/adapter_list.html", context)
 
@@ -191,7 +191,8 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
         board = selectors.leaderboard(dataset_dir=request.GET.get("dataset"), metric="format_ok")
     if not form.is_bound and not form.initial.get("dataset_dir"):
         form.initial["dataset_dir"] = board["dataset_dir"] or ""  # the dataset on show, for the next writer
-    return render(request, "training/leaderboard.html", {"board": board, "form": form})
+    context = {"board": board, "form": form, "model_roles": selectors.model_roles()}
+    return render(request, "training/leaderboard.html", context)
 
 
 @staff_member_required

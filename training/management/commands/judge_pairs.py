@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from django.conf import settings
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
@@ -14,11 +13,11 @@ from training.judge import (
     CHAPTER_TOKENS,
     STORY_TOKENS,
     VERDICT_TOKENS,
+    judge_engine,
     judge_pairs,
     matched_candidates,
     read_answers,
 )
-from writer.engines import get_engine
 
 
 class Command(BaseCommand):
@@ -45,13 +44,13 @@ class Command(BaseCommand):
             help="Questions asked at the same time (a vLLM server batches them; keep 1 for the local engine).",
         )
         parser.add_argument(
-            "--engine", choices=("vllm", "local"), default=None, help="Default: WRITER_ENGINE."
+            "--engine", choices=("vllm", "local"), default=None, help="Default: JUDGE_ENGINE (the writer's)."
         )
         parser.add_argument(
             "--model",
             default=None,
-            help="The judge: a served model name on the vLLM/OpenAI-compatible server (WRITER_MODEL), "
-            "or a model folder for the local engine (WRITER_MODEL_PATH). Default: the writer's.",
+            help="The judge: a served model name at JUDGE_BASE_URL (default JUDGE_MODEL), or a model "
+            "folder for the local engine (default JUDGE_MODEL_PATH). JUDGE_* default to the writer's.",
         )
         parser.add_argument(
             "--story-tokens", type=int, default=STORY_TOKENS, help="Budget of the story so far."
@@ -75,15 +74,8 @@ class Command(BaseCommand):
             raise CommandError(
                 f"No {path.name} in {options['dataset']}: build the dataset first (build_dataset)."
             )
-        engine_name = options["engine"] or settings.WRITER_ENGINE
-        if options["model"]:
-            # The engines read these settings at each call: this process's judge, nobody else's.
-            if engine_name == "local":
-                settings.WRITER_MODEL_PATH = Path(options["model"])
-                settings.WRITER_TOKENIZER_PATH = options["model"]
-            else:
-                settings.WRITER_MODEL = options["model"]
         try:
+            engine = judge_engine(engine=options["engine"], model=options["model"])
             pairs, a, b = matched_candidates(
                 read_jsonl(path), read_answers(options["a"]), read_answers(options["b"])
             )
@@ -101,7 +93,7 @@ class Command(BaseCommand):
                 pairs,
                 a,
                 b,
-                get_engine(engine_name),
+                engine,
                 story_tokens=options["story_tokens"],
                 chapter_tokens=options["chapter_tokens"],
                 max_tokens=options["max_tokens"],
