@@ -17,7 +17,8 @@
 # `train_writer.sh status` in later calls; `train_writer.sh pack` copies what is done into $OUT.
 # Environment: PARTS (default all), TEST_PAIRS (40), SFT_EPOCHS (2), GRPO_STEPS (30), DEVICE (cuda),
 # PY (python3), BUDGET_S (1500: the whole pipeline); sizes for a dry run on a CPU (DEVICE=cpu, with
-# vLLM CPU servers already on :8000 and :8001): NUM_GEN (8), COMPLETION_TOKENS (704), PROMPT_TOKENS
+# vLLM CPU servers already on :8000 and :8001): NUM_GEN (8), COMPLETION_TOKENS (640: the reasoning's 128 and the
+# chapter's 512, which build_dataset's prompts leave room for), PROMPT_TOKENS
 # (3584), SFT_MAX_LENGTH (4608), SFT_BATCH (4), TEACHER_TOKENS (400).
 set -uo pipefail
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)
@@ -86,9 +87,13 @@ if [ "${DETACH:-0}" = 1 ]; then  # outlive the device call: later calls poll wit
   exit 0
 fi
 
-if [ ! -f "$DATA/train.jsonl" ] && [ -f "$ROOT/.whl/data/corpus.tgz" ]; then
-  mkdir -p "$DATA" && tar -xzf "$ROOT/.whl/data/corpus.tgz" -C "$DATA"
-fi
+# The corpus travels in .whl/data/corpus.tgz; host_check.sh's setup copies it to $MESU_HOME/datasets/
+# (a later call's working copy no longer holds .whl).
+for archive in "$ROOT/.whl/data/corpus.tgz" "$MESU_HOME/datasets/corpus.tgz"; do
+  if [ ! -f "$DATA/train.jsonl" ] && [ -f "$archive" ]; then
+    mkdir -p "$DATA" && tar -xzf "$archive" -C "$DATA"
+  fi
+done
 [ -f "$DATA/train.jsonl" ] || { echo "train_writer: no corpus dataset in $DATA" >&2; exit 2; }
 
 if want teacher && [ ! -f "$TEACHER/config.json" ]; then
@@ -115,7 +120,7 @@ if want serve; then
 fi
 answers() {  # answers TARGET NAME: the command for the target's answers to the first TEST_PAIRS held-out pairs
   echo "$MANAGE evaluate_adapter --adapter $1 --dataset $DATA --limit $TEST_PAIRS --rewards $EVAL_REWARDS \
-    --max-new-tokens ${COMPLETION_TOKENS:-704} --engine vllm --seed 0 --concurrency 64 --answers-out $RES/answers-$2.jsonl > $RES/eval-$2.json"
+    --max-new-tokens ${COMPLETION_TOKENS:-640} --engine vllm --seed 0 --concurrency 64 --answers-out $RES/answers-$2.jsonl > $RES/eval-$2.json"
 }
 if want answers; then
   step answers_base 60 600 sh -c "$(answers base base)" &
@@ -139,7 +144,7 @@ if want grpo; then
   step grpo 120 900 sh -c "$MANAGE train_grpo --backend trl ${vllm_flag[*]} --dataset $DATA --out $RUNS/grpo \
     --base-model $WRITER_DIR --init-adapter $RUNS/sft/adapter --rewards $GRPO_REWARDS --max-steps $GRPO_STEPS \
     --num-generations ${NUM_GEN:-8} --per-device-train-batch-size ${NUM_GEN:-8} --gradient-accumulation-steps 2 \
-    --max-completion-length ${COMPLETION_TOKENS:-704} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate 2e-5 --warmup-ratio 0 --beta 0 \
+    --max-completion-length ${COMPLETION_TOKENS:-640} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate 2e-5 --warmup-ratio 0 --beta 0 \
     --vllm-gpu-memory-utilization ${GRPO_VLLM_UTIL:-0.25} \
     --save-steps 10 --no-resume > $RES/train-grpo.json" || exit 1
 fi

@@ -240,3 +240,37 @@ def test_export_from_the_adapters_page(db, users, adapter_dir, lora_adapter_dir,
     with pytest.raises(ApplicationError, match="register the adapter again"):
         services.adapter_export_create(adapter=adapter, formats=["lora"])
     assert adapter.exports.count() == 1
+
+
+SHIPPED = Path(__file__).resolve().parents[2] / "training" / "shipped" / "mesu-writer-v1"
+
+
+@pytest.mark.slow
+def test_the_shipped_writer_registers_lists_and_changes_the_base(db, adapter_dir, local_engine, model_dir):
+    """The committed adapter (./dev up registers it): a real LoRA of SmolLM2 that the `adapters` command
+    lists, not active, and that changes what the base model predicts."""
+    import io
+    import json
+
+    import torch
+    from django.core.management import call_command
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM
+
+    call_command("register_adapter", "--path", str(SHIPPED), "--name", "mesu-writer-v1", stdout=io.StringIO())
+    out = io.StringIO()
+    call_command("adapters", stdout=out)
+    listed = json.loads(out.getvalue())
+    assert [(a["name"], a["active"], a["lora_rank"], a["lora_nonzero"]) for a in listed] == [
+        ("mesu-writer-v1", False, 16, True)
+    ]
+    assert "Held-out results" in (SHIPPED / "MODEL_CARD.md").read_text()
+
+    torch.set_num_threads(1)
+    base = AutoModelForCausalLM.from_pretrained(str(model_dir), dtype=torch.float32)
+    ids = torch.tensor([[1, 504, 3458, 282, 253, 1236, 28]])
+    with torch.no_grad():
+        before = base(input_ids=ids).logits
+        tuned = PeftModel.from_pretrained(base, str(SHIPPED))
+        after = tuned(input_ids=ids).logits
+    assert after.shape == before.shape and (after - before).abs().max().item() > 0.01
