@@ -68,12 +68,14 @@ def machine_info() -> dict[str, str]:
     return {**base_machine_info(), "torch (app)": torch.__version__}
 
 
-def timed_generations(engine, label: str, model: str, adapter: Adapter | None, runs: int) -> list[Run]:
+def timed_generations(
+    engine, label: str, model: str, adapter: Adapter | None, runs: int, *, options: int, max_tokens: int
+) -> list[Run]:
     results = []
     for i in range(runs):
-        sampling = Sampling(max_tokens=MAX_TOKENS, temperature=0.8, top_p=0.95, seed=100 + i)
+        sampling = Sampling(max_tokens=max_tokens, temperature=0.8, top_p=0.95, seed=100 + i)
         started = time.monotonic()
-        result = engine.generate(MESSAGES, n=N_OPTIONS, sampling=sampling, adapter=adapter)
+        result = engine.generate(MESSAGES, n=options, sampling=sampling, adapter=adapter)
         seconds = time.monotonic() - started
         tokens = sum(c.tokens for c in result.completions)
         results.append(Run(label, model, i + 1, seconds, tokens))
@@ -97,15 +99,29 @@ def main() -> None:
         "--runs", type=int, default=2, help="generations per engine and model (the first is cold)"
     )
     parser.add_argument("--local-threads", type=int, default=int(os.environ.get("WRITER_LOCAL_THREADS", "1")))
+    parser.add_argument("--options", type=int, default=N_OPTIONS, help="options per request (n)")
+    parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="new tokens per option")
+    parser.add_argument("--no-lora", action="store_true", help="the base model only (no random LoRA runs)")
+    parser.add_argument(
+        "--model",
+        default="",
+        help="a packaged model (writer.model_files.PACKAGED_MODELS: smollm2, qwen2.5-coder-0.5b, "
+        "qwen2.5-coder-1.5b): its folder beside --model-dir's, prepared when missing",
+    )
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
     info = machine_info()
     print("machine:", info, flush=True)
-    model_dir = prepare_model(args.model_dir)
+    if args.model:
+        args.model_dir = args.model_dir.parent / args.model
+    model_dir = prepare_model(args.model_dir, model=args.model or "smollm2")
+    sizes = {"options": args.options, "max_tokens": args.max_tokens}
     work = Path(tempfile.mkdtemp(prefix="mesu-bench-"))
-    lora_dir = make_random_lora(model_dir, work / "bench-lora", r=8, seed=0)
-    adapter = Adapter(name=f"bench-lora-{os.getpid()}", path=lora_dir)  # new name: a real runtime load
+    adapter = None
+    if not args.no_lora:
+        lora_dir = make_random_lora(model_dir, work / "bench-lora", r=8, seed=0)
+        adapter = Adapter(name=f"bench-lora-{os.getpid()}", path=lora_dir)  # new name: a real runtime load
     timings: dict[str, float] = {}
     runs: list[Run] = []
 
@@ -136,11 +152,12 @@ def main() -> None:
                 tokenizer_path=str(model_dir),
             )
         )
-        runs += timed_generations(vllm, "vllm", "base", None, args.runs)
-        started = time.monotonic()
-        vllm.ensure_adapter(adapter)
-        timings["vLLM adapter load (runtime, POST /v1/load_lora_adapter)"] = time.monotonic() - started
-        runs += timed_generations(vllm, "vllm", "LoRA r=8", adapter, args.runs)
+        runs += timed_generations(vllm, "vllm", "base", None, args.runs, **sizes)
+        if not args.no_lora:
+            started = time.monotonic()
+            vllm.ensure_adapter(adapter)
+            timings["vLLM adapter load (runtime, POST /v1/load_lora_adapter)"] = time.monotonic() - started
+            runs += timed_generations(vllm, "vllm", "LoRA r=8", adapter, args.runs, **sizes)
     finally:
         if proc is not None:
             stop_process_group(proc)  # the local engine runs on a quiet machine
@@ -156,11 +173,12 @@ def main() -> None:
     started = time.monotonic()
     local.load()
     timings["local model load (float32, from the folder)"] = time.monotonic() - started
-    runs += timed_generations(local, "local", "base", None, args.runs)
-    started = time.monotonic()
-    local.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=1), adapter=adapter)
-    timings["local adapter load (PEFT, + 1 token)"] = time.monotonic() - started
-    runs += timed_generations(local, "local", "LoRA r=8", adapter, args.runs)
+    runs += timed_generations(local, "local", "base", None, args.runs, **sizes)
+    if not args.no_lora:
+        started = time.monotonic()
+        local.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=1), adapter=adapter)
+        timings["local adapter load (PEFT, + 1 token)"] = time.monotonic() - started
+        runs += timed_generations(local, "local", "LoRA r=8", adapter, args.runs, **sizes)
 
     report = render(info, timings, runs, args, base_url)
     print()
@@ -178,14 +196,15 @@ def _best(runs: list[Run], engine: str, model: str) -> Run:
 def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], args, base_url: str) -> str:
     now = dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     lines = [
-        f"## {now}: {N_OPTIONS} options x {MAX_TOKENS} new tokens, vllm vs local engine",
+        f"## {now}: {args.options} option(s) x {args.max_tokens} new tokens, vllm vs local engine, "
+        f"{args.model_dir.name}",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ".",
         f"vllm engine: vLLM CPU server ({'started by the script' if not args.base_url else base_url}, "
         f"--max-lora-rank {args.max_lora_rank if not args.base_url else 'as started'}), bfloat16, "
-        f"streaming, one request with n={N_OPTIONS}. local engine: transformers + PEFT, float32, "
+        f"streaming, one request with n={args.options}. local engine: transformers + PEFT, float32, "
         f"torch threads {args.local_threads}. Sampling: temperature 0.8, top_p 0.95, seed per run; options "
-        f"may end before {MAX_TOKENS} tokens, so tokens/s uses the tokens actually made.",
+        f"may end before {args.max_tokens} tokens, so tokens/s uses the tokens actually made.",
         "",
         "| engine | model | run | wall s | new tokens | tokens/s |",
         "|---|---|---|---|---|---|",
