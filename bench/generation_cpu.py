@@ -217,7 +217,7 @@ def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], arg
     lines += ["", "| one-off cost | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in timings.items()]
     lines.append("")
-    for model in ("base", "LoRA r=8"):
+    for model in dict.fromkeys(r.model for r in runs):  # base, and LoRA r=8 unless --no-lora
         v, loc = _best(runs, "vllm", model), _best(runs, "local", model)
         lines.append(
             f"- {model}: vllm {v.tokens_per_second:.1f} tokens/s vs local {loc.tokens_per_second:.1f} "
