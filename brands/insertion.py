@@ -26,7 +26,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from brands.placements import find_mentions
-from writer.parsing import SENTENCE_STOPS, first_sentence_end
+from writer.parsing import SENTENCE_STOPS, first_sentence_end, sentence_ends
 from writer.quality import rouge_l
 
 PASSAGE_REWRITE_TOKENS = 320  # a passage of at most MAX_PASSAGE_WORDS words, rewritten
@@ -43,7 +43,6 @@ _PARAGRAPH = re.compile(r"\S(?:.*?\S)?(?=\n\s*\n|\s*\Z)", re.DOTALL)
 # A sentence: up to its end mark (and a closing quote or bracket), or the end of the text.
 _SENTENCE = re.compile(r"[^.!?…]*(?:[.!?…]+[\"'”’)\]]*|$)")
 _WORD = re.compile(r"\S+")
-_ENDS_SENTENCE = re.compile(r"[.!?…][\"'”’)\]]*$")
 
 
 @dataclass(frozen=True)
@@ -125,7 +124,7 @@ def ends_in_prose(text: str) -> bool:
     """Whether the last line of `text` is prose that a sentence can follow: at least SENTENCE_WORDS[0]
     words, ending with a sentence's end mark."""
     last_line = text.rstrip().rsplit("\n", 1)[-1]
-    return bool(_ENDS_SENTENCE.search(last_line)) and len(_WORD.findall(last_line)) >= SENTENCE_WORDS[0]
+    return sentence_ends(last_line)[-1:] == [len(last_line)] and len(_WORD.findall(last_line)) >= SENTENCE_WORDS[0]
 
 
 def closest(reference: str, texts: Sequence[str], *, embed: Callable[[list[str]], list[list[float]]]) -> int:

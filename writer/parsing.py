@@ -231,6 +231,12 @@ def _ends_sentence(text: str, m: re.Match[str]) -> bool:
     return not (word in _NO_END_BEFORE or (len(word) == 1 and word.isalpha()))
 
 
+def sentence_ends(text: str) -> list[int]:
+    """Where each sentence of `text` ends (the index after its end mark and closing quotes), in order;
+    the dot of "Mr." or of an initial ends none."""
+    return [m.end() for m in SENTENCE_END.finditer(text) if _ends_sentence(text, m)]
+
+
 def first_sentence_end(text: str) -> int | None:
     """Where the first sentence of `text` ends (the index after its end mark and closing quotes), or
     None when no sentence ends in it."""
@@ -240,10 +246,8 @@ def first_sentence_end(text: str) -> int | None:
 def shorten_to_sentence(text: str) -> str | None:
     """`text` cut after its last complete sentence (trailing space dropped), or None when it has
     no sentence end at all (one unfinished sentence: nothing sensible to keep)."""
-    for m in reversed(list(SENTENCE_END.finditer(text))):
-        if _ends_sentence(text, m):
-            return text[: m.end()].rstrip()
-    return None
+    ends = sentence_ends(text)
+    return text[: ends[-1]].rstrip() if ends else None
 
 
 def reasoning_block(reasoning: str) -> str:

@@ -12,6 +12,8 @@ from collections import Counter
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 
+from writer.parsing import sentence_ends
+
 REPEAT_NGRAM = 4  # 4-grams: short enough to catch a looping sentence, long enough to spare idioms
 _WORD = re.compile(r"[^\W_]+(?:['’][^\W_]+)*")
 
@@ -53,16 +55,13 @@ def longest_repeat(words: list[str]) -> int:
     return low
 
 
-_SENTENCE_END = re.compile(r"[.!?…][\"'”’)\]]*(?=\s|$)")
-
-
 def cut_loop(text: str, max_share: float) -> str | None:
     """`text` cut where it starts to repeat itself: its longest beginning that ends a sentence and has
     a repeated-4-gram share of at most `max_share`. None when `text` is within `max_share` already, or
     when no sentence end gives such a beginning (it loops from its first sentence)."""
     if repeated_ngram_share(words_of(text)) <= max_share:
         return None
-    for end in reversed([m.end() for m in _SENTENCE_END.finditer(text)]):
+    for end in reversed(sentence_ends(text)):
         head = text[:end]
         if repeated_ngram_share(words_of(head)) <= max_share:
             return head.rstrip()
