@@ -3,7 +3,23 @@
 For each held-out pair, a judge model reads the story so far (the pair's prompt chapters, trimmed to
 a budget), the REAL chapter k+1 and two candidates, and names the one closer to the real chapter in
 plot, characters and voice. Each pair is asked twice, the candidates swapped (target shown as A, then
-as B), to cancel the judge's position bias:
+as B), to cancel the judge's position bias. Two modes read the answers:
+
+**logprobs** (the default). The judge's first answer token is not generated but scored: the engine's
+`choice_logprobs` gives the log-probability of "A" and of "B" (each summed over the tokens that spell
+it, " A" too) right after the chat template's generation prompt. Per order, p = P(target's letter) /
+(P(A) + P(B)), with the target's letter A in the first order and B in the second; the pair's
+`preference` is the mean of the two orders' p (`pair_preference`). A judge that adds the same
+probability to whichever letter is shown first adds it to one order's p and takes it from the other's,
+so the bias cancels and a slight preference for the target still shows: a win when the preference is
+above 0.5 + PREFERENCE_EPS, a loss below 0.5 - PREFERENCE_EPS, a tie between (`preference_outcome`).
+An order where the engine saw neither letter (a provider's top log-probs hold neither) has no verdict,
+and neither has its pair. The verdicts keep each order's normalised P(A) and P(B), and the summary the
+`mean_preference`, the `mean_letter_mass` (P(A) + P(B) before normalising: how much the judge meant to
+answer with a letter at all) and `letters_absent` (letters the engine could not see, given a floor).
+
+**letters** (the judge's generated answer, `parse_verdict`; what the first GPU run used, where the
+judge named whichever candidate was shown first in 100 % of answers, so that every pair was a tie):
 
 - both orders pick the target: a win; both pick the baseline: a loss;
 - the orders disagree (the judge picked a position, not a chapter): a tie;
@@ -11,15 +27,17 @@ as B), to cancel the judge's position bias:
   single order cannot cancel position bias, so half an answer decides nothing; the unreadable answers
   are counted too (`answers_no_verdict`).
 
-The win rate is wins / (wins + losses), over the decisive pairs, with a 95 % Wilson score interval
-(`wilson_interval`); ties are reported apart (and `win_rate_ties_half` counts them as half a win over
-wins + losses + ties, for readers who want that convention). `first_position_share` is the share of
-readable answers that chose whichever candidate was shown first: ~0.5 for an unbiased judge.
+In both modes the win rate is wins / (wins + losses), over the decisive pairs, with a 95 % Wilson score
+interval (`wilson_interval`); ties are reported apart (and `win_rate_ties_half` counts them as half a
+win over wins + losses + ties, for readers who want that convention). `first_position_share` is the
+share of orders that favoured whichever candidate was shown first (letters: the readable answers that
+named A; logprobs: the orders where P(A) > P(B)): ~0.5 for an unbiased judge.
 
-The judge runs through the writer engine interface (`WriterEngine.generate`), so a vLLM server (GPU or
-CPU), any OpenAI-compatible provider or the in-process transformers engine can judge; greedy decoding
-(temperature 0) and a few tokens of answer. Importable without Django: the prompt, the verdict parsing
-and the statistics are pure functions.
+The judge runs through the writer engine interface (`WriterEngine.choice_logprobs`, or `generate` for
+letters), so a vLLM server (GPU or CPU), an OpenAI-compatible provider that returns log-probabilities
+(else use letters) or the in-process transformers engine can judge; letters are greedy (temperature 0)
+with a few tokens of answer. Importable without Django: the prompt, the verdict parsing, the
+preference and the statistics are pure functions.
 """
 
 from __future__ import annotations
@@ -28,7 +46,7 @@ import json
 import math
 import re
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Literal
@@ -37,12 +55,24 @@ from mesu_web.errors import ApplicationError
 from training.dataset import Pair
 from training.distill import existing_chapters_of
 from training.evaluation import map_ordered
-from writer.engines.base import Adapter, Message, Sampling, WriterEngine
+from writer.engines.base import (
+    JUDGE_CHOICES,
+    Adapter,
+    ChoiceLogprobs,
+    Message,
+    Sampling,
+    WriterEngine,
+    logsumexp,
+)
 from writer.parsing import parse_output
 from writer.prompting import ChapterText, render_chapter
 
 Verdict = Literal["A", "B"]
 Outcome = Literal["win", "loss", "tie", "no_verdict"]
+Mode = Literal["logprobs", "letters"]
+MODES: tuple[Mode, ...] = ("logprobs", "letters")
+# A preference this close to 0.5 is a tie: the two orders' float sums cannot tell the candidates apart.
+PREFERENCE_EPS = 1e-6
 
 Z95 = 1.959963984540054  # the standard normal's 97.5th percentile: a two-sided 95 % interval
 # Budgets in the judge's tokens. The story, the real chapter and two candidates must fit the judge's
@@ -209,6 +239,51 @@ def pair_outcome(target_first: Verdict | None, target_second: Verdict | None) ->
 
 
 # ---------------------------------------------------------------------------------------------
+# The preference (logprobs mode)
+
+
+def letter_probabilities(logprobs: Mapping[str, float]) -> tuple[float, float] | None:
+    """P(A), P(B) normalised over the two letters from their log-probabilities; None when neither has
+    any (both -inf or not finite): the order has no verdict."""
+    a, b = logprobs["A"], logprobs["B"]
+    if math.isnan(a) or math.isnan(b):
+        return None
+    total = logsumexp([a, b])
+    if not math.isfinite(total):
+        return None
+    return math.exp(a - total), math.exp(b - total)
+
+
+def pair_preference(
+    target_first: tuple[float, float] | None, target_second: tuple[float, float] | None
+) -> float | None:
+    """The judge's preference for the target, 0..1: the mean over the two orders of P(target's letter)
+    (normalised (P(A), P(B)) of each order: the target is A in `target_first`, B in `target_second`).
+    None when either order has no verdict."""
+    if target_first is None or target_second is None:
+        return None
+    return (target_first[0] + target_second[1]) / 2
+
+
+def preference_outcome(preference: float | None, eps: float = PREFERENCE_EPS) -> Outcome:
+    """A win above 0.5 + eps, a loss below 0.5 - eps, a tie between; no verdict without a preference."""
+    if preference is None:
+        return "no_verdict"
+    if preference > 0.5 + eps:
+        return "win"
+    if preference < 0.5 - eps:
+        return "loss"
+    return "tie"
+
+
+def favoured_letter(probabilities: tuple[float, float] | None) -> Verdict | None:
+    """The letter an order gives the higher probability; None without a verdict or when both are equal."""
+    if probabilities is None or probabilities[0] == probabilities[1]:
+        return None
+    return "A" if probabilities[0] > probabilities[1] else "B"
+
+
+# ---------------------------------------------------------------------------------------------
 # The statistics
 
 
@@ -229,18 +304,24 @@ def wilson_interval(successes: float, n: int, z: float = Z95) -> tuple[float, fl
     return low, high
 
 
-def summarize(outcomes: Sequence[Outcome], answers: Sequence[Verdict | None] = ()) -> dict[str, Any]:
+def summarize(
+    outcomes: Sequence[Outcome],
+    answers: Sequence[Verdict | None] = (),
+    preferences: Sequence[float | None] | None = None,
+) -> dict[str, Any]:
     """The summary of a judged run: counts, the win rate over decisive pairs and its 95 % Wilson
     interval (None, None when no pair was decisive), the ties-as-half rate, and from the single
     `answers` (in the order they were shown: A then B for each pair's two questions, target first)
-    the unreadable ones and the share that chose the first position."""
+    the unreadable ones and the share that chose the first position. In logprobs mode, `answers` are
+    each order's `favoured_letter` and `preferences` each pair's `pair_preference`: their mean (over
+    the pairs with one; None when none has) is `mean_preference`."""
     wins, losses, ties = (sum(o == kind for o in outcomes) for kind in ("win", "loss", "tie"))
     decisive = wins + losses
     rate = round(wins / decisive, 4) if decisive else None
     ci = [round(v, 4) for v in wilson_interval(wins, decisive)] if decisive else None
     judged = decisive + ties
     readable = [a for a in answers if a is not None]
-    return {
+    summary = {
         "pairs": len(outcomes),
         "wins": wins,
         "losses": losses,
@@ -254,6 +335,10 @@ def summarize(outcomes: Sequence[Outcome], answers: Sequence[Verdict | None] = (
             round(sum(a == "A" for a in readable) / len(readable), 4) if readable else None
         ),
     }
+    if preferences is not None:
+        known = [p for p in preferences if p is not None]
+        summary["mean_preference"] = round(sum(known) / len(known), 4) if known else None
+    return summary
 
 
 # ---------------------------------------------------------------------------------------------
@@ -297,11 +382,14 @@ def matched_candidates(
 
 @dataclass
 class JudgeResult:
-    verdicts: list[dict[str, Any]]  # per pair: book, k, each order's raw answer and verdict, outcome
-    summary: dict[str, Any]  # `summarize`'s, plus the seconds taken and the judge's model name
+    # Per pair: book, k, each order's record (letters: the raw answer and its verdict; logprobs: the
+    # normalised p_a, p_b, the letters' logprobs and mass), the preference (logprobs) and the outcome.
+    verdicts: list[dict[str, Any]]
+    summary: dict[str, Any]  # `summarize`'s (logprobs: with mean_letter_mass and letters_absent)
     model: str = ""
     seconds: float = 0.0
     extra: dict[str, Any] = field(default_factory=dict)
+    mode: Mode = "logprobs"
 
 
 def judge_engine(*, engine: str | None = None, model: str | None = None) -> WriterEngine:
@@ -351,12 +439,31 @@ def chapter_of(answer: str) -> str:
     return parse_output(answer).text.strip()
 
 
+def _order_record(scored: ChoiceLogprobs) -> tuple[dict[str, Any], tuple[float, float] | None]:
+    """One order's record in logprobs mode, and its normalised (P(A), P(B)) (None: no verdict, the
+    engine saw neither letter)."""
+    logprobs = {c: scored.logprobs[c] for c in JUDGE_CHOICES}
+    seen_none = all(c in scored.absent for c in JUDGE_CHOICES)
+    probabilities = None if seen_none else letter_probabilities(logprobs)
+    mass = logsumexp(logprobs.values())
+    record = {
+        "p_a": probabilities[0] if probabilities else None,
+        "p_b": probabilities[1] if probabilities else None,
+        "logprob_a": logprobs["A"] if math.isfinite(logprobs["A"]) else None,
+        "logprob_b": logprobs["B"] if math.isfinite(logprobs["B"]) else None,
+        "letter_mass": math.exp(mass) if math.isfinite(mass) else 0.0,
+        "absent": list(scored.absent),
+    }
+    return record, probabilities
+
+
 def judge_pairs(
     pairs: Sequence[Pair],
     candidates_a: Sequence[str],
     candidates_b: Sequence[str],
     engine: WriterEngine,
     *,
+    mode: Mode = "logprobs",
     adapter: Adapter | None = None,
     story_tokens: int = STORY_TOKENS,
     chapter_tokens: int = CHAPTER_TOKENS,
@@ -366,10 +473,13 @@ def judge_pairs(
     concurrency: int = 1,
 ) -> JudgeResult:
     """Judge target A (`candidates_a[i]`, a writer's answer or plain chapter text) against baseline B
-    (`candidates_b[i]`) on every pair, in both orders (two engine calls a pair). `count_tokens`
-    measures the budgets (default: the engine's tokenizer); `concurrency` questions go to the engine at
-    the same time (a vLLM server batches them). Engine errors propagate: a half-judged run must not
-    look like a finished one."""
+    (`candidates_b[i]`) on every pair, in both orders (two engine calls a pair), by `mode` (see the
+    module docstring; `max_tokens` is the letters' answer budget). `count_tokens` measures the budgets
+    (default: the engine's tokenizer); `concurrency` questions go to the engine at the same time (a
+    vLLM server batches them). Engine errors propagate: a half-judged run must not look like a
+    finished one."""
+    if mode not in MODES:
+        raise ApplicationError(f"Unknown judge mode {mode!r}; choose one of: {', '.join(MODES)}.")
     if not pairs:
         raise ApplicationError("There are no pairs to judge.")
     if not len(pairs) == len(candidates_a) == len(candidates_b):
@@ -378,14 +488,20 @@ def judge_pairs(
         )
     if story_tokens < 1 or chapter_tokens < 1 or max_tokens < 1:
         raise ApplicationError("The story, chapter and answer budgets must each be at least 1 token.")
+    if mode == "logprobs" and not callable(getattr(engine, "choice_logprobs", None)):
+        raise ApplicationError(
+            f"The {getattr(engine, 'name', 'judge')} engine cannot score choices; use --mode letters."
+        )
     count = count_tokens or engine.count_tokens
     sampling = judge_sampling(max_tokens)
     started = time.monotonic()
     verdicts: list[dict[str, Any]] = []
     outcomes: list[Outcome] = []
     answers: list[Verdict | None] = []
+    preferences: list[float | None] = []
+    masses: list[float] = []
+    absent = 0
     model = ""
-
 
     def chats(pair: Pair, a: str, b: str) -> list[list[dict[str, str]]]:  # target first, then second
         story = trim_story(existing_chapters_of(pair.prompt), story_tokens, count)
@@ -397,22 +513,46 @@ def judge_pairs(
             for first, second in ((target, baseline), (baseline, target))
         ]
 
+    def ask(messages: list[Message]) -> Any:
+        if mode == "logprobs":
+            return engine.choice_logprobs(messages, JUDGE_CHOICES, adapter=adapter)
+        return engine.generate(messages, n=1, sampling=sampling, adapter=adapter)
+
     asked = [m for pair, a, b in zip(pairs, candidates_a, candidates_b, strict=True) for m in chats(pair, a, b)]
-    results = iter(map_ordered(lambda m: engine.generate(m, n=1, sampling=sampling, adapter=adapter), asked, concurrency))
+    results = iter(map_ordered(ask, asked, concurrency))
     for index, pair in enumerate(pairs, start=1):
-        orders = {}
+        orders: dict[str, dict[str, Any]] = {}
+        probabilities: dict[str, tuple[float, float] | None] = {}
         for name in ("target_first", "target_second"):
             result = next(results)
             model = result.model or model
-            raw = result.completions[0].text if result.completions else ""
-            verdict = parse_verdict(raw)
-            answers.append(verdict)
-            orders[name] = {"answer": raw, "verdict": verdict}
-        outcome = pair_outcome(orders["target_first"]["verdict"], orders["target_second"]["verdict"])
+            if mode == "logprobs":
+                orders[name], probabilities[name] = _order_record(result)
+                answers.append(favoured_letter(probabilities[name]))
+                masses.append(orders[name]["letter_mass"])
+                absent += len(result.absent)
+            else:
+                raw = result.completions[0].text if result.completions else ""
+                verdict = parse_verdict(raw)
+                answers.append(verdict)
+                orders[name] = {"answer": raw, "verdict": verdict}
+        if mode == "logprobs":
+            preference = pair_preference(probabilities["target_first"], probabilities["target_second"])
+            preferences.append(preference)
+            outcome = preference_outcome(preference)
+            record = {"book": pair.book, "k": pair.k, **orders, "preference": preference, "outcome": outcome}
+        else:
+            outcome = pair_outcome(orders["target_first"]["verdict"], orders["target_second"]["verdict"])
+            record = {"book": pair.book, "k": pair.k, **orders, "outcome": outcome}
         outcomes.append(outcome)
-        record = {"book": pair.book, "k": pair.k, **orders, "outcome": outcome}
         verdicts.append(record)
         if on_pair is not None:
             on_pair(index, record)
     seconds = time.monotonic() - started
-    return JudgeResult(verdicts=verdicts, summary=summarize(outcomes, answers), model=model, seconds=seconds)
+    if mode == "logprobs":
+        summary = summarize(outcomes, answers, preferences)
+        summary["mean_letter_mass"] = round(sum(masses) / len(masses), 4)
+        summary["letters_absent"] = absent
+    else:
+        summary = summarize(outcomes, answers)
+    return JudgeResult(verdicts=verdicts, summary=summary, model=model, seconds=seconds, mode=mode)

@@ -232,9 +232,10 @@ def test_judge_pairs_with_the_real_model(engine):
     ]
     seen = []
     result = judge_pairs(
-        pairs, [CLOSE, FAR], [FAR, FAR], engine, chapter_tokens=60, on_pair=lambda i, r: seen.append(i)
-    )
-    assert seen == [1, 2] and result.model == "smollm2"
+        pairs, [CLOSE, FAR], [FAR, FAR], engine, mode="letters", chapter_tokens=60,
+        on_pair=lambda i, r: seen.append(i),
+    )  # fmt: skip
+    assert seen == [1, 2] and result.model == "smollm2" and result.mode == "letters"
     assert [(v["book"], v["k"]) for v in result.verdicts] == [("lighthouse", 1), ("harbour", 2)]
     answers = []
     for record in result.verdicts:
@@ -255,7 +256,7 @@ def test_judge_pairs_with_the_real_model(engine):
     assert summary["answers_no_verdict"] == sum(a is None for a in answers)
 
     with pytest.raises(ApplicationError, match="2 pairs but 1 A"):
-        judge_pairs(pairs, [CLOSE], [FAR, FAR], engine)
+        judge_pairs(pairs, [CLOSE], [FAR, FAR], engine, mode="letters")
 
 
 @pytest.mark.slow
@@ -279,7 +280,8 @@ def test_an_evaluations_answers_file_is_what_the_judge_reads(engine, tmp_path):
 
 
 @pytest.mark.slow
-def test_judge_pairs_command(local_engine, tmp_path):
+@pytest.mark.parametrize("mode", [None, "letters"])
+def test_judge_pairs_command(local_engine, tmp_path, mode):
     rows = [pair("lighthouse", 1).to_json(), pair("harbour", 2).to_json(), pair("unanswered", 3).to_json()]
     dataset = write_dataset(tmp_path / "ds", rows, split="test")
     a, b = tmp_path / "a.jsonl", tmp_path / "b.jsonl"
@@ -291,10 +293,13 @@ def test_judge_pairs_command(local_engine, tmp_path):
     verdicts = tmp_path / "verdicts.jsonl"
     call_command(
         "judge_pairs", "--dataset", str(dataset), "--a", str(a), "--b", str(b), "--limit", "1",
-        "--engine", "local", "--chapter-tokens", "60", "--verdicts-out", str(verdicts), stdout=out, stderr=err,
+        "--engine", "local", "--chapter-tokens", "60", "--verdicts-out", str(verdicts),
+        *(["--mode", mode] if mode else []), stdout=out, stderr=err,
     )  # fmt: skip
     summary = json.loads(out.getvalue())
     assert {"pairs", "wins", "losses", "ties", "no_verdict", "win_rate", "ci95"} <= set(summary)
+    assert summary["mode"] == (mode or "logprobs")  # logprobs unless asked for letters
+    assert ("mean_preference" in summary) is (mode is None)
     assert (
         summary["pairs"] == 1
         and summary["wins"] + summary["losses"] + summary["ties"] + summary["no_verdict"] == 1
@@ -302,6 +307,10 @@ def test_judge_pairs_command(local_engine, tmp_path):
     assert "Judging 1 of 2 pair(s)" in err.getvalue()
     records = [json.loads(line) for line in verdicts.read_text().splitlines()]
     assert len(records) == 1 and records[0]["book"] == "lighthouse"
+    if mode is None:
+        assert 0 < records[0]["target_first"]["p_a"] < 1 and 0 < records[0]["preference"] < 1
+    else:
+        assert set(records[0]["target_first"]) == {"answer", "verdict"}
     other = tmp_path / "other.jsonl"
     other.write_text(json.dumps({"book": "elsewhere", "k": 1, "text": FAR}) + "\n")
     with pytest.raises(CommandError, match="No pair of"):

@@ -1,4 +1,6 @@
-"""The writer-engine interface: (messages, n, sampling, adapter) -> n completions.
+"""The writer-engine interface: (messages, n, sampling, adapter) -> n completions; and
+(messages, choices, adapter) -> the log-probability of each choice as the answer's first token
+(`choice_logprobs`, for a judge that must not be read from one greedy letter).
 
 With `Sampling.reasoning_tokens`, an engine writes the answer in two phases (`write_answers`): the
 reasoning, at most that many tokens, stopping at the reasoning's end tag; then the chapter, prefilled
@@ -9,7 +11,9 @@ tag. The answer is put together from the pieces, so it is in the format by const
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import math
+import string
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -110,6 +114,63 @@ class GenerationResult:
     extra: dict = field(default_factory=dict)
 
 
+# The letters a pairwise judge answers with (training.judge).
+JUDGE_CHOICES: tuple[str, ...] = ("A", "B")
+# What a token may carry around a choice and still spell it: white space (" A", "A\n"), Markdown bold
+# ("**A"), quotes and parentheses ("(A", "'B'"). Anything else ("A.", "AB", "a") is not the choice.
+CHOICE_TOKEN_STRIP = string.whitespace + "*\"'()\u201c\u201d\u2018\u2019"
+
+
+@dataclass(frozen=True)
+class ChoiceLogprobs:
+    """The log-probability of each choice as the assistant's first answer token: the logsumexp over
+    every token that spells it (`token_choice`). Unnormalised: the choices' mass need not sum to 1
+    (the model may mean to answer with something else), and a choice the engine could not see (a
+    provider's top log-probs left it out) has a floor, not its value, and is named in `absent`."""
+
+    logprobs: dict[str, float]
+    model: str  # the base model or adapter name that scored them
+    absent: tuple[str, ...] = ()
+    extra: dict = field(default_factory=dict)
+
+
+def token_choice(token: str, choices: Iterable[str]) -> str | None:
+    """The choice a token's text spells (case-sensitive, once CHOICE_TOKEN_STRIP is stripped from both
+    ends: " A", "**A", "(B"), or None."""
+    text = token.strip(CHOICE_TOKEN_STRIP)
+    return text if text and text in choices else None
+
+
+def logsumexp(values: Iterable[float]) -> float:
+    """log(sum(exp(v))) without overflow; -inf for no values (or only -inf)."""
+    values = list(values)
+    top = max(values, default=-math.inf)
+    if top == -math.inf:
+        return -math.inf
+    return top + math.log(sum(math.exp(v - top) for v in values))
+
+
+# (id(tokenizer), choices) -> (the tokenizer, {choice: its token ids}); the tokenizer is kept, as above.
+_choice_ids: dict[tuple[int, tuple[str, ...]], tuple[object, dict[str, list[int]]]] = {}
+
+
+def choice_token_ids(tokenizer, choices: Sequence[str]) -> dict[str, list[int]]:  # noqa: ANN001
+    """Per choice, the ids of the tokenizer's tokens that spell it (`token_choice`: "A", " A" and the
+    like), special tokens left out; cached per tokenizer (one decode of the vocabulary, ~1 s)."""
+    key = (id(tokenizer), tuple(choices))
+    cached = _choice_ids.get(key)
+    if cached is None or cached[0] is not tokenizer:
+        special = set(tokenizer.all_special_ids)
+        ids: dict[str, list[int]] = {c: [] for c in choices}
+        texts = tokenizer.batch_decode([[i] for i in range(len(tokenizer))])
+        for i, text in enumerate(texts):
+            choice = token_choice(text, choices) if i not in special else None
+            if choice is not None:
+                ids[choice].append(i)
+        cached = _choice_ids[key] = (tokenizer, ids)
+    return cached[1]
+
+
 class WriterEngine(Protocol):
     name: str
 
@@ -124,6 +185,17 @@ class WriterEngine(Protocol):
     ) -> GenerationResult: ...
 
     def count_tokens(self, text: str) -> int: ...
+
+    def choice_logprobs(
+        self,
+        messages: list[Message],
+        choices: Sequence[str] = JUDGE_CHOICES,
+        *,
+        adapter: Adapter | None = None,
+    ) -> ChoiceLogprobs:
+        """Each choice's log-probability as the first token of the assistant's answer to `messages`
+        (after the chat template's generation prompt): see ChoiceLogprobs."""
+        ...
 
 
 # -- the two-phase answer ----------------------------------------------------------------------------

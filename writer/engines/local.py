@@ -8,6 +8,10 @@ The decoding matches the vllm engine's: the same repetition penalty (transformer
 the logit of every token already in the prompt or the answer), OpenAI's frequency and presence
 penalties over the answer's tokens, and the two-phase answer of `writer.engines.base.write_answers`
 (a batch of prompts of different lengths, left-padded, for the chapters).
+
+`choice_logprobs` (the pairwise judge's) is one forward pass over the templated prompt: the last
+position's log-softmax, summed (logsumexp) over every token that spells each choice. Exact, over the
+whole vocabulary: no choice is ever `absent`.
 """
 
 from __future__ import annotations
@@ -34,12 +38,15 @@ from transformers import (
 
 from mesu_web.errors import EngineError
 from writer.engines.base import (
+    JUDGE_CHOICES,
     Adapter,
+    ChoiceLogprobs,
     Completion,
     GenerationResult,
     Message,
     ProgressCallback,
     Sampling,
+    choice_token_ids,
     line_break_token_ids,
     write_answers,
 )
@@ -274,6 +281,48 @@ class LocalEngine:
             model=adapter.name if adapter is not None else settings.model_name,
             prompt_tokens=prompt_tokens[0],
             extra={"engine": "local", "source": loaded.source},
+        )
+
+    def choice_logprobs(
+        self,
+        messages: list[Message],
+        choices: Sequence[str] = JUDGE_CHOICES,
+        *,
+        adapter: Adapter | None = None,
+    ) -> ChoiceLogprobs:
+        """Each choice's log-probability as the answer's first token (see the module's docstring)."""
+        if not choices:
+            raise ValueError("choices must not be empty")
+        settings = self.settings
+        torch.set_num_threads(settings.threads)
+        loaded = self.load()
+        tokenizer = loaded.tokenizer
+        prompt = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
+        ids = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+        window = int(getattr(loaded.base.config, "max_position_embeddings", 0) or 0)
+        if window and len(ids) + 1 > window:
+            raise EngineError(
+                f"The prompt ({len(ids)} tokens) and its answer's first token do not fit the model's "
+                f"{window}-token window.",
+                retryable=False,
+            )
+        by_choice = choice_token_ids(tokenizer, choices)
+        missing = [c for c in choices if not by_choice[c]]
+        if missing:
+            raise EngineError(
+                f"No token of the model at {loaded.source} spells {', '.join(map(repr, missing))}.",
+                retryable=False,
+            )
+        with loaded.lock, loaded.activated(adapter) as model, torch.inference_mode():
+            # logits_to_keep=1: only the last position goes through the LM head (the whole prompt's
+            # logits would be prompt x vocabulary floats: ~2 GB for 3,000 tokens of a 150k vocabulary).
+            output = model(input_ids=torch.tensor([ids]), use_cache=False, logits_to_keep=1)
+            last = torch.log_softmax(output.logits[0, -1].float(), dim=-1)
+            logprobs = {c: float(torch.logsumexp(last[by_choice[c]], dim=0)) for c in choices}
+        return ChoiceLogprobs(
+            logprobs=logprobs,
+            model=adapter.name if adapter is not None else settings.model_name,
+            extra={"engine": "local", "prompt_tokens": len(ids), "token_ids": by_choice},
         )
 
     def _write(

@@ -12,6 +12,13 @@ vLLM's parameters beyond OpenAI's (`EXTENSIONS`: repetition_penalty, continuing 
 are sent unless WRITER_VLLM_EXTENSIONS is off; a server that refuses one with HTTP 400 (a plain
 OpenAI-compatible API) gets the request again without it, once, and never again from this process.
 
+`choice_logprobs` (the pairwise judge's) is one chat completion of one token, greedy, with
+`logprobs` and the TOP_LOGPROBS most likely first tokens: each choice's log-probability is the
+logsumexp over those of its tokens (`token_choice`: "A", " A", "**A"; case-sensitive, so the article
+"a" never counts as a choice). A choice none of whose tokens is among them gets a floor
+(`top_choice_logprobs`) and is named `absent`. A provider that returns no log-probabilities is a clear
+error: judge with letters (`judge_pairs --mode letters`) there.
+
 Provider notes: a hosted provider (e.g. Venice.AI) needs WRITER_BASE_URL and WRITER_API_KEY; it may
 not continue an assistant message (detected, or turn WRITER_PREFILL_REASONING off: the chapter is then
 asked for in a user turn after the reasoning, one call per option), has no /tokenize (token counts
@@ -41,13 +48,17 @@ from mesu_web.errors import (
     secret_free,
 )
 from writer.engines.base import (
+    JUDGE_CHOICES,
     Adapter,
+    ChoiceLogprobs,
     Completion,
     GenerationResult,
     Message,
     ProgressCallback,
     Sampling,
     line_break_token_ids,
+    logsumexp,
+    token_choice,
     write_answers,
 )
 from writer.prompting import SOLUTION_END, SOLUTION_START
@@ -67,6 +78,10 @@ EXTENSIONS: dict[str, tuple[str, ...]] = {
     "continue_final_message": ("continue_final_message", "add_generation_prompt"),
     "include_stop_str_in_output": ("include_stop_str_in_output",),  # for Sampling.stop_after
 }
+# The most likely first tokens `choice_logprobs` asks for: vLLM's default --max-logprobs, and OpenAI's
+# own limit for top_logprobs.
+TOP_LOGPROBS = 20
+NO_LOGPROBS_HINT = "judge with `manage.py judge_pairs --mode letters` instead"
 # To a server that cannot continue an assistant message, the closed reasoning is the assistant's turn
 # and this is the user's next one: the chapter is then a new answer.
 CHAPTER_REQUEST = f"Now write the chapter itself, starting right after {SOLUTION_START} and ending with {SOLUTION_END}."
@@ -213,6 +228,52 @@ def _without_stop(text: str, stop: Sequence[str]) -> str:
     return text
 
 
+def _first_token_top_logprobs(response: Any) -> list[tuple[str, float]]:
+    """(token text, log-probability) of the most likely first tokens of a chat completion's first
+    choice (`choices[0].logprobs.content[0].top_logprobs`, and the token it chose when those leave it
+    out); [] when the response carries none."""
+    choices = getattr(response, "choices", None) or []
+    logprobs = getattr(choices[0], "logprobs", None) if choices else None
+    content = getattr(logprobs, "content", None) or []
+    if not content:
+        return []
+    first = content[0]
+    top = [
+        (t.token, float(t.logprob))
+        for t in (getattr(first, "top_logprobs", None) or [])
+        if getattr(t, "token", None) is not None and getattr(t, "logprob", None) is not None
+    ]
+    chosen = getattr(first, "token", None)
+    known = {token for token, _ in top}
+    if chosen is not None and getattr(first, "logprob", None) is not None and chosen not in known:
+        top.append((chosen, float(first.logprob)))
+    return [(token, lp) for token, lp in top if not math.isnan(lp)]
+
+
+def top_choice_logprobs(
+    top: Sequence[tuple[str, float]], choices: Sequence[str]
+) -> tuple[dict[str, float], tuple[str, ...]]:
+    """Each choice's log-probability from the most likely first tokens `top` ((token text, logprob),
+    at least one): the logsumexp over the tokens that spell it (`token_choice`). A choice with no
+    token among them is `absent` (the second value) and gets a floor: it is less likely than every
+    token shown, and than what they leave over, so log(min(p_min / 2, 1 - sum(p))) (p_min / 2 when
+    rounding leaves nothing over). The floor is a guess within those bounds, never above them."""
+    if not top:
+        raise ValueError("top must hold at least one token")
+    found: dict[str, list[float]] = {c: [] for c in choices}
+    for token, lp in top:
+        choice = token_choice(token, choices)
+        if choice is not None:
+            found[choice].append(lp)
+    smallest = min(lp for _, lp in top)
+    floor = smallest - math.log(2)
+    left_over = 1.0 - sum(math.exp(lp) for _, lp in top)
+    if left_over > 0:
+        floor = min(floor, math.log(left_over))
+    absent = tuple(c for c in choices if not found[c])
+    return {c: logsumexp(found[c]) if found[c] else floor for c in choices}, absent
+
+
 class VLLMEngine:
     name = "vllm"
 
@@ -243,12 +304,22 @@ class VLLMEngine:
         """
         if n < 1:
             raise ValueError("n must be at least 1")
+        return self._with_adapter(
+            adapter,
+            lambda: self._generate(
+                messages, n=n, sampling=sampling, adapter=adapter, on_progress=on_progress
+            ),
+        )
+
+    def _with_adapter(self, adapter: Adapter | None, fn: Callable[[], T]) -> T:
+        """`fn()` with `adapter` loaded on the server; once more, loading it again, when the server
+        answers HTTP 404 (it restarted since we loaded it, and forgot it)."""
         settings = self.settings
         for attempt in range(2):
             if adapter is not None:
                 self.ensure_adapter(adapter)
             try:
-                return self._generate(messages, n=n, sampling=sampling, adapter=adapter, on_progress=on_progress)
+                return fn()
             except EngineError as exc:
                 # The server forgot the adapter (it restarted since we loaded it): load it again once.
                 if adapter is not None and attempt == 0 and exc.extra.get("status") == 404:
@@ -305,6 +376,65 @@ class VLLMEngine:
                 "completion_tokens": None if None in counted else sum(counted),
                 "phases": len(calls),
                 "base_url": settings.base_url,
+            },
+        )
+
+    # -- the judge's choice ---------------------------------------------------------------------
+
+    def choice_logprobs(
+        self,
+        messages: list[Message],
+        choices: Sequence[str] = JUDGE_CHOICES,
+        *,
+        adapter: Adapter | None = None,
+    ) -> ChoiceLogprobs:
+        """Each choice's log-probability as the answer's first token (see the module's docstring):
+        one call, `max_tokens=1`, temperature 0, the TOP_LOGPROBS most likely tokens."""
+        if not choices:
+            raise ValueError("choices must not be empty")
+        settings = self.settings
+        model = adapter.name if adapter is not None else settings.model
+        request = {
+            "model": model,
+            "messages": list(messages),
+            "max_tokens": 1,
+            "temperature": 0.0,
+            "n": 1,
+            "logprobs": True,
+            "top_logprobs": TOP_LOGPROBS,
+        }
+        client = _openai_client(settings)
+        try:
+            response = self._with_adapter(
+                adapter,
+                lambda: self._call(
+                    lambda: client.chat.completions.create(**request), what="score the choices"
+                ),
+            )
+        except EngineError as exc:
+            # A server that refuses the log-probabilities themselves (e.g. vLLM started with a smaller
+            # --max-logprobs, or a provider without them): say what to do instead.
+            if exc.extra.get("status") == 400 and "logprob" in exc.message.lower():
+                exc.message = f"{exc.message} ({NO_LOGPROBS_HINT}, or serve more log-probabilities)"
+                exc.args = (exc.message, *exc.args[1:])
+            raise
+        top = _first_token_top_logprobs(response)
+        if not top:
+            raise EngineError(
+                f"The server at {settings.base_url} returned no log-probabilities for {model}: it (or "
+                f"its provider) does not support them; {NO_LOGPROBS_HINT}.",
+                retryable=False,
+            )
+        logprobs, absent = top_choice_logprobs(top, choices)
+        usage = getattr(response, "usage", None)
+        return ChoiceLogprobs(
+            logprobs=logprobs,
+            model=model,
+            absent=absent,
+            extra={
+                "base_url": settings.base_url,
+                "prompt_tokens": getattr(usage, "prompt_tokens", 0) or 0,
+                "top": [[token, round(lp, 4)] for token, lp in top],
             },
         )
 

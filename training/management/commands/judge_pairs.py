@@ -11,6 +11,7 @@ from mesu_web.errors import ApplicationError
 from training.dataset import read_jsonl, write_rows
 from training.judge import (
     CHAPTER_TOKENS,
+    MODES,
     STORY_TOKENS,
     VERDICT_TOKENS,
     judge_engine,
@@ -24,9 +25,11 @@ class Command(BaseCommand):
     help = (
         "Ask a judge model, for every held-out pair both targets answered, which answer is closer to the "
         "real next chapter (plot, characters, voice), in both orders to cancel position bias. --a and "
-        "--b are answers files ({book, k, text} a line: evaluate_adapter --answers-out). Prints JSON: "
-        "pairs, wins, losses, ties, no_verdict, win_rate of A over B (over decisive pairs) and its 95% "
-        "Wilson interval ci95, and diagnostics."
+        "--b are answers files ({book, k, text} a line: evaluate_adapter --answers-out). --mode logprobs "
+        "(default) scores the letters A and B as the judge's first answer token and averages P(target) "
+        "over both orders; --mode letters reads a generated letter. Prints JSON: the mode, pairs, wins, "
+        "losses, ties, no_verdict, win_rate of A over B (over decisive pairs) and its 95% Wilson interval "
+        "ci95, and diagnostics (mean_preference in logprobs mode, first_position_share)."
     )
 
     def add_arguments(self, parser) -> None:
@@ -53,12 +56,22 @@ class Command(BaseCommand):
             "folder for the local engine (default JUDGE_MODEL_PATH). JUDGE_* default to the writer's.",
         )
         parser.add_argument(
+            "--mode",
+            choices=MODES,
+            default="logprobs",
+            help="logprobs (default): the probabilities of A and B as the judge's first answer token, "
+            "both orders averaged (needs a server or provider that returns log-probabilities); letters: "
+            "the letter the judge writes, a win only when both orders name the target.",
+        )
+        parser.add_argument(
             "--story-tokens", type=int, default=STORY_TOKENS, help="Budget of the story so far."
         )
         parser.add_argument(
             "--chapter-tokens", type=int, default=CHAPTER_TOKENS, help="Budget of each chapter shown."
         )
-        parser.add_argument("--max-tokens", type=int, default=VERDICT_TOKENS, help="Of each judge answer.")
+        parser.add_argument(
+            "--max-tokens", type=int, default=VERDICT_TOKENS, help="Of each judge answer (--mode letters)."
+        )
         parser.add_argument(
             "--verdicts-out",
             type=Path,
@@ -87,23 +100,35 @@ class Command(BaseCommand):
                     f"No pair of {path} is answered in both {options['a']} and {options['b']}."
                 )
             self.stderr.write(
-                f"Judging {len(pairs)} of {total} pair(s) answered by both (two questions each)..."
+                f"Judging {len(pairs)} of {total} pair(s) answered by both (two questions each, "
+                f"mode {options['mode']})..."
             )
             result = judge_pairs(
                 pairs,
                 a,
                 b,
                 engine,
+                mode=options["mode"],
                 story_tokens=options["story_tokens"],
                 chapter_tokens=options["chapter_tokens"],
                 max_tokens=options["max_tokens"],
                 concurrency=options["concurrency"],
-                on_pair=lambda done, record: self.stderr.write(f"  {done}/{len(pairs)}: {record['outcome']}"),
+                on_pair=lambda done, record: self.stderr.write(
+                    f"  {done}/{len(pairs)}: {record['outcome']}"
+                    + (f" (preference {record['preference']:.3f})" if record.get("preference") is not None else "")
+                ),
             )
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
         if options["verdicts_out"] is not None:
             write_rows(result.verdicts, options["verdicts_out"])
         self.stdout.write(
-            json.dumps({**result.summary, "model": result.model, "seconds": round(result.seconds, 2)})
+            json.dumps(
+                {
+                    "mode": result.mode,
+                    **result.summary,
+                    "model": result.model,
+                    "seconds": round(result.seconds, 2),
+                }
+            )
         )
