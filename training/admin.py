@@ -7,6 +7,6 @@ from training.models import TrainingJob
 
 @admin.register(TrainingJob)
 class TrainingJobAdmin(admin.ModelAdmin):
-    list_display = ("name", "status", "step", "max_steps", "backend", "lora_nonzero", "created_at")
-    list_filter = ("status", "backend")
+    list_display = ("name", "kind", "status", "step", "max_steps", "backend", "lora_nonzero", "created_at")
+    list_filter = ("kind", "status", "backend")
     readonly_fields = ("config", "step_logs", "error", "adapter_path", "resumed_from")

@@ -729,6 +729,19 @@ class SFTJobConfig(_SavedConfig):
 
     check_device: InitVar[bool] = True
 
+    # The admin form's field (`training.forms.TrainingJobForm`) -> the field here, for `from_form` and
+    # for showing a refused value beside the form field it came from.
+    FORM_FIELDS: ClassVar[dict[str, str]] = {
+        "sft_epochs": "num_train_epochs",
+        "sft_learning_rate": "learning_rate",
+        "sft_max_steps": "max_steps",
+        "sft_max_length": "max_length",
+        "sft_max_answer_tokens": "max_answer_tokens",
+        "sft_max_reasoning_tokens": "max_reasoning_tokens",
+        "lora_rank": "lora_rank",
+        "lora_alpha": "lora_alpha",
+    }
+
     def __post_init__(self, check_device: bool = True) -> None:
         self.target_modules = list(self.target_modules)
         errors = self._problems()
@@ -773,6 +786,14 @@ class SFTJobConfig(_SavedConfig):
             (bool(str(self.report_to).strip()), "report_to must be a tracker name or 'none'."),
         ]  # fmt: skip
         return _lora_problems(self) + [message for ok, message in checks if not ok]
+
+    @classmethod
+    def from_form(cls, data: Mapping[str, Any], *, base_model: str) -> SFTJobConfig:
+        """The config of an SFT job (or stage) started from the admin page: the form's fields named in
+        FORM_FIELDS, each left empty keeping the default here. ApplicationError on a bad value, as from
+        the constructor."""
+        values = {name: data[key] for key, name in cls.FORM_FIELDS.items() if data.get(key) is not None}
+        return cls(base_model=base_model, **values)
 
     def resolved(self, *, cuda: bool | None = None) -> SFTJobConfig:
         """A copy with the automatic choices made (device, optimizer, LoRA alpha): what a run uses and saves."""

@@ -4,14 +4,41 @@ from django.conf import settings
 from django.db import models
 from django.urls import reverse
 
-from mesu_web.jobs.models import JobRow
+from mesu_web.jobs.models import JobRow, JobStatus
 
 
 class TrainingJob(JobRow):
-    """One GRPO run on the `gpu` queue. Job state is this row; pages read it, never Celery's state."""
+    """One training run on the `gpu` queue: GRPO (`training.trainer.run_grpo`) or the supervised warm
+    start (`training.sft.run_sft`), by `kind`. Job state is this row; pages read it, never Celery's state.
+
+    Stages ("SFT then GRPO"): a GRPO job whose `previous_stage` is an SFT job starts from that job's
+    adapter (`GRPOJobConfig.init_adapter`). It is created with the SFT job, in the `waiting` status (on
+    this model only: not queued, so no worker and no recovery sweep touches it), and the SFT job's end
+    decides it (`training.services`): success queues it with `init_adapter` set to the SFT adapter;
+    failure or cancellation fails it with the reason. One job has at most one next stage.
+    """
 
     RUNNING_LABEL = "Training"
 
+    class Kind(models.TextChoices):
+        GRPO = "grpo", "GRPO"
+        SFT = "sft", "SFT"
+
+    # A stage 2 waiting for its stage 1 (`previous_stage`) to succeed. Neither queued nor running: the
+    # recovery sweep (which re-enqueues stale `queued` rows) leaves it alone, and `is_finished` is False.
+    WAITING = "waiting"
+    STATUS_CHOICES = [*JobStatus.choices, (WAITING, "Waiting for stage 1")]
+
+    status = models.CharField(max_length=12, choices=STATUS_CHOICES, default=JobStatus.QUEUED)
+    kind = models.CharField(max_length=8, choices=Kind.choices, default=Kind.GRPO)
+    previous_stage = models.OneToOneField(
+        "self",
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="next_stage",
+        help_text="The SFT job whose adapter this GRPO job starts from (SFT then GRPO).",
+    )
     name = models.CharField(max_length=120)
     # None for jobs started from the command line (train_grpo).
     created_by = models.ForeignKey(
@@ -19,12 +46,16 @@ class TrainingJob(JobRow):
     )
     dataset_dir = models.CharField(max_length=500, help_text="Folder with train.jsonl (build_dataset).")
     out_dir = models.CharField(max_length=500, help_text="Checkpoints and the adapter go here.")
-    config = models.JSONField(help_text="GRPOJobConfig.to_dict(): validated before the job was queued.")
+    config = models.JSONField(
+        help_text="GRPOJobConfig.to_dict() or SFTJobConfig.to_dict() (by kind): validated before the job was queued."
+    )
 
     cancel_requested = models.BooleanField(default=False)
     step = models.PositiveIntegerField(default=0)
     max_steps = models.PositiveIntegerField()
-    step_logs = models.JSONField(default=list, blank=True, help_text="Per step: loss, KL, rewards, tokens/s.")
+    step_logs = models.JSONField(
+        default=list, blank=True, help_text="Per step: GRPO loss, KL, rewards, tokens/s; SFT loss, token accuracy, lr."
+    )
     attempts = models.PositiveSmallIntegerField(default=0)
 
     adapter_path = models.CharField(max_length=500, blank=True)
@@ -32,12 +63,30 @@ class TrainingJob(JobRow):
     lora_nonzero = models.BooleanField(null=True)
     base_unchanged = models.BooleanField(null=True)
     resumed_from = models.CharField(max_length=500, blank=True)
+    summary = models.JSONField(
+        default=dict,
+        blank=True,
+        help_text="What the run reported at its end: device, seconds; SFT rows used and skipped, final loss.",
+    )
 
     def __str__(self) -> str:
         return f"{self.name} ({self.status})"
 
     def get_absolute_url(self) -> str:
         return reverse("training:job_detail", args=[self.pk])
+
+    @property
+    def is_sft(self) -> bool:
+        return self.kind == self.Kind.SFT
+
+    @property
+    def is_waiting(self) -> bool:
+        return self.status == self.WAITING
+
+    @property
+    def final_loss(self) -> float | None:
+        """The last logged step's loss (None before the first step)."""
+        return next((log["loss"] for log in reversed(self.step_logs) if log.get("loss") is not None), None)
 
 
 class WriterAdapter(models.Model):

@@ -15,14 +15,37 @@ from writer.model_files import PACKAGED_MODELS
 
 
 def training_job_list() -> QuerySet[TrainingJob]:
-    return TrainingJob.objects.select_related("created_by").order_by("-created_at")
+    return TrainingJob.objects.select_related("created_by", "previous_stage", "next_stage").order_by("-created_at")
 
 
 def training_job_get(*, pk: int) -> TrainingJob:
-    job = TrainingJob.objects.filter(pk=pk).first()
+    job = TrainingJob.objects.select_related("previous_stage", "next_stage").filter(pk=pk).first()
     if job is None:
         raise Http404("No such training job.")
     return job
+
+
+def _next_stage(job: TrainingJob) -> TrainingJob | None:
+    try:
+        return job.next_stage
+    except TrainingJob.DoesNotExist:
+        return None
+
+
+def training_job_stages(*, job: TrainingJob) -> list[dict]:
+    """The stages of the "SFT then GRPO" run `job` belongs to, stage 1 first, each {"number", "job",
+    "current"} (`job` itself: current); [] for a job that is no stage of a pipeline."""
+    chain = [job]
+    while chain[0].previous_stage_id is not None and len(chain) < 10:
+        previous = chain[0].previous_stage
+        if previous is None:
+            break
+        chain.insert(0, previous)
+    while (nxt := _next_stage(chain[-1])) is not None and len(chain) < 10:
+        chain.append(nxt)
+    if len(chain) < 2:
+        return []
+    return [{"number": n, "job": j, "current": j.pk == job.pk} for n, j in enumerate(chain, start=1)]
 
 
 def reward_chart(*, job: TrainingJob, width: int = 640, height: int = 220) -> dict:
@@ -31,12 +54,29 @@ def reward_chart(*, job: TrainingJob, width: int = 640, height: int = 220) -> di
     names = sorted({name for log in logs for name in (log.get("rewards") or {})})
     series = {name: [(log["step"], (log.get("rewards") or {}).get(name)) for log in logs] for name in names}
     series["total"] = [(log["step"], log.get("reward")) for log in logs]
+    return _chart(series, max_steps=job.max_steps, width=width, height=height)
+
+
+def loss_chart(*, job: TrainingJob, width: int = 640, height: int = 220) -> dict:
+    """The SFT job's training loss over the steps, as `reward_chart` draws rewards."""
+    logs = [log for log in job.step_logs if log.get("step")]
+    return _chart({"loss": [(log["step"], log.get("loss")) for log in logs]}, max_steps=job.max_steps, width=width, height=height)
+
+
+def training_job_chart(*, job: TrainingJob) -> dict:
+    """The job page's live chart: the rewards of a GRPO job, the loss of an SFT job ("title" says which)."""
+    if job.is_sft:
+        return {**loss_chart(job=job), "title": "Loss over steps"}
+    return {**reward_chart(job=job), "title": "Rewards over steps"}
+
+
+def _chart(series: dict[str, list[tuple[int, object]]], *, max_steps: int, width: int, height: int) -> dict:
     values = [v for points in series.values() for _, v in points if isinstance(v, int | float)]
     if not values:
         return {"lines": [], "width": width, "height": height}
     low, high = min(values), max(values)
     span = (high - low) or 1.0
-    last_step = max(job.max_steps, max(step for step, _ in series["total"]))
+    last_step = max(max_steps, max(step for points in series.values() for step, _ in points))
     pad = 24  # pixels around the plot for the axis labels
     lines = []
     for name, points in series.items():

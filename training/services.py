@@ -1,10 +1,12 @@
-"""Training jobs (create, run, cancel, fail: the `gpu` task and `train_grpo` call the same functions),
-the adapter registry (register, hot-load, make active) and evaluation runs on the held-out split."""
+"""Training jobs (GRPO and SFT, alone or as the stages of "SFT then GRPO"; create, run, cancel, fail:
+the `gpu` task and `train_grpo` call the same functions), the adapter registry (register, hot-load, make active) and evaluation runs on the held-out split."""
 
 from __future__ import annotations
 
+import dataclasses
 import filecmp
 import json
+import math
 import os
 import re
 import shutil
@@ -19,49 +21,158 @@ from django.utils import timezone
 
 from mesu_web.errors import ApplicationError
 from mesu_web.slugs import slug_of, unique_slug
-from training.config import CONFIG_FILENAME, GRPOJobConfig
+from training.config import CONFIG_FILENAME, GRPOJobConfig, SFTJobConfig
 from training.dataset import build_dataset, read_jsonl
 from training.evaluation import evaluate_pairs, reward_names
 from training.library import ImportedBook, delete_book, import_book_file
 from training.models import AdapterExport, EvaluationRun, TrainingJob, WriterAdapter
+from training.sft import SFTResult, run_sft
 from training.trainer import GRPOResult, check_adapter_nonzero, read_pairs, run_grpo
 from writer.engines.base import Sampling
 
 TEST_FILE = "test.jsonl"
 
 
+# ---------------------------------------------------------------------------------------------
+# Training jobs: GRPO, SFT, and "SFT then GRPO" (two jobs, the second waiting for the first)
+#
+# Life cycle of a row: queued -> running -> succeeded | cancelled | failed (the failure hook of the
+# `gpu` task, `training_job_fail`). A stage 2 (a GRPO job with a `previous_stage`) starts `waiting`
+# instead of queued: `_stage_finished` runs at every end of its stage 1 and queues it (stage 1
+# succeeded: `init_adapter` = stage 1's adapter) or fails it with the reason (failed, cancelled).
+
+# The row's step columns are PostgreSQL integers.
+_INT4_MAX = 2**31 - 1
+
+
+def _with_reasoning(rows: Sequence[dict]) -> int:
+    from training.sft import plain_reasoning
+
+    return sum(1 for row in rows if plain_reasoning(str(row.get("reasoning") or "")))
+
+
+def sft_dataset_dir(dataset_dir: Path, *, without_reasoning: str = "skip") -> tuple[Path, list[dict]]:
+    """The folder an SFT job trains on, and its rows: `dataset_dir` when its train.jsonl has distilled
+    rows (a reasoning to learn), else its `distilled/` folder (where `distill` writes them) when that
+    has some. The dataset pages link the dataset itself, so an admin starts "SFT then GRPO" on it: the
+    SFT stage takes the distilled rows, the GRPO stage every row. ApplicationError (extra "field":
+    "dataset_dir") when neither has a row with reasoning while such rows are skipped (run_sft's default):
+    the job would train on nothing, so it is refused before anything is queued."""
+    dataset_dir = Path(dataset_dir)
+    rows = read_pairs(dataset_dir)
+    if _with_reasoning(rows) or without_reasoning != "skip":
+        return dataset_dir, rows
+    distilled = dataset_dir / "distilled"
+    if (distilled / "train.jsonl").is_file():
+        distilled_rows = read_pairs(distilled)
+        if _with_reasoning(distilled_rows):
+            return distilled, distilled_rows
+    raise ApplicationError(
+        f"None of the {len(rows)} training row(s) of {dataset_dir} has a distilled reasoning, and SFT skips "
+        "rows without one: it would train on nothing. Distil the dataset first (manage.py distill writes "
+        f"{distilled}), then start the job on the dataset or on its distilled folder.",
+        {"field": "dataset_dir", "rows": len(rows)},
+    )
+
+
+def planned_sft_steps(config: SFTJobConfig, rows: int) -> int:
+    """The optimizer steps an SFT job will take on `rows` trainable rows (transformers' own count:
+    ceil(epochs x ceil(ceil(rows / batch) / accumulation))); max_steps when set. Rows too long for
+    max_length are only known on the worker: the row's max_steps is set to the real count at the end."""
+    if config.max_steps is not None:
+        return config.max_steps
+    batches = math.ceil(rows / config.per_device_train_batch_size)
+    per_epoch = max(1, math.ceil(batches / config.gradient_accumulation_steps))
+    return min(_INT4_MAX, max(1, math.ceil(config.num_train_epochs * per_epoch)))
+
+
 def training_job_create(
     *,
     user: AbstractBaseUser | None,
-    config: GRPOJobConfig,
+    config: GRPOJobConfig | SFTJobConfig,
     dataset_dir: Path,
     out_dir: Path,
     name: str = "",
     enqueue: bool = True,
+    previous_stage: TrainingJob | None = None,
 ) -> TrainingJob:
-    """Record a job whose config already passed validation, and queue it on `gpu` after the commit."""
-    read_pairs(Path(dataset_dir))  # a missing or malformed dataset fails now, not on the GPU worker
+    """Record a job whose config already passed validation (its kind follows the config's class), and
+    queue it on `gpu` after the commit. An SFT job trains on `sft_dataset_dir(dataset_dir)`. With
+    `previous_stage` (a GRPO job after an SFT job: `training_pipeline_create`) the job waits instead."""
+    if isinstance(config, SFTJobConfig):
+        kind = TrainingJob.Kind.SFT
+        dataset_dir, rows = sft_dataset_dir(Path(dataset_dir), without_reasoning=config.without_reasoning)
+        trainable = len(rows) if config.without_reasoning != "skip" else _with_reasoning(rows)
+        max_steps = planned_sft_steps(config, trainable)
+    else:
+        kind = TrainingJob.Kind.GRPO
+        read_pairs(Path(dataset_dir))  # a missing or malformed dataset fails now, not on the GPU worker
+        max_steps = config.max_steps
+    if previous_stage is not None and (kind != TrainingJob.Kind.GRPO or not previous_stage.is_sft):
+        raise ApplicationError("Only a GRPO job can follow a stage, and only an SFT job.")
     job = TrainingJob.objects.create(
         name=name.strip()[:120] or Path(out_dir).name,
+        kind=kind,
+        previous_stage=previous_stage,
+        status=TrainingJob.WAITING if previous_stage is not None else TrainingJob.Status.QUEUED,
         created_by=user,
         dataset_dir=str(Path(dataset_dir).resolve()),
         out_dir=str(Path(out_dir).resolve()),
         config=config.to_dict(),
-        max_steps=config.max_steps,
+        max_steps=max_steps,
     )
-    if enqueue:
-        from training.tasks import training_job_run_task
-
-        job_id = job.pk
-        transaction.on_commit(lambda: training_job_run_task.delay(job_id), robust=True)
+    if enqueue and previous_stage is None:
+        _enqueue(job.pk)
     return job
+
+
+def _enqueue(job_id: int) -> None:
+    from training.tasks import training_job_run_task
+
+    transaction.on_commit(lambda: training_job_run_task.delay(job_id), robust=True)
+
+
+def training_pipeline_create(
+    *,
+    user: AbstractBaseUser | None,
+    sft_config: SFTJobConfig,
+    grpo_config: GRPOJobConfig,
+    dataset_dir: Path,
+    out_dir: Path,
+    name: str = "",
+    enqueue: bool = True,
+) -> tuple[TrainingJob, TrainingJob]:
+    """"SFT then GRPO": an SFT job (queued now, on `sft_dataset_dir(dataset_dir)`, into <out_dir>/sft)
+    and a GRPO job on `dataset_dir` (into <out_dir>/grpo) that waits for it and then starts from its
+    adapter. The GRPO job takes the SFT job's LoRA shape (rank, alpha, target modules): a LoRA of
+    another shape could not be continued. Both rows or neither. `enqueue`: queue the SFT job on `gpu`
+    after the commit (False: the caller runs it, as tests do)."""
+    out_dir = Path(out_dir)
+    name = name.strip()[:100] or out_dir.name
+    grpo_config = dataclasses.replace(
+        grpo_config,
+        lora_rank=sft_config.lora_rank,
+        lora_alpha=sft_config.effective_lora_alpha,
+        target_modules=list(sft_config.target_modules),
+        init_adapter="",  # set to the SFT adapter when stage 1 succeeds
+    )
+    with transaction.atomic():
+        sft = training_job_create(
+            user=user, config=sft_config, dataset_dir=dataset_dir, out_dir=out_dir / "sft",
+            name=f"{name} SFT", enqueue=enqueue,
+        )  # fmt: skip
+        grpo = training_job_create(
+            user=user, config=grpo_config, dataset_dir=dataset_dir, out_dir=out_dir / "grpo",
+            name=f"{name} GRPO", previous_stage=sft,
+        )  # fmt: skip
+    return sft, grpo
 
 
 def _start(job_id: int) -> TrainingJob | None:
     with transaction.atomic():
         job = TrainingJob.objects.select_for_update().get(pk=job_id)
-        if job.is_finished:
-            return None  # a redelivered task for a finished job does nothing
+        if job.is_finished or job.is_waiting:
+            return None  # a redelivered task for a finished job (or a stray one for a waiting stage) does nothing
         job.status = TrainingJob.Status.RUNNING
         job.attempts += 1
         job.started_at = job.started_at or timezone.now()
@@ -75,13 +186,13 @@ def training_job_run(
     job_id: int,
     should_stop: Callable[[], bool] | None = None,
     on_step: Callable[[dict], None] | None = None,
-) -> GRPOResult | None:
-    """Train; every step lands on the row at once. Resumes from the last checkpoint of a job that
-    crashed or was cancelled. Returns None when the job had already finished."""
+) -> GRPOResult | SFTResult | None:
+    """Train (GRPO or SFT, by the row's kind); every step lands on the row at once. Resumes from the
+    last checkpoint of a job that crashed or was cancelled. Returns None when the job had already
+    finished (or is a stage still waiting for its stage 1)."""
     job = _start(job_id)
     if job is None:
         return None
-    config = GRPOJobConfig.from_dict(job.config)
 
     def record_step(entry: dict) -> None:
         with transaction.atomic():
@@ -89,7 +200,8 @@ def training_job_run(
             logs = [log for log in row.step_logs if log.get("step") != entry.get("step")] + [entry]
             row.step_logs = sorted(logs, key=lambda log: log.get("step") or 0)
             row.step = max(row.step, int(entry.get("step") or 0))
-            row.save(update_fields=["step_logs", "step"])
+            row.max_steps = max(row.max_steps, row.step)  # an SFT job's planned count was an estimate
+            row.save(update_fields=["step_logs", "step", "max_steps"])
         if on_step is not None:
             on_step(entry)
 
@@ -97,22 +209,44 @@ def training_job_run(
         cancelled = TrainingJob.objects.filter(pk=job_id, cancel_requested=True).exists()
         return cancelled or (should_stop is not None and should_stop())
 
-    result = run_grpo(
-        config=config,
-        dataset_dir=Path(job.dataset_dir),
-        out_dir=Path(job.out_dir),
-        on_step=record_step,
-        should_stop=stop,
-    )
+    result: GRPOResult | SFTResult
+    if job.is_sft:
+        result = run_sft(
+            config=SFTJobConfig.from_dict(job.config),
+            dataset_dir=Path(job.dataset_dir),
+            out_dir=Path(job.out_dir),
+            on_step=record_step,
+            should_stop=stop,
+        )
+        backend = "trl"
+        summary = {
+            key: getattr(result, key)
+            for key in ("device", "seconds", "final_loss", "rows_used", "rows_without_reasoning", "rows_trimmed",
+                        "rows_too_long", "without_reasoning")
+        }  # fmt: skip
+        summary["rows_skipped"] = result.rows_skipped
+    else:
+        result = run_grpo(
+            config=GRPOJobConfig.from_dict(job.config),
+            dataset_dir=Path(job.dataset_dir),
+            out_dir=Path(job.out_dir),
+            on_step=record_step,
+            should_stop=stop,
+        )
+        backend = result.backend
+        summary = {key: getattr(result, key) for key in ("device", "seconds", "prompts_used", "prompts_skipped")}
     # The results first, the status last: a page (or a test) that sees "succeeded" also sees the
     # registered adapter.
+    done = {"max_steps": result.steps} if job.is_sft and not result.cancelled else {}
     TrainingJob.objects.filter(pk=job_id).update(
         step=result.steps,
         adapter_path=str(result.adapter_path or ""),
-        backend=result.backend,
+        backend=backend,
         lora_nonzero=None if result.cancelled else result.lora_nonzero,
         base_unchanged=result.base_unchanged,
         resumed_from=result.resumed_from or "",
+        summary=summary,
+        **done,
     )
     if not result.cancelled and result.adapter_path is not None:
         try:
@@ -123,17 +257,20 @@ def training_job_run(
         status=TrainingJob.Status.CANCELLED if result.cancelled else TrainingJob.Status.SUCCEEDED,
         finished_at=timezone.now(),
     )
+    _stage_finished(job_id)
     return result
 
 
 def training_job_cancel(*, job: TrainingJob) -> TrainingJob:
-    """Ask a running job to stop after its current step (it keeps a checkpoint); a queued one stops at once."""
+    """Ask a running job to stop after its current step (it keeps a checkpoint); a queued or waiting one
+    stops at once. A stage 2 waiting for this job fails (`_stage_finished`)."""
     if job.is_finished:
         raise ApplicationError(f"This job is already {job.status_label.lower()}.")
     TrainingJob.objects.filter(pk=job.pk).update(cancel_requested=True)
-    TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.Status.QUEUED).update(
+    TrainingJob.objects.filter(pk=job.pk, status__in=[TrainingJob.Status.QUEUED, TrainingJob.WAITING]).update(
         status=TrainingJob.Status.CANCELLED, finished_at=timezone.now()
     )
+    _stage_finished(job.pk)
     job.refresh_from_db()
     return job
 
@@ -144,6 +281,43 @@ def training_job_fail(*, job_id: int, error: str) -> None:
         error=error or "Training failed for an unknown reason.",
         finished_at=timezone.now(),
     )
+    _stage_finished(job_id)
+
+
+def _stage_finished(job_id: int) -> None:
+    """Decide the stage waiting for job `job_id`, once that job has ended (a no-op otherwise, and when
+    no stage waits): it succeeded -> the next stage's `init_adapter` is its adapter and it is queued
+    (the adapter's LoRA shape is checked here first); failed or cancelled -> the next stage fails with
+    the reason. Run from every path that ends a job, so a waiting stage never waits for ever."""
+    with transaction.atomic():
+        previous = TrainingJob.objects.filter(pk=job_id).first()
+        if previous is None or not previous.is_finished:
+            return
+        nxt = TrainingJob.objects.select_for_update().filter(previous_stage_id=job_id, status=TrainingJob.WAITING).first()
+        if nxt is None:
+            return
+        stage1 = f"Stage 1 ({previous.get_kind_display()} job #{previous.pk} “{previous.name}”)"
+        if previous.status == TrainingJob.Status.SUCCEEDED:
+            config = {**nxt.config, "init_adapter": previous.adapter_path}
+            try:
+                GRPOJobConfig.from_dict(config)  # the adapter exists here and has the job's LoRA shape
+            except ApplicationError as exc:
+                _fail_waiting(nxt, f"{stage1} succeeded, but its adapter cannot start this stage: {exc.message}")
+                return
+            TrainingJob.objects.filter(pk=nxt.pk).update(config=config, status=TrainingJob.Status.QUEUED)
+            _enqueue(nxt.pk)
+        elif previous.status == TrainingJob.Status.CANCELLED:
+            _fail_waiting(nxt, f"{stage1} was cancelled, so this stage never started (it starts from stage 1's adapter).")
+        else:
+            reason = (previous.error or "no reason recorded")[:500]
+            _fail_waiting(nxt, f"{stage1} failed, so this stage never started: {reason}")
+
+
+def _fail_waiting(job: TrainingJob, error: str) -> None:
+    TrainingJob.objects.filter(pk=job.pk, status=TrainingJob.WAITING).update(
+        status=TrainingJob.Status.FAILED, error=error, finished_at=timezone.now()
+    )
+    _stage_finished(job.pk)  # a stage after this one, should there ever be one
 
 
 # ---------------------------------------------------------------------------------------------
@@ -300,13 +474,13 @@ def _register_job_adapter(job_id: int) -> WriterAdapter | None:
     if not job.adapter_path or WriterAdapter.objects.filter(job=job).exists():
         return None
     last = job.step_logs[-1] if job.step_logs else {}
-    metrics = {
-        "steps": job.step,
-        "reward": last.get("reward"),
-        "rewards": last.get("rewards") or {},
-        "base_unchanged": job.base_unchanged,
-        "backend": job.backend,
-    }
+    if job.is_sft:  # what train_sft --register records
+        metrics = {"stage": "sft", "steps": job.step, "final_loss": job.final_loss}
+    else:
+        metrics = {"reward": last.get("reward"), "rewards": last.get("rewards") or {}, "steps": job.step}
+        if job.previous_stage_id is not None:
+            metrics["init_adapter"] = job.config.get("init_adapter") or ""
+    metrics.update(base_unchanged=job.base_unchanged, backend=job.backend)
     return adapter_register(
         name=_adapter_name_for_job(job),
         source_dir=Path(job.adapter_path),
@@ -625,6 +799,7 @@ def training_job_requeue_dead_run(job_id: int) -> str | None:
         return None
     if job.cancel_requested:
         TrainingJob.objects.filter(pk=job_id).update(status=TrainingJob.Status.CANCELLED, finished_at=timezone.now())
+        _stage_finished(job_id)
         return "closed"
     if job.attempts >= settings.RECOVERY_MAX_ATTEMPTS:
         training_job_fail(

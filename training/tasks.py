@@ -22,7 +22,9 @@ class TrainingTask(RowTask):
         )
 
 
-# A GRPO job runs for hours on a GPU, far past the generation queue's limits: 48 h here (seconds).
+# A training job runs for hours on a GPU, far past the generation queue's limits: 48 h here (seconds).
+# One task for both kinds: `training_job_run` runs GRPO or SFT by the row's kind, and an SFT job's end
+# queues (or fails) the GRPO stage waiting for it.
 TRAINING_TIME_LIMIT = 48 * 3600
 
 

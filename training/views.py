@@ -1,7 +1,9 @@
-"""Admin pages for training jobs: start one, watch it live (htmx polling, reward chart), cancel it."""
+"""Admin pages for training jobs: start one (GRPO, SFT, or SFT then GRPO), watch it live (htmx polling,
+the reward or loss chart, the stages), cancel it."""
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 from django.conf import settings
@@ -15,7 +17,7 @@ from django_htmx.http import HttpResponseStopPolling
 
 from mesu_web.errors import ApplicationError
 from training import selectors, services
-from training.config import GRPOJobConfig
+from training.config import GRPOJobConfig, SFTJobConfig
 from training.forms import (
     AdapterRegisterForm,
     BookUploadForm,
@@ -36,28 +38,64 @@ def job_list(request: HttpRequest) -> HttpResponse:
         initial["out_dir"] = str(settings.TRAINING_RUNS_DIR / f"{Path(dataset).name}-{timezone.now():%Y%m%d-%H%M%S}")
     form = TrainingJobForm(request.POST or None, initial=initial)
     if request.method == "POST" and form.is_valid():
-        data = form.cleaned_data
-        try:
-            config = GRPOJobConfig.from_form(data, base_model=str(settings.WRITER_MODEL_PATH))
-            job = services.training_job_create(
-                user=request.user,
-                config=config,
-                dataset_dir=Path(data["dataset_dir"]),
-                out_dir=Path(data["out_dir"]),
-                name=data["name"],
-            )
-        except ApplicationError as exc:
-            form.add_application_error(exc)
-        else:
-            messages.success(request, f"Training job “{job.name}” is queued on the gpu workers.")
+        job = _queue_from_form(request, form)
+        if job is not None:
             return redirect("training:job_detail", pk=job.pk)
     context = {"jobs": selectors.training_job_list()[:50], "form": form, "model_roles": selectors.model_roles()}
     return render(request, "training/job_list.html", context)
 
 
+def _queue_from_form(request: HttpRequest, form: TrainingJobForm) -> TrainingJob | None:
+    """Validate the chosen kind's configs and queue the job (or both stages); the job to show, or None
+    with the reasons on the form. Each config is built before anything is recorded, so that one
+    refused value queues nothing."""
+    data = form.cleaned_data
+    base_model = str(settings.WRITER_MODEL_PATH)
+    sft_config = grpo_config = None
+    if form.wants_sft:
+        try:
+            sft_config = SFTJobConfig.from_form(data, base_model=base_model)
+        except ApplicationError as exc:
+            form.add_application_error(exc, sft=True)
+    if form.wants_grpo:
+        try:
+            grpo_config = GRPOJobConfig.from_form(data, base_model=base_model)
+            if data.get("lora_alpha") is not None:
+                grpo_config = dataclasses.replace(grpo_config, lora_alpha=data["lora_alpha"])
+        except ApplicationError as exc:
+            form.add_application_error(exc)
+    if form.errors:
+        return None
+    where = {"dataset_dir": Path(data["dataset_dir"]), "out_dir": Path(data["out_dir"]), "name": data["name"]}
+    try:
+        if sft_config is not None and grpo_config is not None:
+            sft, grpo = services.training_pipeline_create(
+                user=request.user, sft_config=sft_config, grpo_config=grpo_config, **where
+            )
+            messages.success(
+                request,
+                f"“{sft.name}” is queued on the gpu workers; “{grpo.name}” waits for it and starts from its adapter.",
+            )
+            return sft
+        job = services.training_job_create(user=request.user, config=sft_config or grpo_config, **where)
+    except ApplicationError as exc:
+        form.add_application_error(exc, sft=sft_config is not None)
+        return None
+    messages.success(request, f"Training job “{job.name}” is queued on the gpu workers.")
+    return job
+
+
 def _context(job: TrainingJob) -> dict:
     last = job.step_logs[-1] if job.step_logs else {}
-    return {"job": job, "last": last, "chart": selectors.reward_chart(job=job)}
+    stages = selectors.training_job_stages(job=job)
+    return {
+        "job": job,
+        "last": last,
+        "chart": selectors.training_job_chart(job=job),
+        "stages": stages,
+        # The page polls while this job or another stage of its run has not ended.
+        "polling": not all(row.is_finished for row in [job, *(stage["job"] for stage in stages)]),
+    }
 
 
 @staff_member_required
@@ -70,10 +108,11 @@ def job_detail(request: HttpRequest, pk: int) -> HttpResponse:
 @staff_member_required
 @require_GET
 def job_progress(request: HttpRequest, pk: int) -> HttpResponse:
-    """The htmx-polled fragment; 286 (stop polling) once the job has ended."""
+    """The htmx-polled fragment; 286 (stop polling) once the job (and every stage of its run) has ended."""
     job = selectors.training_job_get(pk=pk)
-    response = render(request, "training/_job_body.html", _context(job))
-    return HttpResponseStopPolling(response.content) if job.is_finished else response
+    context = _context(job)
+    response = render(request, "training/_job_body.html", context)
+    return response if context["polling"] else HttpResponseStopPolling(response.content)
 
 
 @staff_member_required
