@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import os
 import sys
 import tempfile
@@ -103,6 +104,12 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="new tokens per option")
     parser.add_argument("--no-lora", action="store_true", help="the base model only (no random LoRA runs)")
     parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a trained LoRA folder (e.g. training/shipped/mesu-writer-v2) instead of the random r=8 one",
+    )
+    parser.add_argument(
         "--model",
         default="",
         help="a packaged model (writer.model_files.PACKAGED_MODELS: smollm2, qwen2.5-coder-0.5b, "
@@ -119,7 +126,13 @@ def main() -> None:
     sizes = {"options": args.options, "max_tokens": args.max_tokens}
     work = Path(tempfile.mkdtemp(prefix="mesu-bench-"))
     adapter = None
-    if not args.no_lora:
+    lora_label = "LoRA r=8"
+    if args.adapter is not None:
+        lora_dir = args.adapter.resolve()
+        rank = json.loads((lora_dir / "adapter_config.json").read_text())["r"]
+        lora_label = f"{lora_dir.name} (LoRA r={rank})"
+        adapter = Adapter(name=f"bench-{lora_dir.name}-{os.getpid()}", path=lora_dir)
+    elif not args.no_lora:
         lora_dir = make_random_lora(model_dir, work / "bench-lora", r=8, seed=0)
         adapter = Adapter(name=f"bench-lora-{os.getpid()}", path=lora_dir)  # new name: a real runtime load
     timings: dict[str, float] = {}
@@ -153,11 +166,11 @@ def main() -> None:
             )
         )
         runs += timed_generations(vllm, "vllm", "base", None, args.runs, **sizes)
-        if not args.no_lora:
+        if adapter is not None:
             started = time.monotonic()
             vllm.ensure_adapter(adapter)
             timings["vLLM adapter load (runtime, POST /v1/load_lora_adapter)"] = time.monotonic() - started
-            runs += timed_generations(vllm, "vllm", "LoRA r=8", adapter, args.runs, **sizes)
+            runs += timed_generations(vllm, "vllm", lora_label, adapter, args.runs, **sizes)
     finally:
         if proc is not None:
             stop_process_group(proc)  # the local engine runs on a quiet machine
@@ -174,11 +187,11 @@ def main() -> None:
     local.load()
     timings["local model load (float32, from the folder)"] = time.monotonic() - started
     runs += timed_generations(local, "local", "base", None, args.runs, **sizes)
-    if not args.no_lora:
+    if adapter is not None:
         started = time.monotonic()
         local.generate(MESSAGES, n=1, sampling=Sampling(max_tokens=1), adapter=adapter)
         timings["local adapter load (PEFT, + 1 token)"] = time.monotonic() - started
-        runs += timed_generations(local, "local", "LoRA r=8", adapter, args.runs, **sizes)
+        runs += timed_generations(local, "local", lora_label, adapter, args.runs, **sizes)
 
     report = render(info, timings, runs, args, base_url)
     print()

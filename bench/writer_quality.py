@@ -76,6 +76,13 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--json", type=Path, default=ROOT / "var" / "bench" / "writer_quality.json")
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--no-report", action="store_true", help="print only; leave docs/benchmarks.md alone")
+    parser.add_argument(
+        "--adapter",
+        type=Path,
+        default=None,
+        help="a LoRA folder (e.g. training/shipped/mesu-writer-v2) registered and made the active writer "
+        "for every request (default: none; the base model)",
+    )
     return parser.parse_args()
 
 
@@ -84,6 +91,8 @@ ARGS = parse_args() if __name__ == "__main__" else argparse.Namespace(db="mesu_b
 # the browser run inherit them).
 os.environ["POSTGRES_DB"] = ARGS.db
 os.environ["REDIS_URL"] = f"redis://127.0.0.1:6379/{ARGS.redis_db}"
+if getattr(ARGS, "adapter", None) is not None:  # the bench's own adapter folder, shared with its app processes
+    os.environ["WRITER_ADAPTER_DIR"] = tempfile.mkdtemp(prefix="bench-adapters-")
 
 import django  # noqa: E402
 
@@ -201,9 +210,16 @@ class RequestResult:
 # --- The database --------------------------------------------------------------------------------
 
 
-def seed() -> list[Story]:
+def seed(base_url: str) -> list[Story]:
     call_command("migrate", verbosity=0)
     seed_demo()
+    if ARGS.adapter is not None:  # the trained writer, active: what a new install's ./dev up gives
+        from training.services import adapter_activate, adapter_register
+
+        with override_settings(WRITER_BASE_URL=base_url):  # loaded into the bench's server
+            adapter = adapter_register(name=f"bench-{ARGS.adapter.name}", source_dir=ARGS.adapter)
+            adapter_activate(adapter=adapter)
+        print(f"  active writer: {adapter.name} ({ARGS.adapter})", flush=True)
     author = get_user_model().objects.get(username="ava")
     stories = [Story.objects.get(owner=author, title=spec["title"]) for spec in DEMO_STORIES]
     seed_brands(get_user_model().objects.get(username="bree"), opt_in_stories=stories)
@@ -554,7 +570,9 @@ def report(
     lines = [
         f"## {started:%Y-%m-%d %H:%M} UTC: what the writer writes, issue 14's goals (bench/writer_quality.py)",
         "",
-        f"Machine: {machine_line}. SmolLM2-135M-Instruct (the packaged GGUF) on the vLLM CPU server "
+        f"Machine: {machine_line}. SmolLM2-135M-Instruct (the packaged GGUF)"
+        + (f" with the LoRA {ARGS.adapter} active" if getattr(ARGS, "adapter", None) else "")
+        + " on the vLLM CPU server "
         "(`scripts/vllm_server.sh`) and the in-process engine; the two sample stories, both opted in to "
         f"placements (the demo brands); {N_OPTIONS} options of {CHAPTER_TOKENS} chapter tokens per request, "
         "through the writer's services as the Celery task runs them. Old decoding = one phase, no repetition "
@@ -626,7 +644,7 @@ def main() -> None:
     recreate_database(ARGS.db)
     procs: list[subprocess.Popen] = []
     try:
-        stories = seed()
+        stories = seed(base_url)
         results = []
         chosen = [
             c

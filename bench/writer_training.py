@@ -124,6 +124,10 @@ def main() -> int:
     parser.add_argument("--report", type=Path, default=ROOT / "docs" / "benchmarks.md")
     parser.add_argument("--json", type=Path, default=None)
     parser.add_argument("--no-report", action="store_true")
+    parser.add_argument(
+        "--max-new-tokens", type=int, default=640, help="What the answers were asked for (train_writer.sh COMPLETION_TOKENS)."
+    )
+    parser.add_argument("--sft-epochs", type=int, default=5, help="train_writer.sh SFT_EPOCHS of the run.")
     args = parser.parse_args()
 
     import django
@@ -182,17 +186,22 @@ def main() -> int:
         f"- **Corpus**: gutenberg-classics, 319 training pairs (Emma, Mansfield Park, Persuasion, Pride and "
         f"Prejudice, Moby-Dick), {len(pairs_by_key)} held out (Northanger Abbey, Sense and Sensibility: whole "
         f"books never trained on); the first {len(pairs)} held-out pairs answered by each target.",
-        f"- **Distillation**: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, bf16 on vLLM) explained "
-        f"{distill['done']} of {distill['pairs']} real next chapters in {distill['seconds']:.0f} s "
-        f"({distill['failed']} refused; {distill['truncated']} stopped at 400 tokens, cut at a sentence by SFT).",
+        (
+            f"- **Distillation**: Qwen2.5-Coder-1.5B-Instruct (Q4_K_M GGUF, bf16 on vLLM) explained "
+            f"{distill['done']} of {distill['pairs']} real next chapters in {distill['seconds']:.0f} s "
+            f"({distill['failed']} refused; {distill['truncated']} stopped at 400 tokens, cut at a sentence by SFT)."
+            if "reused" not in distill
+            else f"- **Distillation**: reused (`distill --reuse`) from an earlier run's Qwen2.5-Coder-1.5B-Instruct "
+            f"reasoning: {distill['splits']['train']['written']} of {distill['splits']['train']['rows']} training pairs."
+        ),
         f"- **SFT**: TRL SFTTrainer + LoRA r=16 on SmolLM2-135M, {sft['rows_used']} rows, {sft['steps']} steps "
-        f"(2 epochs, lr 2e-4), loss {sft['step_logs'][0]['loss']:.3f} -> {sft['final_loss']:.3f}, "
+        f"({args.sft_epochs} epochs, lr 2e-4), loss {sft['step_logs'][0]['loss']:.3f} -> {sft['final_loss']:.3f}, "
         f"{sft['seconds']:.0f} s.",
         f"- **GRPO** from the SFT adapter: TRL + colocated vLLM, {grpo['steps']} steps x 2 prompts x 8 "
-        f"completions of up to 704 tokens, lr 2e-5, rewards format, repetition, BLEU, ROUGE-1/L, VR-CLI; "
+        f"completions of up to {args.max_new_tokens} tokens, lr 2e-5, rewards format, repetition, BLEU, ROUGE-1/L, VR-CLI; "
         f"{grpo['seconds']:.0f} s.",
-        "- **Answers**: one per held-out pair and target, seed 0, temperature 0.8, 512 new tokens for the "
-        "reasoning and the chapter together, one call, no constrained decoding (the format measured is "
+        f"- **Answers**: one per held-out pair and target, seed 0, temperature 0.8, {args.max_new_tokens} new tokens "
+        "for the reasoning and the chapter together, one call, no constrained decoding (the format measured is "
         "the model's own).",
         "",
         "| metric | " + " | ".join(LABELS[t] for t in TARGETS) + " | SFT better than base | SFT+GRPO better than base |",
@@ -207,10 +216,23 @@ def main() -> int:
         )
     lines.append("")
     for name, summary in judge.items():
+        mode = summary.get("mode", "letters")
+        ci = summary.get("ci95")
+        rate = (
+            f"win rate {summary['win_rate']:.1%} of the decisive pairs (95 % interval {ci[0]:.1%}-{ci[1]:.1%}), "
+            f"{summary['win_rate_ties_half']:.1%} with ties as half"
+            if summary.get("win_rate") is not None
+            else "no decisive pair"
+        )
+        bias = (
+            f"the first-shown letter had the higher probability in {summary['first_position_share']:.0%} of the "
+            f"orders; mean preference {summary['mean_preference']:.4f}"
+            if mode == "logprobs"
+            else f"it named the candidate shown first in {summary['first_position_share']:.0%} of its answers"
+        )
         lines.append(
-            f"- Judge (Qwen 1.5B, both orders) {name}: {summary['wins']} wins, {summary['losses']} losses, "
-            f"{summary['ties']} ties, {summary['no_verdict']} without a verdict; it named the candidate shown "
-            f"first in {summary['first_position_share']:.0%} of its answers."
+            f"- Judge (Qwen 1.5B, both orders, {mode}) {name}: {summary['wins']} wins, {summary['losses']} losses, "
+            f"{summary['ties']} ties, {summary['no_verdict']} without a verdict: {rate}; {bias}."
         )
     lines.append(f"\nScored in {time.monotonic() - started:.0f} s.\n")
     report = "\n".join(lines)

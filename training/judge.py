@@ -17,6 +17,9 @@ An order where the engine saw neither letter (a provider's top log-probs hold ne
 and neither has its pair. The verdicts keep each order's normalised P(A) and P(B), and the summary the
 `mean_preference`, the `mean_letter_mass` (P(A) + P(B) before normalising: how much the judge meant to
 answer with a letter at all) and `letters_absent` (letters the engine could not see, given a floor).
+Serve the judge in float32: a bfloat16 server's log-probabilities come in steps (the gap between "A"
+and "B" moved by 0.125 at a time on the GPU run of 2026-12-07), so two chapters the judge tells apart a
+little get the same gap in both orders, a tie (49 of 79 pairs there).
 
 **letters** (the judge's generated answer, `parse_verdict`; what the first GPU run used, where the
 judge named whichever candidate was shown first in 100 % of answers, so that every pair was a tie):

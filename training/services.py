@@ -463,6 +463,32 @@ def adapter_activate(*, adapter: WriterAdapter) -> WriterAdapter:
     return adapter
 
 
+# The trained writer committed with the code (issue 15): `./dev up` installs it with
+# `install_shipped_writer` (shipped_writer_install).
+SHIPPED_WRITER_NAME = "mesu-writer-v2"
+SHIPPED_WRITER_DIR = Path(__file__).resolve().parent / "shipped" / SHIPPED_WRITER_NAME
+
+
+def shipped_writer_install(*, source_dir: Path = SHIPPED_WRITER_DIR, name: str = SHIPPED_WRITER_NAME) -> dict:
+    """Register the shipped writer once, and make it the active writer when it is new and no adapter is
+    active: a new install writes with the trained writer from its first request, and an admin's choice
+    (another adapter active, or this one deactivated: "Use the base model") is never undone, because an
+    adapter already registered under `name` is left as it is. Returns {"name", "registered" (now),
+    "active", "note"}; a writer server that is down leaves it registered, inactive, with the reason."""
+    existing = WriterAdapter.objects.filter(name=name).first()
+    if existing is not None:
+        return {"name": name, "registered": False, "active": existing.is_active, "note": "already registered; left as it is"}
+    adapter = adapter_register(name=name, source_dir=source_dir, load=False)
+    active = WriterAdapter.objects.filter(is_active=True).exclude(pk=adapter.pk).first()
+    if active is not None:
+        return {"name": name, "registered": True, "active": False, "note": f"{active.name} stays the active writer"}
+    try:
+        adapter = adapter_activate(adapter=adapter)
+    except ApplicationError as exc:
+        return {"name": name, "registered": True, "active": False, "note": f"not made active: {exc.message}"}
+    return {"name": name, "registered": True, "active": adapter.is_active, "note": "the active writer"}
+
+
 def adapter_deactivate() -> None:
     """Back to the base model (or settings.WRITER_DEFAULT_ADAPTER) for new requests."""
     WriterAdapter.objects.filter(is_active=True).update(is_active=False)

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # train_writer.sh - the writer trained for real (issue 15), on the GPU host after unpack.sh and
-# `host_check.sh STEPS=setup`, with Qwen2.5-Coder-1.5B's GGUF staged as /tmp/stage/q00..q17
+# `host_check.sh STEPS=setup`, with Qwen2.5-Coder-1.5B's GGUF staged as /tmp/stage/q00, q01, ... (the join takes every q?? there)
 # (stage_teacher.sh) and the corpus dataset carried as .whl/data/corpus.tgz (corpus_bundle.sh):
 #
 #   teacher   join the GGUF pieces, check the sha256, convert to a bf16 Hugging Face folder
@@ -115,7 +115,10 @@ fi
 
 if want_serve teacher; then
   # The teacher first: distillation starts while the writer's server comes up.
-  DETACH=1 ENABLE_LORA=0 GPU_UTIL=${TEACHER_GPU_UTIL:-0.3} VLLM_ARGS="--enforce-eager --max-model-len 32768" \
+  # float32 (TEACHER_DTYPE): the judge's verdict is the gap between two log-probabilities, and in bfloat16
+  # that gap comes in steps of 0.125 (run11: 49 of 79 pairs tied on exactly equal gaps in both orders).
+  DETACH=1 ENABLE_LORA=0 GPU_UTIL=${TEACHER_GPU_UTIL:-0.3} \
+    VLLM_ARGS="--enforce-eager --max-model-len 32768 --dtype ${TEACHER_DTYPE:-float32}" \
     step serve_teacher 60 400 bash "$HERE/serve.sh" "$TEACHER" qwen15 8001 || exit 1
 fi
 

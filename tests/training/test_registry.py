@@ -44,7 +44,10 @@ def zeroed_copy(lora: Path, out: Path) -> Path:
     """A copy of `lora` whose B matrices are all zero: what an adapter that never learned looks like."""
     shutil.copytree(lora, out)
     tensors = load_file(str(out / "adapter_model.safetensors"))
-    save_file({k: (v * 0 if "lora_B" in k else v) for k, v in tensors.items()}, str(out / "adapter_model.safetensors"))
+    save_file(
+        {k: (v * 0 if "lora_B" in k else v) for k, v in tensors.items()},
+        str(out / "adapter_model.safetensors"),
+    )
     return out
 
 
@@ -123,7 +126,9 @@ def test_activation_is_one_click_and_exclusive(db, users, adapter_dir, lora_adap
     assert request.adapter == "" and GenerationRequest.objects.count() == 2
 
 
-def test_concurrent_activations_leave_one_active(transactional_db, adapter_dir, lora_adapter_dir, local_engine):
+def test_concurrent_activations_leave_one_active(
+    transactional_db, adapter_dir, lora_adapter_dir, local_engine
+):
     adapters = [services.adapter_register(name=f"a{i}", source_dir=lora_adapter_dir) for i in range(6)]
     errors: list[Exception] = []
 
@@ -146,7 +151,9 @@ def test_concurrent_activations_leave_one_active(transactional_db, adapter_dir, 
     assert WriterAdapter.objects.filter(is_active=True).count() == 1
 
 
-def test_an_adapter_that_did_not_learn_cannot_be_activated(db, adapter_dir, lora_adapter_dir, tmp_path, local_engine):
+def test_an_adapter_that_did_not_learn_cannot_be_activated(
+    db, adapter_dir, lora_adapter_dir, tmp_path, local_engine
+):
     zero = services.adapter_register(name="zero", source_dir=zeroed_copy(lora_adapter_dir, tmp_path / "zero"))
     assert zero.lora_nonzero is False and zero.metrics["lora_zero_tensors"]
     with pytest.raises(ApplicationError, match="did not learn"):
@@ -154,7 +161,9 @@ def test_an_adapter_that_did_not_learn_cannot_be_activated(db, adapter_dir, lora
     assert selectors.active_adapter_name() == ""
 
 
-def test_a_down_server_leaves_a_reason_and_blocks_activation(db, users, adapter_dir, lora_adapter_dir, down_server):
+def test_a_down_server_leaves_a_reason_and_blocks_activation(
+    db, users, adapter_dir, lora_adapter_dir, down_server
+):
     adapter = services.adapter_register(name="offline", source_dir=lora_adapter_dir)
     assert adapter.loaded_at is None and "not answering" in adapter.load_error
     with pytest.raises(ApplicationError, match="could not be loaded"):
@@ -177,14 +186,19 @@ def test_hot_load_into_the_real_vllm_server(db, users, adapter_dir, lora_adapter
     name = f"reg-{uuid.uuid4().hex[:8]}"  # vLLM keeps a name's first weights: a fresh name per run
     client = Client()
     client.force_login(users["root"])
-    response = client.post(reverse("training:adapter_list"), {"name": name, "path": str(lora_adapter_dir)}, follow=True)
+    response = client.post(
+        reverse("training:adapter_list"), {"name": name, "path": str(lora_adapter_dir)}, follow=True
+    )
     assert f"Registered {name} and loaded it" in response.content.decode()
     engine = get_engine("vllm")
     assert name in engine.list_models()
     adapter = WriterAdapter.objects.get(name=name)
     services.adapter_activate(adapter=adapter)
     result = engine.generate(
-        [{"role": "user", "content": "Say hello."}], n=1, sampling=Sampling(max_tokens=4), adapter=resolve_adapter(name)
+        [{"role": "user", "content": "Say hello."}],
+        n=1,
+        sampling=Sampling(max_tokens=4),
+        adapter=resolve_adapter(name),
     )
     assert result.model == name and result.completions[0].tokens > 0
 
@@ -204,15 +218,25 @@ def test_register_adapter_command(db, adapter_dir, lora_adapter_dir, local_engin
     from django.core.management.base import CommandError
 
     out = io.StringIO()
-    call_command("register_adapter", "--path", str(lora_adapter_dir), "--name", "cli", "--activate", stdout=out)
+    call_command(
+        "register_adapter", "--path", str(lora_adapter_dir), "--name", "cli", "--activate", stdout=out
+    )
     data = json.loads(out.getvalue())
     assert data["name"] == "cli" and data["active"] is True and data["lora_nonzero"] is True
     with pytest.raises(CommandError, match="already registered"):
         call_command("register_adapter", "--path", str(lora_adapter_dir), "--name", "cli")
 
 
-def test_export_from_the_adapters_page(db, users, adapter_dir, lora_adapter_dir, local_engine, settings, tmp_path,
-                                        django_capture_on_commit_callbacks):
+def test_export_from_the_adapters_page(
+    db,
+    users,
+    adapter_dir,
+    lora_adapter_dir,
+    local_engine,
+    settings,
+    tmp_path,
+    django_capture_on_commit_callbacks,
+):
     settings.TRAINING_EXPORTS_DIR = tmp_path / "exports"
     adapter = services.adapter_register(name="shipit", source_dir=lora_adapter_dir)
     client = Client()
@@ -242,13 +266,16 @@ def test_export_from_the_adapters_page(db, users, adapter_dir, lora_adapter_dir,
     assert adapter.exports.count() == 1
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "training" / "shipped" / "mesu-writer-v1"
+SHIPPED = Path(__file__).resolve().parents[2] / "training" / "shipped" / "mesu-writer-v2"
 
 
 @pytest.mark.slow
-def test_the_shipped_writer_registers_lists_and_changes_the_base(db, adapter_dir, local_engine, model_dir):
-    """The committed adapter (./dev up registers it): a real LoRA of SmolLM2 that the `adapters` command
-    lists, not active, and that changes what the base model predicts."""
+def test_the_shipped_writer_installs_active_lists_and_changes_the_base(
+    db, adapter_dir, local_engine, model_dir
+):
+    """The committed adapter (./dev up runs install_shipped_writer): a real LoRA of SmolLM2 that a new
+    install registers AND makes the active writer, that the `adapters` command lists, and that changes
+    what the base model predicts."""
     import io
     import json
 
@@ -257,13 +284,22 @@ def test_the_shipped_writer_registers_lists_and_changes_the_base(db, adapter_dir
     from peft import PeftModel
     from transformers import AutoModelForCausalLM
 
-    call_command("register_adapter", "--path", str(SHIPPED), "--name", "mesu-writer-v1", stdout=io.StringIO())
+    assert services.SHIPPED_WRITER_DIR == SHIPPED
+    out = io.StringIO()
+    call_command("install_shipped_writer", stdout=out)
+    assert json.loads(out.getvalue()) == {
+        "name": "mesu-writer-v2",
+        "registered": True,
+        "active": True,
+        "note": "the active writer",
+    }
     out = io.StringIO()
     call_command("adapters", stdout=out)
     listed = json.loads(out.getvalue())
     assert [(a["name"], a["active"], a["lora_rank"], a["lora_nonzero"]) for a in listed] == [
-        ("mesu-writer-v1", False, 16, True)
+        ("mesu-writer-v2", True, 16, True)
     ]
+    assert selectors.active_adapter_name() == "mesu-writer-v2"
     assert "Held-out results" in (SHIPPED / "MODEL_CARD.md").read_text()
 
     torch.set_num_threads(1)
@@ -274,3 +310,52 @@ def test_the_shipped_writer_registers_lists_and_changes_the_base(db, adapter_dir
         tuned = PeftModel.from_pretrained(base, str(SHIPPED))
         after = tuned(input_ids=ids).logits
     assert after.shape == before.shape and (after - before).abs().max().item() > 0.01
+
+
+def test_installing_the_shipped_writer_never_undoes_an_admins_choice(
+    db, adapter_dir, lora_adapter_dir, local_engine
+):
+    # A new install: registered and active.
+    first = services.shipped_writer_install(source_dir=lora_adapter_dir, name="shipped")
+    assert first == {"name": "shipped", "registered": True, "active": True, "note": "the active writer"}
+    # The admin goes back to the base model ("Use the base model"): the next ./dev up leaves it so.
+    services.adapter_deactivate()
+    again = services.shipped_writer_install(source_dir=lora_adapter_dir, name="shipped")
+    assert again == {
+        "name": "shipped",
+        "registered": False,
+        "active": False,
+        "note": "already registered; left as it is",
+    }
+    assert selectors.active_adapter_name() == ""
+    # Another adapter active: a newly shipped writer is registered but does not take its place.
+    mine = services.adapter_register(name="mine", source_dir=lora_adapter_dir)
+    services.adapter_activate(adapter=mine)
+    newer = services.shipped_writer_install(source_dir=lora_adapter_dir, name="shipped-v3")
+    assert newer == {
+        "name": "shipped-v3",
+        "registered": True,
+        "active": False,
+        "note": "mine stays the active writer",
+    }
+    assert selectors.active_adapter_name() == "mine"
+
+
+def test_installing_the_shipped_writer_with_the_server_down_keeps_it_registered(
+    db, adapter_dir, lora_adapter_dir, down_server
+):
+    import io
+    import json
+
+    from django.core.management import CommandError, call_command
+
+    out = io.StringIO()
+    call_command("install_shipped_writer", "--path", str(lora_adapter_dir), "--name", "shipped", stdout=out)
+    result = json.loads(out.getvalue())
+    assert (result["registered"], result["active"]) == (True, False)
+    assert result["note"].startswith("not made active: shipped could not be loaded into the writer")
+    assert WriterAdapter.objects.get(name="shipped").load_error
+    with pytest.raises(CommandError, match="not a LoRA adapter folder"):
+        call_command(
+            "install_shipped_writer", "--path", str(adapter_dir / "nothing"), "--name", "x", stdout=out
+        )
