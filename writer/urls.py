@@ -3,6 +3,7 @@ from __future__ import annotations
 from django.urls import path
 
 from writer import views
+from writer.export_views import copy_export, story_export
 
 app_name = "writer"
 
@@ -16,6 +17,8 @@ urlpatterns = [
     path("s/<slug:slug>/publish/", views.story_publish, name="story_publish"),
     path("s/<slug:slug>/generate/", views.generate, name="generate"),
     path("s/<slug:slug>/personalise/", views.personalise, name="personalise"),
+    path("s/<slug:slug>/export/<str:fmt>/", story_export, name="story_export"),
+    path("s/<slug:slug>/my-copy/<str:fmt>/", copy_export, name="copy_export"),
     path("s/<slug:slug>/chapters/new/", views.chapter_add, name="chapter_add"),
     path("s/<slug:slug>/chapters/<int:number>/", views.chapter_detail, name="chapter_detail"),
     path("s/<slug:slug>/chapters/<int:number>/edit/", views.chapter_edit, name="chapter_edit"),

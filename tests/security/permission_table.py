@@ -178,6 +178,8 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
     alice_request = logged_in(404, alice=200, root=200)
     rita_request = logged_in(404, alice=200, rita=200, root=200)
 
+    from tests.security.test_export_permissions import export_permission_cases  # writer's exports (a cycle at the top)
+
     return {
         # --- Auth (django.contrib.auth.urls and the rate-limited login) ---------------------------
         "login": [Case("", {}, expect(200), expect(200), {"username": "nobody", "password": "wrong"})],
@@ -243,6 +245,7 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
             Case("rita's option", {"pk": w.rita_opt.pk}, WRONG_METHOD,
                  logged_in(404, alice=302, rita=403, root=403), {"text": "Accepted."}),
         ],
+        **export_permission_cases(w),  # writer:story_export, writer:copy_export
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
