@@ -2,7 +2,14 @@ from __future__ import annotations
 
 from django.contrib import admin
 
-from writer.models import Chapter, GenerationOption, GenerationRequest, Story
+from writer.models import (
+    BibleProposalRun,
+    Chapter,
+    GenerationOption,
+    GenerationRequest,
+    Story,
+    StoryBibleEntry,
+)
 
 
 class ChapterInline(admin.TabularInline):
@@ -32,3 +39,19 @@ class GenerationRequestAdmin(admin.ModelAdmin):
 class GenerationOptionAdmin(admin.ModelAdmin):
     list_display = ("id", "request", "index", "format_ok", "tokens")
     list_filter = ("format_ok",)
+
+
+@admin.register(StoryBibleEntry)
+class StoryBibleEntryAdmin(admin.ModelAdmin):
+    list_display = ("name", "story", "kind", "status", "source", "from_chapter", "until_chapter", "updated_at")
+    list_filter = ("kind", "status", "source")
+    search_fields = ("name", "story__title", "story__slug")
+    raw_id_fields = ("story",)
+
+
+@admin.register(BibleProposalRun)
+class BibleProposalRunAdmin(admin.ModelAdmin):
+    list_display = ("id", "story", "status", "proposed", "duplicates", "skipped_lines", "not_in_chapters", "created_at")
+    list_filter = ("status",)
+    raw_id_fields = ("story", "requested_by")
+    readonly_fields = ("answer", "error", "chapters")

@@ -10,8 +10,8 @@ class WriterConfig(AppConfig):
 
     def ready(self) -> None:
         from mesu_web.jobs.recovery import register_recovery, rows_recovery
-        from writer import services, tasks
-        from writer.models import GenerationRequest
+        from writer import bible, services, tasks
+        from writer.models import BibleProposalRun, GenerationRequest
 
         register_recovery(
             "generation_requests",
@@ -19,5 +19,13 @@ class WriterConfig(AppConfig):
                 model=GenerationRequest,
                 task=tasks.generation_request_run_task,
                 requeue_dead_run=services.generation_request_requeue_dead_run,
+            ),
+        )
+        register_recovery(
+            "bible_proposal_runs",
+            rows_recovery(
+                model=BibleProposalRun,
+                task=tasks.bible_proposals_run_task,
+                requeue_dead_run=bible.bible_proposals_requeue_dead_run,
             ),
         )

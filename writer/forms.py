@@ -6,7 +6,7 @@ from django.contrib.auth.forms import UserCreationForm
 
 from mesu_web.errors import ApplicationError
 from writer import roles
-from writer.models import MAX_OPTIONS, Story
+from writer.models import MAX_OPTIONS, Story, StoryBibleEntry
 from writer.text_input import decode_text_file
 
 
@@ -107,3 +107,34 @@ class PreferenceForm(forms.Form):
 class AcceptOptionForm(forms.Form):
     title = forms.CharField(max_length=200, required=False)
     text = forms.CharField(widget=forms.Textarea(attrs={"rows": 14}), strip=False)
+
+
+class BibleEntryForm(forms.Form):
+    """A story bible entry; writer.bible checks it again (and for duplicate names) when it is saved."""
+
+    kind = forms.ChoiceField(choices=StoryBibleEntry.Kind.choices, initial=StoryBibleEntry.Kind.CHARACTER)
+    name = forms.CharField(max_length=80, help_text="As the chapters write it, e.g. Juno Vale.")
+    aliases = forms.CharField(
+        max_length=1000,
+        required=False,
+        help_text="Other names the chapters use for it, comma-separated, e.g. Juno, the courier.",
+    )
+    description = forms.CharField(
+        max_length=2000,
+        required=False,
+        widget=forms.Textarea(attrs={"rows": 4}),
+        help_text="What the writer should keep to. It goes into the prompt when a chapter mentions the entry.",
+    )
+    from_chapter = forms.IntegerField(min_value=1, initial=1, label="True from chapter")
+    until_chapter = forms.IntegerField(
+        min_value=1, required=False, label="Until chapter", help_text="Empty: from then on."
+    )
+
+    def clean(self) -> dict:
+        data = super().clean()
+        start, end = data.get("from_chapter"), data.get("until_chapter")
+        if start is not None and end is not None and end < start:
+            self.add_error(
+                "until_chapter", f"“Until chapter” ({end}) is before “true from chapter” ({start})."
+            )
+        return data

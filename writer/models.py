@@ -4,6 +4,7 @@ from django.conf import settings
 from django.contrib.postgres.fields import ArrayField
 from django.db import models
 from django.db.models import Q
+from django.db.models.functions import Lower
 from django.urls import reverse
 from django.utils.functional import cached_property
 
@@ -234,3 +235,117 @@ class GenerationOption(models.Model):
         The brand's reviewers read it on the review page."""
         return self.review_status == ReviewStatus.NONE and self.brand_id is None
 
+
+class StoryBibleEntry(models.Model):
+    """A character, place, object or fact of a story, true from one chapter (and optionally until another).
+
+    The author writes entries; the writer proposes some from the chapters (`status=proposed`), which the
+    author accepts, edits or rejects. Only accepted entries reach the writer's prompt (writer.bible). A
+    rejected proposal is kept so that the next proposals do not bring it back; the author may delete it.
+    """
+
+    class Kind(models.TextChoices):
+        CHARACTER = "character", "Character"
+        PLACE = "place", "Place"
+        OBJECT = "object", "Object"
+        FACT = "fact", "Fact"
+
+    class Status(models.TextChoices):
+        ACCEPTED = "accepted", "Accepted"
+        PROPOSED = "proposed", "Proposed by the writer"
+        REJECTED = "rejected", "Rejected"
+
+    class Source(models.TextChoices):
+        AUTHOR = "author", "The author"
+        WRITER = "writer", "The AI writer"
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="bible_entries")
+    kind = models.CharField(max_length=10, choices=Kind.choices, default=Kind.CHARACTER)
+    name = models.CharField(max_length=80)
+    description = models.TextField(blank=True)
+    aliases = ArrayField(models.CharField(max_length=80), default=list, blank=True)
+    from_chapter = models.PositiveIntegerField(default=1, help_text="True from this chapter on.")
+    until_chapter = models.PositiveIntegerField(
+        null=True, blank=True, help_text="True up to and including this chapter; empty: from then on."
+    )
+    status = models.CharField(max_length=10, choices=Status.choices, default=Status.ACCEPTED)
+    source = models.CharField(max_length=8, choices=Source.choices, default=Source.AUTHOR)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["story", "kind", "name"]
+        verbose_name = "story bible entry"
+        verbose_name_plural = "story bible entries"
+        constraints = [
+            models.CheckConstraint(condition=Q(from_chapter__gte=1), name="bible_from_chapter_positive"),
+            models.CheckConstraint(
+                condition=Q(until_chapter__isnull=True) | Q(until_chapter__gte=models.F("from_chapter")),
+                name="bible_until_not_before_from",
+            ),
+            # One live entry (accepted or proposed) per name and story, whatever its case ("Juno" and
+            # "JUNO" are one name); writer.bible says so in words before the database has to.
+            models.UniqueConstraint(
+                models.F("story"),
+                Lower("name"),
+                condition=Q(status__in=["accepted", "proposed"]),
+                name="bible_unique_live_name",
+            ),
+        ]
+        indexes = [models.Index(fields=["story", "status"])]
+
+    def __str__(self) -> str:
+        return f"{self.name} ({self.get_kind_display()}) in {self.story_id}"
+
+    @property
+    def chapters_label(self) -> str:
+        """The chapters it holds for, as a page says it: from chapter 3, chapters 3-7, chapter 4."""
+        if self.until_chapter is None:
+            return f"from chapter {self.from_chapter}"
+        if self.until_chapter == self.from_chapter:
+            return f"chapter {self.from_chapter}"
+        return f"chapters {self.from_chapter}–{self.until_chapter}"
+
+
+class BibleProposalRun(JobRow):
+    """One ask to the writer for story bible proposals from the recent chapters (a task on the generation
+    queue). The story's bible page reads it to say that proposals are being made, and what came of them."""
+
+    RUNNING_LABEL = "Reading the chapters"
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="bible_proposal_runs")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    engine = models.CharField(max_length=16)
+    max_new_tokens = models.PositiveIntegerField(default=320, help_text="The answer's tokens at most.")
+    chapters = models.JSONField(default=list, blank=True, help_text="The chapter numbers the writer read.")
+    proposed = models.PositiveIntegerField(default=0)
+    duplicates = models.PositiveIntegerField(default=0)
+    skipped_lines = models.PositiveIntegerField(default=0, help_text="Lines of the answer that were not an entry.")
+    not_in_chapters = models.PositiveIntegerField(default=0, help_text="Names the chapters read never mention.")
+    model_name = models.CharField(max_length=128, blank=True)
+    answer = models.TextField(blank=True, help_text="The writer's answer as it came (its first 4,000 characters).")
+
+    class Meta(JobRow.Meta):
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["story", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Bible proposals {self.pk} for story {self.story_id} ({self.status})"
+
+    @property
+    def outcome(self) -> str:
+        """What came of it, in one sentence for the bible page."""
+        if self.status == self.Status.FAILED:
+            return f"The writer could not make proposals: {self.error}"
+        if not self.is_finished:
+            return ""
+        read = ", ".join(str(n) for n in self.chapters) or "none"
+        parts = [f"{self.proposed} new proposal{'s' if self.proposed != 1 else ''} from chapter"
+                 f"{'s' if len(self.chapters) != 1 else ''} {read}"]
+        if self.duplicates:
+            parts.append(f"{self.duplicates} already in the bible")
+        if self.not_in_chapters:
+            parts.append(f"{self.not_in_chapters} not named in the chapters read")
+        if self.skipped_lines:
+            parts.append(f"{self.skipped_lines} line{'s' if self.skipped_lines != 1 else ''} of the answer skipped")
+        return "; ".join(parts) + "."

@@ -7,6 +7,7 @@ pipeline's dataset builder.
 Layout of the user message (every part is markdown):
 
     ## Chapter 0: About the story        <- metadata, always whole
+    ## Story bible                        <- optional: entries the chapters below mention (see below)
     [Chapters 1–40 are omitted for length.]   <- only when chapters had to be left out
     ## Chapter 41: ...  ```text ... ```   <- existing chapters, oldest first
     ## The reader's preference            <- optional, always whole
@@ -17,13 +18,20 @@ Budget rule: the fixed parts are kept whole; chapters are taken newest-first whi
 the first one that does not fit is shortened at sentence boundaries with a visible marker; every
 older chapter is then omitted (the omitted chapters are always a contiguous run of the oldest ones,
 so the model never sees a gap in the middle of the story).
+
+Story bible (`bible=`, a selector from writer.bible): it gets at most BIBLE_SHARE of the budget. The
+chapters are planned first with that share held back; the selector is given the text of the chapters in
+that plan and the share, and returns the entries they mention that fit it; the chapters then get every
+token the section did not use. More room never drops a chapter or a sentence of one, so every entry in
+the section is mentioned by a chapter in the prompt. The report names the entries that went in and those
+left out for length.
 """
 
 from __future__ import annotations
 
 import re
-from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import asdict, dataclass, field
 
 from mesu_web.errors import ApplicationError
 
@@ -40,6 +48,11 @@ SYSTEM_PROMPT = (
 )
 
 PROMPT_SAFETY_TOKENS = 32  # room for the chat template's own tokens around the messages
+
+# The story bible's share of the prompt budget, at most: the chapters keep the rest (and whatever the
+# section does not use). 15 % of a 4,096-token context's ~3,500-token budget is ~520 tokens: a dozen
+# entries of a line or two each.
+BIBLE_SHARE = 0.15
 
 
 def prompt_budget(*, context_tokens: int, max_new_tokens: int) -> int:
@@ -86,13 +99,35 @@ class BudgetReport:
     whole: list[int]  # chapter numbers kept whole, ascending
     shortened: list[int]  # chapter numbers kept in part (with a visible marker)
     omitted: list[int]  # chapter numbers left out; always the oldest ones
+    # The story bible: names of the entries in the section (in its order), of those in force and
+    # mentioned but left out for length, and the section's tokens (with its separator).
+    bible: list[str] = field(default_factory=list)
+    bible_omitted: list[str] = field(default_factory=list)
+    bible_tokens: int = 0
 
     def to_dict(self) -> dict:
         # Only the dataclass fields, so BudgetReport(**report.to_dict()) round-trips through JSON.
         return asdict(self)
 
     def summary(self) -> str:
-        """One sentence for the UI, e.g. "Chapters 1-150 omitted and 151 shortened to fit 3584 tokens"."""
+        """One sentence for the UI, e.g. "Chapters 1-150 omitted and 151 shortened to fit 3584 tokens",
+        then what the story bible added ("; story bible: Juno, Static (Oki left out for length)")."""
+        return self._chapters_summary() + self._bible_summary()
+
+    def _bible_summary(self, most: int = 8) -> str:
+        if not self.bible and not self.bible_omitted:
+            return ""
+
+        def names(items: list[str]) -> str:
+            shown = ", ".join(items[:most])
+            return shown + (f" and {len(items) - most} more" if len(items) > most else "")
+
+        text = f"; story bible: {names(self.bible)}" if self.bible else "; story bible: no entry fits"
+        if self.bible_omitted:
+            text += f" ({names(self.bible_omitted)} left out for length)"
+        return text
+
+    def _chapters_summary(self) -> str:
         if not self.omitted and not self.shortened:
             if not self.whole:
                 return f"No chapters yet; the prompt uses {self.used_tokens} of {self.budget_tokens} tokens"
@@ -116,6 +151,30 @@ class BudgetReport:
 class BuiltPrompt:
     messages: list[dict[str, str]]
     report: BudgetReport
+
+
+@dataclass(frozen=True)
+class BibleEntryText:
+    """A story bible entry as the prompt shows it (writer.models.StoryBibleEntry, without Django)."""
+
+    name: str
+    description: str = ""
+    kind: str = "fact"  # character | place | object | fact
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass
+class BibleSelection:
+    """What a bible selector chose: the entries in the section (in its order), the names mentioned but
+    left out for length, and the section itself with its separator ("" when no entry)."""
+
+    entries: list[BibleEntryText] = field(default_factory=list)
+    omitted: list[str] = field(default_factory=list)
+    block: str = ""
+
+
+# (the kept text of each chapter in the prompt, by number; the tokens the section may take) -> selection
+BibleSelector = Callable[[Mapping[int, str], int], BibleSelection]
 
 
 def _chapters_word(numbers: Sequence[int]) -> str:
@@ -193,6 +252,66 @@ def _block(number: int, title: str, body: str) -> str:
 def render_chapter(ch: ChapterText) -> str:
     """A chapter as a markdown ```text block headed "Chapter N: title"."""
     return _block(ch.number, ch.title, _escape_fences(ch.text.strip()))
+
+
+BIBLE_HEADING = "## Story bible"
+_BIBLE_GROUPS = (
+    ("character", "Characters"),
+    ("place", "Places"),
+    ("object", "Objects"),
+    ("fact", "Facts"),
+)
+
+
+def _one_line(text: str) -> str:
+    # One line per entry: an entry's text can never open a heading or a fence of its own.
+    return _escape_fences(" ".join(text.split()))
+
+
+def render_bible_entry(entry: BibleEntryText) -> str:
+    """One line: "- **Juno Vale** (also: Juno, the courier): A courier in Meridian Stack." """
+    line = f"- **{_one_line(entry.name)}**"
+    aliases = [_one_line(a) for a in entry.aliases if a.strip()]
+    if aliases:
+        line += f" (also: {', '.join(aliases)})"
+    description = _one_line(entry.description)
+    return f"{line}: {description}" if description else line
+
+
+def _bible_kind(entry: BibleEntryText) -> str:
+    return entry.kind if entry.kind in dict(_BIBLE_GROUPS) else "fact"
+
+
+def bible_order(entries: Sequence[BibleEntryText]) -> list[BibleEntryText]:
+    """The entries in the section's order: characters, places, objects, facts; each kind in the order
+    given (a selector gives the most relevant first)."""
+    rank = {kind: i for i, (kind, _) in enumerate(_BIBLE_GROUPS)}
+    return sorted(entries, key=lambda e: rank[_bible_kind(e)])
+
+
+def render_bible(entries: Sequence[BibleEntryText]) -> str:
+    """The "## Story bible" section: the entries grouped by kind (`bible_order`), one line each.
+    "" for no entries."""
+    if not entries:
+        return ""
+    lines = [
+        BIBLE_HEADING,
+        "",
+        "What the author's story bible says about who and what the chapters below mention, as it stands "
+        "for the chapter you write. Keep to it.",
+    ]
+    for kind, heading in _BIBLE_GROUPS:
+        group = [e for e in entries if _bible_kind(e) == kind]
+        if group:
+            lines += ["", f"### {heading}", ""]
+            lines += [render_bible_entry(e) for e in group]
+    return "\n".join(lines)
+
+
+def bible_block(entries: Sequence[BibleEntryText]) -> str:
+    """The section as the prompt holds it (with the separator after it): what a selector must count."""
+    section = render_bible(entries)
+    return section + _SEP if section else ""
 
 
 def _render_preference(preference: str) -> str:
@@ -359,8 +478,12 @@ def build_prompt(
     preference: str = "",
     brand_brief: str = "",
     next_number: int | None = None,
+    bible: BibleSelector | None = None,
 ) -> BuiltPrompt:
     """The system + user messages for writing the next chapter, within `budget_tokens`.
+
+    `bible`: picks the story bible's entries for the chapters in the prompt, within BIBLE_SHARE of the
+    budget (see the module's docstring); None: no story bible section.
 
     Tokens are counted with `count_tokens` over the system prompt and the user message (chat
     template tokens are not included: leave room for them in the budget). Raises ApplicationError
@@ -420,8 +543,31 @@ def build_prompt(
             return _Plan(sorted(whole), shortened, list(range(i + 1)))
         return _Plan(sorted(whole), shortened, [])
 
-    def assemble(p: _Plan) -> str:
-        pieces = [head]
+    def kept_texts(p: _Plan) -> dict[int, str]:
+        """The words of each chapter in the plan that the prompt holds (title and text; the kept part of
+        a shortened one, without its marker)."""
+        texts: dict[int, str] = {}
+        for i in p.whole:
+            texts[numbers[i]] = f"{ordered[i].title}\n\n{ordered[i].text}"
+        for i, block in p.shortened.items():
+            body = block[block.index("```text\n") + len("```text\n") : -len("\n```")]
+            body = body.replace(BEGINNING_SHORTENED, "").replace(rest_shortened_marker(numbers[i]), "")
+            texts[numbers[i]] = f"{ordered[i].title}\n\n{body}"
+        return dict(sorted(texts.items()))
+
+    no_bible = BibleSelection()
+    bible_cap = 0
+    if bible is not None:
+        bible_cap = max(0, min(int(budget_tokens * BIBLE_SHARE), budget_tokens - fixed))
+
+    def choose_bible(room: int) -> BibleSelection:
+        """The entries mentioned by the chapters that fit `room` less the bible's share."""
+        if bible is None or bible_cap == 0:
+            return no_bible
+        return bible(kept_texts(plan(room - bible_cap)), bible_cap)
+
+    def assemble(p: _Plan, bible_text: str = "") -> str:
+        pieces = [head, bible_text]
         if p.omitted:
             pieces.append(omitted_line([numbers[i] for i in p.omitted]) + _SEP)
         kept_whole = set(p.whole)
@@ -438,13 +584,19 @@ def build_prompt(
     # overshoot, take the overshoot off the room for chapters and plan again (converges in 1-2).
     slack = 0
     for _ in range(8):
-        p = plan(budget_tokens - fixed - slack)
-        user = assemble(p)
+        chosen = choose_bible(budget_tokens - fixed - slack)
+        bible_tokens = count_tokens(chosen.block) if chosen.block else 0
+        if bible_tokens > bible_cap:  # then a chapter of the plan it chose for could lose its mention
+            raise ValueError(f"the story bible took {bible_tokens} tokens, over its share of {bible_cap}")
+        # The chapters get what the section left of its share: the plan above, or more.
+        p = plan(budget_tokens - fixed - slack - bible_tokens)
+        user = assemble(p, chosen.block)
         used = system_tokens + count_tokens(user)
         if used <= budget_tokens:
             break
         slack += used - budget_tokens
     else:
+        chosen, bible_tokens = no_bible, 0
         p = _Plan([], {}, list(range(len(ordered))))
         user = assemble(p)
         used = system_tokens + count_tokens(user)
@@ -457,6 +609,9 @@ def build_prompt(
         whole=[numbers[i] for i in p.whole],
         shortened=sorted(numbers[i] for i in p.shortened),
         omitted=[numbers[i] for i in p.omitted],
+        bible=[e.name for e in chosen.entries],
+        bible_omitted=list(chosen.omitted),
+        bible_tokens=bible_tokens,
     )
     messages = [
         {"role": "system", "content": SYSTEM_PROMPT},

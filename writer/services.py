@@ -30,6 +30,7 @@ from brands.matching import (
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import unique_slug
 from writer import roles
+from writer.bible import bible_selector
 from writer.book_import import DetectedBook, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
 from writer.engines.base import Completion, Sampling, WriterEngine
@@ -410,6 +411,10 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=sampling.answer_tokens
     )
 
+    # The story bible: the accepted entries in force for this chapter that the chapters in the prompt
+    # mention, within their share of the budget (writer.bible); None when the bible has none in force.
+    bible = bible_selector(story=story, next_number=request.next_number, count_tokens=engine.count_tokens)
+
     def prompt_for(plan: OptionPlan):  # noqa: ANN202 (a BuiltPrompt)
         return build_prompt(
             meta=story_meta(story),
@@ -419,6 +424,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
             preference=request.preference,
             brand_brief=plan.brief,
             next_number=request.next_number,
+            bible=bible,
         )
 
     # Options that share a prompt come from one engine call (n=): every option when brands are placed

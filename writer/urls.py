@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from writer import views
+from writer import bible_views, views
 from writer.export_views import copy_export, story_export
 
 app_name = "writer"
@@ -19,6 +19,14 @@ urlpatterns = [
     path("s/<slug:slug>/personalise/", views.personalise, name="personalise"),
     path("s/<slug:slug>/export/<str:fmt>/", story_export, name="story_export"),
     path("s/<slug:slug>/my-copy/<str:fmt>/", copy_export, name="copy_export"),
+    path("s/<slug:slug>/bible/", bible_views.bible_page, name="bible"),
+    path("s/<slug:slug>/bible/new/", bible_views.bible_entry_add, name="bible_entry_add"),
+    path("s/<slug:slug>/bible/propose/", bible_views.bible_propose, name="bible_propose"),
+    path("s/<slug:slug>/bible/proposals/", bible_views.bible_proposals_status, name="bible_proposals_status"),
+    path("s/<slug:slug>/bible/<int:pk>/edit/", bible_views.bible_entry_edit, name="bible_entry_edit"),
+    path("s/<slug:slug>/bible/<int:pk>/delete/", bible_views.bible_entry_delete, name="bible_entry_delete"),
+    path("s/<slug:slug>/bible/<int:pk>/accept/", bible_views.bible_entry_accept, name="bible_entry_accept"),
+    path("s/<slug:slug>/bible/<int:pk>/reject/", bible_views.bible_entry_reject, name="bible_entry_reject"),
     path("s/<slug:slug>/chapters/new/", views.chapter_add, name="chapter_add"),
     path("s/<slug:slug>/chapters/<int:number>/", views.chapter_detail, name="chapter_detail"),
     path("s/<slug:slug>/chapters/<int:number>/edit/", views.chapter_edit, name="chapter_edit"),

@@ -9,14 +9,15 @@ from django.core.exceptions import ImproperlyConfigured
 from mesu_web.jobs import recovery
 from mesu_web.jobs.models import FINISHED_STATUSES, JobRow, JobStatus
 from training.models import AdapterExport, EvaluationRun, TrainingJob
-from writer.models import GenerationRequest
+from writer.models import BibleProposalRun, GenerationRequest
 
-JOB_MODELS = (GenerationRequest, TrainingJob, EvaluationRun, AdapterExport)
+JOB_MODELS = (GenerationRequest, BibleProposalRun, TrainingJob, EvaluationRun, AdapterExport)
 
 
 def test_every_app_registered_its_kinds_of_row():
     assert set(recovery.registered_recoveries()) == {
         "generation_requests",
+        "bible_proposal_runs",
         "training_jobs",
         "evaluation_runs",
         "adapter_exports",

@@ -122,7 +122,10 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
     evaluation = EvaluationRun.objects.create(
         target_name="base", dataset_dir=str(tmp_path), engine="vllm", max_new_tokens=16
     )
-    return SimpleNamespace(
+    # Imported here: those modules import this one (a cycle at the top).
+    from tests.security.test_bible_permissions import make_bible_world
+
+    world = SimpleNamespace(
         pub=pub, draft=draft, a=brand_a, b=brand_b, asset_a=asset_a, asset_b=asset_b,
         gen_alice=gen_alice, gen_rita=gen_rita,
         plain=option(gen_alice, 0, "Lou opened the stall."),
@@ -131,6 +134,8 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
         rita_opt=option(gen_rita, 0, "A sad but gentle chapter."),
         job=job, adapter=adapter, evaluation=evaluation, book="walk-book", max=max_user,
     )
+    world.bible = make_bible_world(world)
+    return world
 
 
 def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
@@ -178,7 +183,9 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
     alice_request = logged_in(404, alice=200, root=200)
     rita_request = logged_in(404, alice=200, rita=200, root=200)
 
-    from tests.security.test_export_permissions import export_permission_cases  # writer's exports (a cycle at the top)
+    # Imported here: those modules import this one (a cycle at the top).
+    from tests.security.test_bible_permissions import bible_permission_table
+    from tests.security.test_export_permissions import export_permission_cases
 
     return {
         # --- Auth (django.contrib.auth.urls and the rate-limited login) ---------------------------
@@ -246,6 +253,7 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
                  logged_in(404, alice=302, rita=403, root=403), {"text": "Accepted."}),
         ],
         **export_permission_cases(w),  # writer:story_export, writer:copy_export
+        **bible_permission_table(w, w.bible),  # writer:bible*
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
