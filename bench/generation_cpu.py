@@ -2,7 +2,7 @@
 
     .venv/bin/python bench/generation_cpu.py [--port 8012 | --base-url http://127.0.0.1:8001/v1]
 
-Both engines, with the base model and with a random LoRA (r=8), same prompt and sampling. Model
+Both engines, with the base model and with a random LoRA (r=8, `--lora-rank`) or a trained one (`--adapter`), same prompt and sampling. Model
 load time and server start time are measured apart from generation. Prints a markdown table and
 appends a dated section to docs/benchmarks.md.
 """
@@ -104,10 +104,23 @@ def main() -> None:
     parser.add_argument("--max-tokens", type=int, default=MAX_TOKENS, help="new tokens per option")
     parser.add_argument("--no-lora", action="store_true", help="the base model only (no random LoRA runs)")
     parser.add_argument(
+        "--prompt-jsonl",
+        type=Path,
+        default=None,
+        help="take the prompt of the first pair of a build_dataset JSONL (a real ~3,400-token story prompt) "
+        "instead of the short built-in one",
+    )
+    parser.add_argument(
+        "--no-local", action="store_true", help="the vLLM server only (skip the local engine)"
+    )
+    parser.add_argument(
+        "--lora-rank", type=int, default=8, help="rank of the random LoRA (without --adapter)"
+    )
+    parser.add_argument(
         "--adapter",
         type=Path,
         default=None,
-        help="a trained LoRA folder (e.g. training/shipped/mesu-writer-v2) instead of the random r=8 one",
+        help="a trained LoRA folder (e.g. training/shipped/mesu-writer-v2) instead of the random one",
     )
     parser.add_argument(
         "--model",
@@ -118,6 +131,10 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
     args = parser.parse_args()
 
+    global MESSAGES
+    if args.prompt_jsonl is not None:
+        with args.prompt_jsonl.open(encoding="utf-8") as fh:
+            MESSAGES = json.loads(fh.readline())["prompt"]
     info = machine_info()
     print("machine:", info, flush=True)
     if args.model:
@@ -126,14 +143,14 @@ def main() -> None:
     sizes = {"options": args.options, "max_tokens": args.max_tokens}
     work = Path(tempfile.mkdtemp(prefix="mesu-bench-"))
     adapter = None
-    lora_label = "LoRA r=8"
+    lora_label = f"LoRA r={args.lora_rank}"
     if args.adapter is not None:
         lora_dir = args.adapter.resolve()
         rank = json.loads((lora_dir / "adapter_config.json").read_text())["r"]
         lora_label = f"{lora_dir.name} (LoRA r={rank})"
         adapter = Adapter(name=f"bench-{lora_dir.name}-{os.getpid()}", path=lora_dir)
     elif not args.no_lora:
-        lora_dir = make_random_lora(model_dir, work / "bench-lora", r=8, seed=0)
+        lora_dir = make_random_lora(model_dir, work / "bench-lora", r=args.lora_rank, seed=0)
         adapter = Adapter(name=f"bench-lora-{os.getpid()}", path=lora_dir)  # new name: a real runtime load
     timings: dict[str, float] = {}
     runs: list[Run] = []
@@ -146,7 +163,10 @@ def main() -> None:
         print(f"starting vLLM on port {args.port} ...", flush=True)
         try:
             proc, timings["vLLM server start (to /health)"] = start_vllm_server(
-                model_dir, args.port, work / "vllm.log", env={"VLLM_MAX_LORA_RANK": str(args.max_lora_rank)},
+                model_dir,
+                args.port,
+                work / "vllm.log",
+                env={"VLLM_MAX_LORA_RANK": str(args.max_lora_rank)},
                 timeout=300,
             )
         except ServerStartError as exc:
@@ -176,6 +196,13 @@ def main() -> None:
             stop_process_group(proc)  # the local engine runs on a quiet machine
 
     # -- local engine (transformers + PEFT in this process) ---------------------------------------
+    if args.no_local:
+        report = render(info, timings, runs, args, base_url)
+        print()
+        print(report)
+        append_report(args.out, report)
+        print(f"appended to {args.out}")
+        return
     import torch
 
     torch.set_num_threads(args.local_threads)
@@ -217,7 +244,13 @@ def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], arg
         f"--max-lora-rank {args.max_lora_rank if not args.base_url else 'as started'}), bfloat16, "
         f"streaming, one request with n={args.options}. local engine: transformers + PEFT, float32, "
         f"torch threads {args.local_threads}. Sampling: temperature 0.8, top_p 0.95, seed per run; options "
-        f"may end before {args.max_tokens} tokens, so tokens/s uses the tokens actually made.",
+        f"may end before {args.max_tokens} tokens, so tokens/s uses the tokens actually made. Prompt: "
+        + (
+            f"the first pair of {args.prompt_jsonl} ({sum(len(m['content']) for m in MESSAGES)} characters)"
+            if args.prompt_jsonl
+            else "the built-in short one"
+        )
+        + f"; load average {os.getloadavg()[0]:.1f} at the end.",
         "",
         "| engine | model | run | wall s | new tokens | tokens/s |",
         "|---|---|---|---|---|---|",
@@ -230,8 +263,20 @@ def render(info: dict[str, str], timings: dict[str, float], runs: list[Run], arg
     lines += ["", "| one-off cost | seconds |", "|---|---|"]
     lines += [f"| {name} | {seconds:.2f} |" for name, seconds in timings.items()]
     lines.append("")
-    for model in dict.fromkeys(r.model for r in runs):  # base, and LoRA r=8 unless --no-lora
-        v, loc = _best(runs, "vllm", model), _best(runs, "local", model)
+    for model in dict.fromkeys(r.model for r in runs):  # base, and the LoRA unless --no-lora
+        v = _best(runs, "vllm", model)
+        if not any(r.engine == "local" for r in runs):  # --no-local
+            base = _best(runs, "vllm", "base")
+            lines.append(
+                f"- {model}: vllm {v.tokens_per_second:.1f} tokens/s (best run)"
+                + (
+                    f", {base.tokens_per_second / v.tokens_per_second:.2f}x the base's time a token."
+                    if model != "base"
+                    else "."
+                )
+            )
+            continue
+        loc = _best(runs, "local", model)
         lines.append(
             f"- {model}: vllm {v.tokens_per_second:.1f} tokens/s vs local {loc.tokens_per_second:.1f} "
             f"tokens/s (best runs): **{v.tokens_per_second / loc.tokens_per_second:.1f}x**."
