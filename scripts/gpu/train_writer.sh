@@ -23,7 +23,8 @@
 # `train_writer.sh status` in later calls; `train_writer.sh pack` copies what is done into $OUT.
 # Environment: PARTS (default all), TEST_PAIRS (40), SFT_EPOCHS (5), SFT_ANSWER_TOKENS (400) and
 # SFT_REASONING_TOKENS (96): the SFT targets end well inside COMPLETION_TOKENS, so the writer learns to close
-# its chapter in the budget it is served with, GRPO_STEPS (40), DEVICE (cuda),
+# its chapter in the budget it is served with, GRPO_STEPS (40), GRPO_INIT_ADAPTER (the SFT
+# adapter of this run; e.g. training/shipped/mesu-writer-v2 to go on from the shipped writer, PARTS without sft), DEVICE (cuda),
 # PY (python3), BUDGET_S (1500: the whole pipeline); sizes for a dry run on a CPU (DEVICE=cpu, with
 # vLLM CPU servers already on :8000 and :8001): NUM_GEN (8), COMPLETION_TOKENS (640: the reasoning's 128 and the
 # chapter's 512, which build_dataset's prompts leave room for), PROMPT_TOKENS
@@ -160,7 +161,7 @@ fi
 if want grpo; then
   vllm_flag=(); [ "$DEVICE" = cuda ] && vllm_flag=(--use-vllm)
   step grpo 120 900 sh -c "$MANAGE train_grpo --backend trl ${vllm_flag[*]} --dataset $DATA --out $RUNS/grpo \
-    --base-model $WRITER_DIR --init-adapter $RUNS/sft/adapter --rewards $GRPO_REWARDS --max-steps $GRPO_STEPS \
+    --base-model $WRITER_DIR --init-adapter ${GRPO_INIT_ADAPTER:-$RUNS/sft/adapter} --rewards $GRPO_REWARDS --max-steps $GRPO_STEPS \
     --num-generations ${NUM_GEN:-8} --per-device-train-batch-size ${NUM_GEN:-8} --gradient-accumulation-steps 2 \
     --max-completion-length ${COMPLETION_TOKENS:-640} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate 2e-5 --warmup-ratio 0 --beta 0 \
     --vllm-gpu-memory-utilization ${GRPO_VLLM_UTIL:-0.25} \
