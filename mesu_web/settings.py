@@ -171,6 +171,9 @@ CACHES = {
 # Failed logins per username and client address before the login page answers 429, and the window (s).
 LOGIN_RATE_LIMIT_ATTEMPTS = env_int("LOGIN_RATE_LIMIT_ATTEMPTS", 5, minimum=1)
 LOGIN_RATE_LIMIT_WINDOW = env_int("LOGIN_RATE_LIMIT_WINDOW", 15 * 60, minimum=1)
+# A reader's ratings and "I prefer this one" choices together (writer.preferences): fixed windows.
+PREFERENCE_RATE_LIMIT_PER_MINUTE = env_int("PREFERENCE_RATE_LIMIT_PER_MINUTE", 20, minimum=1)
+PREFERENCE_RATE_LIMIT_PER_HOUR = env_int("PREFERENCE_RATE_LIMIT_PER_HOUR", 200, minimum=1)
 # Reverse proxies in front of the app that append the client's address to X-Forwarded-For (0: none, the
 # client is REMOTE_ADDR). Behind one proxy that is 1; a wrong count lets clients pick their address.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)

@@ -21,6 +21,7 @@ NOT_ACROSS = ("services", "tasks", "views")  # another app's writes, queue and p
 
 # (importing app, imported module) -> why the edge is there. Exactly these, no more, no fewer.
 ALLOWED_EDGES = {
+    ("training", "writer.models"): "the leaderboard's human preference rate reads readers' ratings and choices",
     # brands reads the writer's rows and roles, and writes its briefs in the writer's answer format.
     ("brands", "writer.models"): "options carry brand placements; matching reads stories and chapters",
     ("brands", "writer.roles"): "who is a brand manager",

@@ -300,3 +300,64 @@ def datasets() -> list[dict]:
             }
         )
     return sorted(out, key=lambda d: d["modified"], reverse=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Human preference: readers' ratings and people's choices (writer.preferences records them), per writer
+
+
+def human_preference() -> dict:
+    """Per writer (the adapter's name, else the base model's, as writer.preferences.writer_of records it),
+    from the rows writer.preferences keeps:
+
+    - `ratings`, `mean_stars`, `liked_rate`: readers' 1-5 star ratings of that writer's options; the
+      human preference rate is `liked_rate`, the share of those ratings with 4 or 5 stars (None without
+      a rating);
+    - `wins`, `head_to_head`, `win_rate`: of the preference pairs comparing an option of this writer with
+      one of another writer, how many chose this writer's (None without such a pair; the options of one
+      request share a writer, so such pairs are rare);
+    - `reader_pairs`, `author_pairs`: the choices recorded with this writer's option chosen.
+
+    {"rows": [...] best liked_rate first, "ratings": total, "pairs": total}."""
+    from django.db.models import Avg, Count, F, Q
+
+    from writer.models import OptionPreference, OptionRating
+
+    rows: dict[str, dict] = {}
+
+    def row(writer: str) -> dict:
+        return rows.setdefault(
+            writer,
+            {"writer": writer, "ratings": 0, "mean_stars": None, "liked_rate": None, "wins": 0, "head_to_head": 0,
+             "win_rate": None, "reader_pairs": 0, "author_pairs": 0},
+        )
+
+    rated = OptionRating.objects.values("writer").annotate(
+        n=Count("id"), mean=Avg("stars"), liked=Count("id", filter=Q(stars__gte=4))
+    )
+    for r in rated:
+        row(r["writer"]).update(ratings=r["n"], mean_stars=r["mean"], liked_rate=r["liked"] / r["n"])
+    chosen = OptionPreference.objects.values("chosen_writer").annotate(
+        reader=Count("id", filter=Q(source="reader")),
+        author=Count("id", filter=Q(source="author")),
+        wins=Count("id", filter=~Q(rejected_writer=F("chosen_writer"))),
+    )
+    for r in chosen:
+        row(r["chosen_writer"]).update(reader_pairs=r["reader"], author_pairs=r["author"], wins=r["wins"])
+    losses = (
+        OptionPreference.objects.exclude(rejected_writer=F("chosen_writer"))
+        .values("rejected_writer")
+        .annotate(n=Count("id"))
+    )
+    for r in losses:
+        row(r["rejected_writer"])["head_to_head"] += r["n"]
+    for r in rows.values():
+        r["head_to_head"] += r["wins"]
+        if r["head_to_head"]:
+            r["win_rate"] = r["wins"] / r["head_to_head"]
+    ordered = sorted(rows.values(), key=lambda r: (r["liked_rate"] is None, -(r["liked_rate"] or 0.0), r["writer"]))
+    return {
+        "rows": ordered,
+        "ratings": sum(r["ratings"] for r in ordered),
+        "pairs": sum(r["reader_pairs"] + r["author_pairs"] for r in ordered),
+    }

@@ -230,7 +230,9 @@ def leaderboard(request: HttpRequest) -> HttpResponse:
         board = selectors.leaderboard(dataset_dir=request.GET.get("dataset"), metric="format_ok")
     if not form.is_bound and not form.initial.get("dataset_dir"):
         form.initial["dataset_dir"] = board["dataset_dir"] or ""  # the dataset on show, for the next writer
-    context = {"board": board, "form": form, "model_roles": selectors.model_roles()}
+    context = {
+        "board": board, "form": form, "model_roles": selectors.model_roles(), "human": selectors.human_preference(),
+    }
     return render(request, "training/leaderboard.html", context)
 
 

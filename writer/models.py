@@ -349,3 +349,63 @@ class BibleProposalRun(JobRow):
         if self.skipped_lines:
             parts.append(f"{self.skipped_lines} line{'s' if self.skipped_lines != 1 else ''} of the answer skipped")
         return "; ".join(parts) + "."
+
+
+class OptionRating(models.Model):
+    """A reader's stars (1-5) for an option of the personalised request they made: one per reader and
+    option, changed by rating again (writer.preferences). Stars rather than thumbs: two options of one
+    request rated 4 and 2 still make a preference pair, and the mean is a finer leaderboard column."""
+
+    MIN_STARS, MAX_STARS = 1, 5
+
+    option = models.ForeignKey(GenerationOption, on_delete=models.CASCADE, related_name="ratings")
+    reader = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    stars = models.PositiveSmallIntegerField()
+    # Who wrote the option (the adapter's name, else the base model's), as it was when rated.
+    writer = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+    updated_at = models.DateTimeField(auto_now=True)
+
+    class Meta:
+        ordering = ["option", "reader"]
+        constraints = [
+            models.UniqueConstraint(fields=["option", "reader"], name="rating_one_per_reader_and_option"),
+            models.CheckConstraint(condition=Q(stars__gte=1) & Q(stars__lte=5), name="rating_stars_1_to_5"),
+        ]
+        indexes = [models.Index(fields=["writer"])]
+
+    def __str__(self) -> str:
+        return f"{self.stars}★ for option {self.option_id} by {self.reader_id}"
+
+
+class OptionPreference(models.Model):
+    """One human preference between two options of one request: `chosen` over `rejected`.
+
+    A reader's "I prefer this one" (source reader: the chosen option over each other option they were
+    shown; saying it again replaces the earlier choice), or an author's acceptance (source author: the
+    accepted option over each other option that could have been accepted). The writers are recorded as
+    they were (adapter name, else the base model)."""
+
+    class Source(models.TextChoices):
+        READER = "reader", "A reader's choice"
+        AUTHOR = "author", "An author's acceptance"
+
+    request = models.ForeignKey(GenerationRequest, on_delete=models.CASCADE, related_name="preferences")
+    user = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    source = models.CharField(max_length=8, choices=Source.choices)
+    chosen = models.ForeignKey(GenerationOption, on_delete=models.CASCADE, related_name="+")
+    rejected = models.ForeignKey(GenerationOption, on_delete=models.CASCADE, related_name="+")
+    chosen_writer = models.CharField(max_length=128)
+    rejected_writer = models.CharField(max_length=128)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["request", "chosen", "rejected"]
+        constraints = [
+            models.UniqueConstraint(fields=["user", "chosen", "rejected"], name="preference_unique_pair"),
+            models.CheckConstraint(condition=~Q(chosen=models.F("rejected")), name="preference_two_options"),
+        ]
+        indexes = [models.Index(fields=["source", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.source}: option {self.chosen_id} over {self.rejected_id}"

@@ -43,6 +43,7 @@ from writer.models import (
     Story,
 )
 from writer.parsing import ParsedOutput, parse_output
+from writer.preferences import author_preference_record
 from writer.prompting import ChapterText, StoryMeta, build_prompt, prompt_budget
 from writer.quality import cut_loop, words_of
 from writer.text_input import clean_text
@@ -690,6 +691,7 @@ def option_accept(
                     "placement_note": "Accepted without its placement: the author took the brand out.",
                 }
             GenerationOption.objects.filter(pk=option.pk).update(**fields)
+            author_preference_record(request=request, chosen=locked, user=user)  # the accepted over the others
             option.accepted_chapter = chapter
             return chapter
         option_back_to_review(

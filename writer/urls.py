@@ -4,6 +4,7 @@ from django.urls import path
 
 from writer import bible_views, views
 from writer.export_views import copy_export, story_export
+from writer.preference_views import option_prefer, option_rate, preferences_download, request_ratings
 
 app_name = "writer"
 
@@ -36,4 +37,12 @@ urlpatterns = [
     path("requests/<int:pk>/progress/", views.request_progress, name="request_progress"),
     path("requests/<int:pk>/retry/", views.request_retry, name="request_retry"),
     path("options/<int:pk>/accept/", views.option_accept, name="option_accept"),
+]
+
+# Readers' ratings and choices of their personalised chapters (writer.preferences).
+urlpatterns += [
+    path("requests/<int:pk>/ratings/", request_ratings, name="request_ratings"),
+    path("options/<int:pk>/rate/", option_rate, name="option_rate"),
+    path("options/<int:pk>/prefer/", option_prefer, name="option_prefer"),
+    path("preferences/dataset.jsonl", preferences_download, name="preferences_download"),
 ]

@@ -186,6 +186,7 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
     # Imported here: those modules import this one (a cycle at the top).
     from tests.security.test_bible_permissions import bible_permission_table
     from tests.security.test_export_permissions import export_permission_cases
+    from tests.security.test_preference_permissions import preference_permission_cases
 
     return {
         # --- Auth (django.contrib.auth.urls and the rate-limited login) ---------------------------
@@ -254,6 +255,7 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
         ],
         **export_permission_cases(w),  # writer:story_export, writer:copy_export
         **bible_permission_table(w, w.bible),  # writer:bible*
+        **preference_permission_cases(w),  # writer:request_ratings, option_rate, option_prefer, preferences_download
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
