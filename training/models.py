@@ -180,3 +180,60 @@ class AdapterExport(JobRow):
 
     def __str__(self) -> str:
         return f"{self.adapter} → {', '.join(self.formats)} ({self.status})"
+
+
+class JudgeComparison(models.Model):
+    """One pairwise judgement on a dataset's held-out pairs (`training.judge`): a judge model said, for
+    every pair both writers answered and in both orders, whose answer is closer to the real next chapter.
+    Recorded by `judge_pairs --record` or brought in from a GPU run by `import_results`; the leaderboard
+    shows them. `win_rate` is over the decisive pairs (wins + losses), with its 95 % Wilson interval
+    (`ci_low`, `ci_high`); `win_rate_ties_half` counts a tie as half a win. One row per
+    (dataset, target, baseline, source): recording the same comparison again replaces it."""
+
+    dataset_dir = models.CharField(max_length=500, help_text="The dataset folder, or an imported run's dataset name.")
+    target = models.CharField(max_length=64, help_text="The writer judged (A): an adapter's or the base model's name.")
+    baseline = models.CharField(max_length=64, help_text="The writer it was compared with (B).")
+    judge_model = models.CharField(max_length=200, blank=True)
+    mode = models.CharField(max_length=16, help_text="logprobs or letters (training.judge.MODES).")
+    pairs = models.PositiveIntegerField()
+    wins = models.PositiveIntegerField()
+    losses = models.PositiveIntegerField()
+    ties = models.PositiveIntegerField()
+    no_verdict = models.PositiveIntegerField(default=0)
+    win_rate = models.FloatField(null=True, blank=True, help_text="Wins / (wins + losses); None: no decisive pair.")
+    ci_low = models.FloatField(null=True, blank=True)
+    ci_high = models.FloatField(null=True, blank=True)
+    win_rate_ties_half = models.FloatField(null=True, blank=True)
+    mean_preference = models.FloatField(null=True, blank=True, help_text="Mean P(target) (logprobs mode).")
+    source = models.CharField(max_length=500, help_text="Where it came from: a results folder, or judge_pairs.")
+    summary = models.JSONField(default=dict, blank=True, help_text="The judge's whole summary, as printed.")
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["-created_at"]
+        constraints = [
+            models.UniqueConstraint(
+                fields=["dataset_dir", "target", "baseline", "source"], name="one_judge_comparison_per_source"
+            )
+        ]
+
+    def __str__(self) -> str:
+        return f"{self.target} vs {self.baseline} on {self.dataset_dir}"
+
+    @staticmethod
+    def _percent(share: float | None) -> float | None:
+        return None if share is None else 100 * share
+
+    @property
+    def win_rate_percent(self) -> float | None:
+        return self._percent(self.win_rate)
+
+    @property
+    def ci_percent(self) -> tuple[float, float] | None:
+        if self.ci_low is None or self.ci_high is None:
+            return None
+        return (100 * self.ci_low, 100 * self.ci_high)
+
+    @property
+    def ties_half_percent(self) -> float | None:
+        return self._percent(self.win_rate_ties_half)

@@ -9,7 +9,7 @@ from django.db.models import QuerySet
 from django.http import Http404
 
 from mesu_web.errors import ApplicationError, redact
-from training.models import EvaluationRun, TrainingJob, WriterAdapter
+from training.models import EvaluationRun, JudgeComparison, TrainingJob, WriterAdapter
 from training.teacher import url_without_credentials
 from writer.model_files import PACKAGED_MODELS
 
@@ -132,26 +132,55 @@ def evaluation_run_get(*, pk: int) -> EvaluationRun:
 
 
 def evaluation_datasets() -> list[str]:
-    """Datasets with at least one finished evaluation, newest first."""
+    """Datasets with at least one finished evaluation, newest first; then those with only judged
+    comparisons (judge_pairs --record)."""
     rows = (
         EvaluationRun.objects.filter(status=EvaluationRun.Status.SUCCEEDED)
         .order_by("-finished_at")
         .values_list("dataset_dir", flat=True)
     )
-    return list(dict.fromkeys(rows))
+    judged = JudgeComparison.objects.order_by("-created_at").values_list("dataset_dir", flat=True)
+    return list(dict.fromkeys([*rows, *judged]))
 
 
-# Rewards where a lower mean is better; every reward in the registry is "higher is better".
-LOWER_IS_BETTER: frozenset[str] = frozenset()
+# Scores beside the rewards (bench/writer_training.py, brought in by import_results): the perplexity of
+# the real next chapter under the writer. The share of repeated 4-grams is the "repeated 4-grams"
+# column (EvaluationRun.quality["repetition"], the same measure for every run), sorted as repeat_share.
+IMPORTED_ENGINE = "vllm (GPU host)"  # the engine of an evaluation import_results brought in
+EXTRA_METRICS: tuple[str, ...] = ("real_chapter_ppl",)
+REPEAT_SHARE = "repeat_share"
+# Where a lower mean is better; every reward in the registry is "higher is better".
+LOWER_IS_BETTER: frozenset[str] = frozenset({"real_chapter_ppl", REPEAT_SHARE})
+
+
+def _metric_value(run: EvaluationRun, metric: str) -> float | None:
+    if metric == "format_ok":
+        return run.format_ok
+    if metric == REPEAT_SHARE:
+        return (run.quality or {}).get("repetition")
+    return run.metrics.get(metric)
+
+
+def judge_comparisons(*, dataset_dir: str | None) -> list[JudgeComparison]:
+    """The latest judged comparison of each (target, baseline, judge, mode) on a dataset, by target."""
+    if dataset_dir is None:
+        return []
+    return list(
+        JudgeComparison.objects.filter(dataset_dir=dataset_dir)
+        .order_by("target", "baseline", "judge_model", "mode", "-created_at")
+        .distinct("target", "baseline", "judge_model", "mode")
+    )
 
 
 def leaderboard(*, dataset_dir: str | None, metric: str) -> dict:
-    """The latest finished run of each target on a dataset, sorted by `metric` (best first; targets
-    without that metric last). Also the metrics any row has, for the column headers and the sort menu."""
+    """The latest finished run of each target on a dataset, sorted by `metric` (best first, lower first
+    for LOWER_IS_BETTER; targets without that metric last). Also the metrics any row has, for the
+    column headers and the sort menu, and the dataset's judged comparisons ("judged")."""
     from training.rewards import REWARDS
 
-    if metric not in REWARDS and metric != "format_ok":
-        raise ApplicationError(f"Unknown metric {metric!r}. Choose one of: format_ok, {', '.join(REWARDS)}.")
+    sortable = ("format_ok", *REWARDS, *EXTRA_METRICS, REPEAT_SHARE)
+    if metric not in sortable:
+        raise ApplicationError(f"Unknown metric {metric!r}. Choose one of: {', '.join(sortable)}.")
     datasets = evaluation_datasets()
     dataset_dir = dataset_dir if dataset_dir in datasets else (datasets[0] if datasets else None)
     runs = list(
@@ -162,22 +191,39 @@ def leaderboard(*, dataset_dir: str | None, metric: str) -> dict:
     )
 
     def value(run: EvaluationRun) -> float | None:
-        return run.format_ok if metric == "format_ok" else run.metrics.get(metric)
+        return _metric_value(run, metric)
 
     sign = 1 if metric in LOWER_IS_BETTER else -1
     runs.sort(key=lambda r: (value(r) is None, sign * (value(r) or 0.0), r.target_name))
-    names = [n for n in REWARDS if any(n in r.metrics for r in runs)]
+    names = [n for n in (*REWARDS, *EXTRA_METRICS) if any(n in r.metrics for r in runs)]
     rows = [
-        {"run": r, "rank": i, "values": [r.metrics.get(n) for n in names]}
+        {
+            "run": r,
+            "rank": i,
+            "values": [r.metrics.get(n) for n in names],
+            "note": _writer_note(r),
+        }
         for i, r in enumerate(runs, start=1)
     ]
     return {
         "rows": rows,
         "metrics": names,
         "metric": metric,
+        "lower_is_better": sorted(LOWER_IS_BETTER),
         "dataset_dir": dataset_dir,
         "datasets": datasets,
+        "judged": judge_comparisons(dataset_dir=dataset_dir),
     }
+
+
+def _writer_note(run: EvaluationRun) -> str:
+    """"base" for the base model; "not registered here" for an imported adapter of no registered name."""
+    if run.adapter_id is not None:
+        return ""
+    role = (run.quality or {}).get("role")
+    if run.engine == IMPORTED_ENGINE and role and role != "base":
+        return "not registered here"
+    return "base"
 
 
 # ---------------------------------------------------------------------------------------------

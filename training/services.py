@@ -25,7 +25,8 @@ from training.config import CONFIG_FILENAME, GRPOJobConfig, SFTJobConfig
 from training.dataset import build_dataset, read_jsonl
 from training.evaluation import evaluate_pairs, reward_names
 from training.library import ImportedBook, delete_book, import_book_file
-from training.models import AdapterExport, EvaluationRun, TrainingJob, WriterAdapter
+from training.models import AdapterExport, EvaluationRun, JudgeComparison, TrainingJob, WriterAdapter
+from training.selectors import IMPORTED_ENGINE
 from training.sft import SFTResult, run_sft
 from training.trainer import GRPOResult, check_adapter_nonzero, read_pairs, run_grpo
 from writer.engines.base import Sampling
@@ -641,6 +642,113 @@ def evaluation_run_fail(*, run_id: int, error: str) -> None:
         error=error or "Evaluation failed for an unknown reason.",
         finished_at=timezone.now(),
     )
+
+
+# ---------------------------------------------------------------------------------------------
+# Results from elsewhere: a pairwise judgement (judge_pairs --record), a GPU run (import_results)
+
+
+def judge_comparison_record(
+    *, dataset_dir: str, target: str, baseline: str, summary: dict, source: str
+) -> JudgeComparison:
+    """Record the summary of `training.judge.judge_pairs` (as judge_pairs prints it: mode, pairs,
+    wins, losses, ties, no_verdict, win_rate, ci95, win_rate_ties_half, mean_preference, model) for
+    `target` against `baseline` on a dataset; the same (dataset, target, baseline, source) again
+    replaces the row."""
+    ci95 = summary.get("ci95") or (None, None)
+    row, _ = JudgeComparison.objects.update_or_create(
+        dataset_dir=dataset_dir,
+        target=target,
+        baseline=baseline,
+        source=source[:500],
+        defaults={
+            "judge_model": str(summary.get("model") or "")[:200],
+            "mode": summary.get("mode") or "letters",
+            "pairs": summary["pairs"],
+            "wins": summary["wins"],
+            "losses": summary["losses"],
+            "ties": summary["ties"],
+            "no_verdict": summary.get("no_verdict") or 0,
+            "win_rate": summary.get("win_rate"),
+            "ci_low": ci95[0],
+            "ci_high": ci95[1],
+            "win_rate_ties_half": summary.get("win_rate_ties_half"),
+            "mean_preference": summary.get("mean_preference"),
+            "summary": summary,
+        },
+    )
+    return row
+
+
+@transaction.atomic
+def gpu_results_import(
+    *, dataset_name: str, source: str, targets: Sequence[dict], judged: Sequence[dict]
+) -> dict:
+    """One succeeded EvaluationRun per target of a GPU run (engine IMPORTED_ENGINE; linked to the
+    registered adapter of its name, if any) and a JudgeComparison per judgement, on `dataset_name`.
+    A target is {"name", "role" (base, sft, grpo), "pairs", "metrics", "format_ok", "quality",
+    "samples", "tokens", "seconds", "max_new_tokens"}; a judgement is {"target", "baseline",
+    "summary"}. Keyed on (dataset, target, source): importing the same results again updates the rows
+    it made. EvaluationRun has no column for the source or the role: they sit in its `quality`.
+    Returns how many rows were made and updated."""
+    source = source[:500]
+    now = timezone.now()
+    counts = {"runs_created": 0, "runs_updated": 0, "judged_created": 0, "judged_updated": 0}
+    for target in targets:
+        values = {
+            "adapter": WriterAdapter.objects.filter(name=target["name"]).first(),
+            "status": EvaluationRun.Status.SUCCEEDED,
+            "error": "",
+            "split": "test",
+            "reward_names": list(target["metrics"]),
+            "max_new_tokens": target["max_new_tokens"],
+            "done": target["pairs"],
+            "total": target["pairs"],
+            "metrics": target["metrics"],
+            "format_ok": target["format_ok"],
+            "quality": {**target["quality"], "source": source, "role": target["role"]},
+            "samples": target["samples"],
+            "tokens": target["tokens"],
+            "seconds": target["seconds"],
+        }
+        run = (
+            EvaluationRun.objects.filter(
+                dataset_dir=dataset_name,
+                target_name=target["name"],
+                engine=IMPORTED_ENGINE,
+                quality__source=source,
+            )
+            .order_by("pk")
+            .first()
+        )
+        if run is None:
+            EvaluationRun.objects.create(
+                dataset_dir=dataset_name,
+                target_name=target["name"],
+                engine=IMPORTED_ENGINE,
+                started_at=now,
+                finished_at=now,
+                **values,
+            )
+            counts["runs_created"] += 1
+        else:
+            for field, value in values.items():
+                setattr(run, field, value)
+            run.save()
+            counts["runs_updated"] += 1
+    for item in judged:
+        known = JudgeComparison.objects.filter(
+            dataset_dir=dataset_name, target=item["target"], baseline=item["baseline"], source=source
+        ).exists()
+        judge_comparison_record(
+            dataset_dir=dataset_name,
+            target=item["target"],
+            baseline=item["baseline"],
+            summary=item["summary"],
+            source=source,
+        )
+        counts["judged_updated" if known else "judged_created"] += 1
+    return counts
 
 
 # ---------------------------------------------------------------------------------------------

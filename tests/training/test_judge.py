@@ -319,3 +319,46 @@ def test_judge_pairs_command(local_engine, tmp_path, mode):
         call_command(
             "judge_pairs", "--dataset", str(dataset), "--a", str(a), "--b", str(tmp_path / "none.jsonl")
         )
+
+
+@pytest.mark.slow
+def test_judge_pairs_records_the_comparison_for_the_leaderboard(db, local_engine, tmp_path, client_for):
+    from django.urls import reverse
+
+    from training.models import JudgeComparison
+
+    rows = [pair("lighthouse", 1).to_json(), pair("harbour", 2).to_json()]
+    dataset = write_dataset(tmp_path / "ds", rows, split="test")
+    a, b = tmp_path / "answers-grpo.jsonl", tmp_path / "answers-base.jsonl"
+    a.write_text("".join(json.dumps({"book": r["book"], "k": r["k"], "text": CLOSE}) + "\n" for r in rows))
+    b.write_text("".join(json.dumps({"book": r["book"], "k": r["k"], "text": FAR}) + "\n" for r in rows))
+    args = [
+        "judge_pairs", "--dataset", str(dataset), "--a", str(a), "--b", str(b), "--limit", "1",
+        "--engine", "local", "--chapter-tokens", "60", "--record",
+    ]  # fmt: skip
+    out, err = io.StringIO(), io.StringIO()
+    call_command(*args, stdout=out, stderr=err)
+    summary = json.loads(out.getvalue())  # the printed contract is unchanged: one JSON object
+    assert summary["mode"] == "logprobs" and summary["pairs"] == 1 and "Recorded grpo vs base" in err.getvalue()
+    row = JudgeComparison.objects.get()
+    assert (row.target, row.baseline, row.dataset_dir) == ("grpo", "base", str(dataset.resolve()))
+    assert (row.pairs, row.wins, row.losses, row.ties, row.no_verdict) == tuple(
+        summary[k] for k in ("pairs", "wins", "losses", "ties", "no_verdict")
+    )
+    assert row.win_rate == summary["win_rate"] and row.mean_preference == summary["mean_preference"]
+    assert [row.ci_low, row.ci_high] == (summary["ci95"] or [None, None])
+    assert row.judge_model == summary["model"] == "smollm2" and row.mode == "logprobs" and row.summary == summary
+    # The same comparison again replaces its row; other names make another.
+    call_command(*args, stdout=io.StringIO(), stderr=io.StringIO())
+    assert JudgeComparison.objects.count() == 1
+    call_command(
+        *args, "--a-name", "<b>tuned</b>", "--b-name", "smollm2", "--dataset-name", "corpus-79",
+        stdout=io.StringIO(), stderr=io.StringIO(),
+    )  # fmt: skip
+    named = JudgeComparison.objects.get(target="<b>tuned</b>")
+    assert named.baseline == "smollm2" and named.dataset_dir == "corpus-79"
+    page = client_for("root").get(reverse("training:leaderboard"), {"dataset": "corpus-79"}).content.decode()
+    assert "&lt;b&gt;tuned&lt;/b&gt;" in page and "<b>tuned</b>" not in page
+    # Names without --record are refused before any judging.
+    with pytest.raises(CommandError, match="add --record"):
+        call_command("judge_pairs", "--dataset", str(dataset), "--a", str(a), "--b", str(b), "--a-name", "x")

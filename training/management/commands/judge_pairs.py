@@ -20,6 +20,8 @@ from training.judge import (
     read_answers,
 )
 
+NAME_CHARS = 64  # JudgeComparison.target
+
 
 class Command(BaseCommand):
     help = (
@@ -29,7 +31,8 @@ class Command(BaseCommand):
         "(default) scores the letters A and B as the judge's first answer token and averages P(target) "
         "over both orders; --mode letters reads a generated letter. Prints JSON: the mode, pairs, wins, "
         "losses, ties, no_verdict, win_rate of A over B (over decisive pairs) and its 95% Wilson interval "
-        "ci95, and diagnostics (mean_preference in logprobs mode, first_position_share)."
+        "ci95, and diagnostics (mean_preference in logprobs mode, first_position_share). --record also "
+        "keeps it for the leaderboard's pairwise judge table, as --a-name against --b-name."
     )
 
     def add_arguments(self, parser) -> None:
@@ -78,10 +81,36 @@ class Command(BaseCommand):
             default=None,
             help="Write each pair's answers and outcome here (JSONL).",
         )
+        parser.add_argument(
+            "--record",
+            action="store_true",
+            help="Also record the result as a judged comparison on the leaderboard (replacing the same "
+            "comparison of the same answers files).",
+        )
+        parser.add_argument(
+            "--a-name", default=None, help="The target's name when recorded (default: --a's stem, less 'answers-')."
+        )
+        parser.add_argument(
+            "--b-name", default=None, help="The baseline's name when recorded (default: --b's stem, less 'answers-')."
+        )
+        parser.add_argument(
+            "--dataset-name",
+            default=None,
+            help="The leaderboard's dataset when recorded (default: the --dataset folder, as evaluations name it).",
+        )
 
     def handle(self, *args, **options) -> None:
         if options["limit"] is not None and options["limit"] < 1:
             raise CommandError("--limit must be at least 1.")
+        names = {"a": options["a_name"], "b": options["b_name"], "dataset": options["dataset_name"]}
+        if not options["record"] and any(v is not None for v in names.values()):
+            raise CommandError("--a-name, --b-name and --dataset-name name a recorded comparison: add --record.")
+        if options["record"]:
+            names["a"] = (names["a"] or answers_name(options["a"])).strip()
+            names["b"] = (names["b"] or answers_name(options["b"])).strip()
+            for which in ("a", "b"):
+                if not names[which] or len(names[which]) > NAME_CHARS:
+                    raise CommandError(f"--{which}-name must be 1 to {NAME_CHARS} characters.")
         path = options["dataset"] / f"{options['split']}.jsonl"
         if not path.is_file():
             raise CommandError(
@@ -122,13 +151,27 @@ class Command(BaseCommand):
             raise CommandError(exc.message) from exc
         if options["verdicts_out"] is not None:
             write_rows(result.verdicts, options["verdicts_out"])
-        self.stdout.write(
-            json.dumps(
-                {
-                    "mode": result.mode,
-                    **result.summary,
-                    "model": result.model,
-                    "seconds": round(result.seconds, 2),
-                }
+        summary = {
+            "mode": result.mode,
+            **result.summary,
+            "model": result.model,
+            "seconds": round(result.seconds, 2),
+        }
+        self.stdout.write(json.dumps(summary))
+        if options["record"]:
+            from training.services import judge_comparison_record  # the database only when recording
+
+            row = judge_comparison_record(
+                dataset_dir=names["dataset"] or str(options["dataset"].resolve()),
+                target=names["a"],
+                baseline=names["b"],
+                summary=summary,
+                source=f"judge_pairs {result.mode}: {options['a'].resolve()} vs {options['b'].resolve()}",
             )
-        )
+            self.stderr.write(f"Recorded {row.target} vs {row.baseline} on {row.dataset_dir} (comparison {row.pk}).")
+
+
+def answers_name(path: Path) -> str:
+    """The writer an answers file is of: its stem, less train_writer.sh's "answers-" (answers-grpo.jsonl: grpo)."""
+    stem = path.stem
+    return stem.removeprefix("answers-") or stem
