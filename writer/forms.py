@@ -6,7 +6,7 @@ from django.contrib.auth.forms import UserCreationForm
 
 from mesu_web.errors import ApplicationError
 from writer import roles
-from writer.models import MAX_OPTIONS, Story, StoryBibleEntry
+from writer.models import AUTHOR_NOTE_MAX_CHARS, MAX_OPTIONS, Story, StoryBibleEntry
 from writer.text_input import decode_text_file
 
 
@@ -22,13 +22,28 @@ class StoryForm(forms.ModelForm):
 
     class Meta:
         model = Story
-        fields = ["title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes"]
-        labels = {"intent_notes": "Notes on creative intent", "author_name": "Author name (as shown)"}
+        fields = [
+            "title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes",
+            "author_note",
+        ]  # fmt: skip
+        labels = {
+            "intent_notes": "Notes on creative intent",
+            "author_name": "Author name (as shown)",
+            "author_note": "Author's note",
+        }
+        help_texts = {
+            "author_note": (
+                f"Up to {AUTHOR_NOTE_MAX_CHARS} characters that steer every next chapter the writer writes "
+                "for this story, yours and your readers', until you change it, e.g. “keep the tone wry; "
+                "Juno should not learn the secret yet”. Only you see it."
+            )
+        }
         widgets = {
             "summary": forms.Textarea(attrs={"rows": 3}),
             "characters": forms.Textarea(attrs={"rows": 3}),
             "setting": forms.Textarea(attrs={"rows": 2}),
             "intent_notes": forms.Textarea(attrs={"rows": 3}),
+            "author_note": forms.Textarea(attrs={"rows": 2, "maxlength": AUTHOR_NOTE_MAX_CHARS}),
         }
 
     def __init__(self, *args, **kwargs) -> None:
@@ -38,6 +53,15 @@ class StoryForm(forms.ModelForm):
 
     def clean_tags(self) -> list[str]:
         return [t.strip() for t in self.cleaned_data["tags"].split(",") if t.strip()]
+
+    def clean_author_note(self) -> str:
+        """Cleaned like chapter text and held to AUTHOR_NOTE_MAX_CHARS (writer.services checks it again)."""
+        from writer.services import author_note_clean  # local: services import far more than a form needs
+
+        try:
+            return author_note_clean(self.cleaned_data.get("author_note", ""))
+        except ApplicationError as exc:
+            raise forms.ValidationError(exc.message) from None
 
 
 def _read_upload(upload) -> str:  # noqa: ANN001 (an UploadedFile)

@@ -12,6 +12,7 @@ from mesu_web.jobs.models import JobRow
 from writer.quality import TextQuality, text_quality
 
 MAX_OPTIONS = 4  # options per generation request (the UI offers 1-4, 3 by default)
+AUTHOR_NOTE_MAX_CHARS = 600  # the author's note: a few lines of steering, kept whole in every prompt
 
 
 class Story(models.Model):
@@ -27,6 +28,11 @@ class Story(models.Model):
     characters = models.TextField(blank=True, help_text="Who is who: names, roles, traits.")
     setting = models.TextField(blank=True, help_text="Where and when the story happens.")
     intent_notes = models.TextField(blank=True, help_text="What the author wants the story to be.")
+    # A short steering text kept until the author changes it; it goes into every next request's prompt
+    # (the author's and the readers'), after the chapters. Only the owner sees or edits it.
+    author_note = models.TextField(
+        blank=True, help_text="Steers the next chapters the writer writes, until you change it."
+    )
     is_published = models.BooleanField(default=False)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)

@@ -291,8 +291,8 @@ def _engine_counter(name: str) -> Callable[[str], int]:
 
 def request_prompt(request: GenerationRequest, count_tokens: Callable[[str], int]) -> list[dict[str, str]]:
     """The chat messages of a request's prompt, as generation_request_run builds them (no brand brief):
-    the story's metadata and chapters before the request's chapter as they are now, the reader's wish and
-    the story bible, within the same budget."""
+    the story's metadata and chapters before the request's chapter as they are now, the reader's wish, the
+    story bible and the author's note, within the same budget."""
     from writer.bible import bible_selector
     from writer.engines import sampling_from_settings
     from writer.prompting import ChapterText, build_prompt, prompt_budget
@@ -313,6 +313,7 @@ def request_prompt(request: GenerationRequest, count_tokens: Callable[[str], int
         preference=request.preference,
         next_number=request.next_number,
         bible=bible_selector(story=story, next_number=request.next_number, count_tokens=count_tokens),
+        author_note=story.author_note,
     )
     return built.messages
 

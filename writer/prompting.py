@@ -10,6 +10,7 @@ Layout of the user message (every part is markdown):
     ## Story bible                        <- optional: entries the chapters below mention (see below)
     [Chapters 1–40 are omitted for length.]   <- only when chapters had to be left out
     ## Chapter 41: ...  ```text ... ```   <- existing chapters, oldest first
+    ## Author's note                      <- optional, always whole (see below)
     ## The reader's preference            <- optional, always whole
     ## Brand brief                        <- optional, always whole
     ## Your task                          <- the instruction, always whole
@@ -25,6 +26,12 @@ that plan and the share, and returns the entries they mention that fit it; the c
 token the section did not use. More room never drops a chapter or a sentence of one, so every entry in
 the section is mentioned by a chapter in the prompt. The report names the entries that went in and those
 left out for length.
+
+Author's note (`author_note=`, the story's short steering text, e.g. "keep the tone wry; Juno should not
+learn the secret yet"): kept until the author changes it, it steers every request of the story, the
+author's and the readers'. It sits after the chapters, near the task, where steering works best for small
+models, and is a fixed part like the preference: whole or not at all, so the chapters are shortened first.
+An empty note leaves the prompt exactly as it was without one; the report counts its tokens.
 """
 
 from __future__ import annotations
@@ -104,6 +111,8 @@ class BudgetReport:
     bible: list[str] = field(default_factory=list)
     bible_omitted: list[str] = field(default_factory=list)
     bible_tokens: int = 0
+    # The author's note: its section's tokens (with its separator); 0 when the story has none.
+    author_note_tokens: int = 0
 
     def to_dict(self) -> dict:
         # Only the dataclass fields, so BudgetReport(**report.to_dict()) round-trips through JSON.
@@ -111,8 +120,10 @@ class BudgetReport:
 
     def summary(self) -> str:
         """One sentence for the UI, e.g. "Chapters 1-150 omitted and 151 shortened to fit 3584 tokens",
-        then what the story bible added ("; story bible: Juno, Static (Oki left out for length)")."""
-        return self._chapters_summary() + self._bible_summary()
+        then what the story bible added ("; story bible: Juno, Static (Oki left out for length)") and
+        whether the author's note went in ("; author's note included")."""
+        note = "; author's note included" if self.author_note_tokens else ""
+        return self._chapters_summary() + self._bible_summary() + note
 
     def _bible_summary(self, most: int = 8) -> str:
         if not self.bible and not self.bible_omitted:
@@ -314,6 +325,20 @@ def bible_block(entries: Sequence[BibleEntryText]) -> str:
     return section + _SEP if section else ""
 
 
+AUTHOR_NOTE_HEADING = "## Author's note"
+
+
+def render_author_note(note: str) -> str:
+    """The "## Author's note" section; "" for an empty note."""
+    if not note.strip():
+        return ""
+    return (
+        f"{AUTHOR_NOTE_HEADING}\n\n"
+        "The story's author asks this of the chapter you write; keep to it:\n\n"
+        f"{note.strip()}"
+    )
+
+
 def _render_preference(preference: str) -> str:
     return (
         "## The reader's preference\n\n"
@@ -479,15 +504,19 @@ def build_prompt(
     brand_brief: str = "",
     next_number: int | None = None,
     bible: BibleSelector | None = None,
+    author_note: str = "",
 ) -> BuiltPrompt:
     """The system + user messages for writing the next chapter, within `budget_tokens`.
 
     `bible`: picks the story bible's entries for the chapters in the prompt, within BIBLE_SHARE of the
     budget (see the module's docstring); None: no story bible section.
 
+    `author_note`: the story's steering text, put whole after the chapters (before the preference, brand
+    brief and task); "" (the default, and the training pipeline's dataset): no section, the prompt as before.
+
     Tokens are counted with `count_tokens` over the system prompt and the user message (chat
     template tokens are not included: leave room for them in the budget). Raises ApplicationError
-    when the metadata, preference, brand brief and instruction alone do not fit.
+    when the metadata, author's note, preference, brand brief and instruction alone do not fit.
     """
     ordered = sorted(chapters, key=lambda c: c.number)
     numbers = [c.number for c in ordered]
@@ -497,6 +526,9 @@ def build_prompt(
 
     head = render_metadata(meta) + _SEP
     tail_parts: list[str] = []
+    note_section = render_author_note(author_note)
+    if note_section:
+        tail_parts.append(note_section)
     if preference.strip():
         tail_parts.append(_render_preference(preference))
     if brand_brief.strip():
@@ -505,6 +537,7 @@ def build_prompt(
     tail = _SEP.join(tail_parts)
 
     system_tokens = count_tokens(SYSTEM_PROMPT)
+    note_tokens = count_tokens(note_section + _SEP) if note_section else 0
     fixed = system_tokens + count_tokens(head) + count_tokens(tail)
     if fixed > budget_tokens:
         raise _too_big(fixed, budget_tokens)
@@ -612,6 +645,7 @@ def build_prompt(
         bible=[e.name for e in chosen.entries],
         bible_omitted=list(chosen.omitted),
         bible_tokens=bible_tokens,
+        author_note_tokens=note_tokens,
     )
     messages = [
         {"role": "system", "content": SYSTEM_PROMPT},
@@ -622,8 +656,9 @@ def build_prompt(
 
 def _too_big(needed: int, budget: int) -> ApplicationError:
     return ApplicationError(
-        f"The story details, reader preference, brand brief and instructions alone take {needed} "
-        f"tokens, {needed - budget} more than the prompt budget of {budget} tokens. Shorten the "
-        "story's summary, characters, setting or notes (or the preference) and try again.",
+        f"The story details, author's note, reader preference, brand brief and instructions alone take "
+        f"{needed} tokens, {needed - budget} more than the prompt budget of {budget} tokens. Shorten the "
+        "story's summary, characters, setting or notes (or the author's note, or the preference) and try "
+        "again.",
         {"needed_tokens": needed, "budget_tokens": budget, "over_by": needed - budget},
     )

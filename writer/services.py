@@ -35,6 +35,7 @@ from writer.book_import import DetectedBook, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
 from writer.engines.base import Completion, Sampling, WriterEngine
 from writer.models import (
+    AUTHOR_NOTE_MAX_CHARS,
     MAX_OPTIONS,
     Chapter,
     GenerationOption,
@@ -52,7 +53,9 @@ logger = logging.getLogger(__name__)
 
 User = get_user_model()
 
-STORY_FIELDS = ("title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes")
+STORY_FIELDS = (
+    "title", "author_name", "summary", "genre", "tags", "characters", "setting", "intent_notes", "author_note",
+)  # fmt: skip
 PROGRESS_EVERY_SECONDS = 1.0  # at most one progress write per second while tokens stream in
 
 
@@ -94,6 +97,25 @@ def _clean_tags(tags: Sequence[str] | str) -> list[str]:
     return seen[:20]
 
 
+def author_note_clean(text: str) -> str:
+    """The author's note as it is kept: cleaned like chapter text (line breaks normalised, control
+    characters and trailing spaces removed; HTML stays text, the pages escape it), "" for an empty one.
+    ApplicationError when it is longer than AUTHOR_NOTE_MAX_CHARS."""
+    if not text.strip():
+        return ""
+    try:
+        text = clean_text(text)
+    except ApplicationError:  # nothing but control characters and spaces
+        return ""
+    if len(text) > AUTHOR_NOTE_MAX_CHARS:
+        raise ApplicationError(
+            f"Keep the author's note to {AUTHOR_NOTE_MAX_CHARS:,} characters (it has {len(text):,}): "
+            "a few lines that steer the next chapters.",
+            {"max_chars": AUTHOR_NOTE_MAX_CHARS, "chars": len(text)},
+        )
+    return text
+
+
 def story_create(*, owner: AbstractBaseUser, title: str, **metadata: object) -> Story:
     unknown = set(metadata) - set(STORY_FIELDS)
     if unknown:
@@ -102,6 +124,8 @@ def story_create(*, owner: AbstractBaseUser, title: str, **metadata: object) -> 
     if not title:
         raise ApplicationError("A story needs a title.")
     metadata["tags"] = _clean_tags(metadata.get("tags", []))  # type: ignore[arg-type]
+    if "author_note" in metadata:
+        metadata["author_note"] = author_note_clean(str(metadata["author_note"]))
     for _ in range(3):  # two authors may pick the same title at the same moment
         try:
             with transaction.atomic():
@@ -119,6 +143,8 @@ def story_update(*, story: Story, **fields: object) -> Story:
         raise ApplicationError("A story needs a title.")
     if "tags" in fields:
         fields["tags"] = _clean_tags(fields["tags"])  # type: ignore[arg-type]
+    if "author_note" in fields:
+        fields["author_note"] = author_note_clean(str(fields["author_note"]))
     for name, value in fields.items():
         setattr(story, name, value)
     story.save()
@@ -426,6 +452,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
             brand_brief=plan.brief,
             next_number=request.next_number,
             bible=bible,
+            author_note=story.author_note,  # the story's note as it is when the request runs
         )
 
     # Options that share a prompt come from one engine call (n=): every option when brands are placed
