@@ -265,7 +265,10 @@ def test_the_local_engine_matches_a_forward_pass_of_our_own(engine):
             assert len(encoded) == 1 and encoded[0] in ids_of[letter]
     assert tokenizer("a", add_special_tokens=False)["input_ids"][0] not in ids_of["A"]
     assert scored.extra["token_ids"] == ids_of
-    manual = _manual_logprobs(loaded.base, tokenizer, MESSAGES, ids_of)
+    # The base model with any LoRA an earlier test loaded switched off (PEFT injects its layers into the
+    # base model's modules: `loaded.base` alone would still apply the last active adapter).
+    with loaded.activated(None) as model:
+        manual = _manual_logprobs(model, tokenizer, MESSAGES, ids_of)
     assert scored.logprobs == pytest.approx(manual, abs=1e-4)
     # Not a constant: another question moves them.
     other = [MESSAGES[0], {"role": "user", "content": "A: seven. B: blue. Which is a colour? A or B?"}]
