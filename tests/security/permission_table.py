@@ -3,11 +3,14 @@ and the helpers the URL walk and the CSRF test share. See test_url_permissions.p
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass, field
+from http.cookies import SimpleCookie
 from types import SimpleNamespace
 
 from django.apps import apps
-from django.db import connection
+from django.core.cache import cache
+from django.db import connection, transaction
 from django.test import Client
 from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
@@ -369,3 +372,48 @@ def clients_for(users: dict) -> dict[str, Client]:
     return clients
 
 
+
+
+@dataclass
+class Walk:
+    """What `walk_table` saw: the requests whose outcome was not the table's, and those that changed the
+    database where they must not."""
+
+    mismatches: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)
+    requests: int = 0
+
+
+def walk_table(
+    clients: dict[str, Client], table: dict[str, list[Case]], names: Iterable[str], *, gets_write_nothing: bool = False
+) -> Walk:
+    """Every case of `names` in `table`, GET and POST, as every role, each in a rolled-back transaction
+    with the client's cookies and the cache put back after it (a logout, a login or a failed login's
+    counter must not carry over). A refused request must leave the database as it was, and with
+    `gets_write_nothing` every GET too. A download is read whole (the test client closes it then)."""
+    walk = Walk()
+    for name in names:
+        for case in table[name]:
+            url = reverse(name, kwargs=case.kwargs)
+            for method, expected_by_role in (("GET", case.get), ("POST", case.post)):
+                for role in ROLES:
+                    client = clients[role]
+                    cookies = SimpleCookie(client.cookies.output(header="", sep="\n"))
+                    with transaction.atomic():
+                        before = db_fingerprint()
+                        response = client.get(url) if method == "GET" else client.post(url, case.data)
+                        outcome = outcome_of(response)
+                        if response.streaming:
+                            b"".join(response.streaming_content)
+                        must_not_write = outcome in DENIED or (gets_write_nothing and method == "GET")
+                        if must_not_write and db_fingerprint() != before:
+                            walk.changed.append(f"{method} {url} as {role} ({outcome}) changed the database")
+                        transaction.set_rollback(True)
+                    client.cookies = cookies
+                    cache.clear()
+                    walk.requests += 1
+                    expected = expected_by_role[role]
+                    if outcome != expected:
+                        label = f" [{case.label}]" if case.label else ""
+                        walk.mismatches.append(f"{method} {name}{label} {url} as {role}: got {outcome}, expected {expected}")
+    return walk

@@ -9,11 +9,9 @@ take it in (its walk then covers them too)."""
 
 from __future__ import annotations
 
-from http.cookies import SimpleCookie
 from types import SimpleNamespace
 
 import pytest
-from django.core.cache import cache
 from django.db import transaction
 from django.test import Client
 from django.urls import reverse
@@ -27,9 +25,9 @@ from tests.security.permission_table import (
     clients_for,
     db_fingerprint,
     logged_in,
-    outcome_of,
     owner_page,
     url_patterns,
+    walk_table,
 )
 from writer.models import BibleProposalRun, StoryBibleEntry
 
@@ -116,34 +114,10 @@ def test_every_bible_url_has_an_entry_in_the_table(world, bible_world):
 def test_every_role_gets_the_expected_status_on_every_bible_url(world, users, bible_world):
     clients = clients_for({**users, "max": world.max})
     table = bible_permission_table(world, bible_world)
-    mismatches: list[str] = []
-    changed: list[str] = []
-    requests = 0
-    for name in sorted(table):
-        for case in table[name]:
-            url = reverse(name, kwargs=case.kwargs)
-            for method, expected_by_role in (("GET", case.get), ("POST", case.post)):
-                for role in ROLES:
-                    client = clients[role]
-                    cookies = SimpleCookie(client.cookies.output(header="", sep="\n"))
-                    with transaction.atomic():
-                        before = db_fingerprint()
-                        response = client.get(url) if method == "GET" else client.post(url, case.data)
-                        outcome = outcome_of(response)
-                        if outcome in DENIED and db_fingerprint() != before:
-                            changed.append(f"{method} {url} as {role} ({outcome}) changed the database")
-                        transaction.set_rollback(True)
-                    client.cookies = cookies
-                    cache.clear()
-                    requests += 1
-                    if outcome != expected_by_role[role]:
-                        label = f" [{case.label}]" if case.label else ""
-                        mismatches.append(
-                            f"{method} {name}{label} {url} as {role}: got {outcome}, expected {expected_by_role[role]}"
-                        )
-    assert not mismatches, f"{len(mismatches)} of {requests} requests:\n" + "\n".join(mismatches)
-    assert not changed, "\n".join(changed)
-    assert requests == 2 * len(ROLES) * sum(len(cases) for cases in table.values())
+    walk = walk_table(clients, table, sorted(table))
+    assert not walk.mismatches, f"{len(walk.mismatches)} of {walk.requests} requests:\n" + "\n".join(walk.mismatches)
+    assert not walk.changed, "\n".join(walk.changed)
+    assert walk.requests == 2 * len(ROLES) * sum(len(cases) for cases in table.values())
 
 
 def test_the_owner_gets_through_only_where_the_table_says_and_anonymous_visitors_log_in(world, users, bible_world):

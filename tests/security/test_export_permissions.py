@@ -8,23 +8,17 @@ a reader's copy has only what that reader was served; brand managers get nothing
 
 from __future__ import annotations
 
-from http.cookies import SimpleCookie
-
-from django.core.cache import cache
-from django.db import transaction
 from django.urls import reverse
 
 from tests.security.permission_table import (
-    DENIED,
     ROLES,
     WRONG_METHOD,
     Case,
     clients_for,
-    db_fingerprint,
     logged_in,
-    outcome_of,
     owner_page,
     url_patterns,
+    walk_table,
 )
 from writer.exports import FORMATS
 
@@ -72,35 +66,10 @@ def test_every_role_gets_the_expected_status_on_the_export_urls(world, users):
     """As test_url_permissions.py's walk; and a GET changes nothing, whoever makes it and whatever it gets."""
     clients = clients_for({**users, "max": world.max})
     table = export_permission_cases(world)
-    mismatches: list[str] = []
-    changed: list[str] = []
-    requests = 0
-    for name in EXPORT_URLS:
-        for case in table[name]:
-            url = reverse(name, kwargs=case.kwargs)
-            for method, expected_by_role in (("GET", case.get), ("POST", case.post)):
-                for role in ROLES:
-                    client = clients[role]
-                    cookies = SimpleCookie(client.cookies.output(header="", sep="\n"))
-                    with transaction.atomic():
-                        before = db_fingerprint()
-                        response = client.get(url) if method == "GET" else client.post(url, case.data)
-                        outcome = outcome_of(response)
-                        if response.streaming:  # the test client closes a download once it is read
-                            b"".join(response.streaming_content)
-                        if (method == "GET" or outcome in DENIED) and db_fingerprint() != before:
-                            changed.append(f"{method} {url} as {role} ({outcome}) changed the database")
-                        transaction.set_rollback(True)
-                    client.cookies = cookies
-                    cache.clear()
-                    requests += 1
-                    expected = expected_by_role[role]
-                    if outcome != expected:
-                        label = f" [{case.label}]" if case.label else ""
-                        mismatches.append(f"{method} {name}{label} {url} as {role}: got {outcome}, expected {expected}")
-    assert not mismatches, f"{len(mismatches)} of {requests} requests:\n" + "\n".join(mismatches)
-    assert not changed, "\n".join(changed)
-    assert requests == 2 * len(ROLES) * sum(len(cases) for cases in table.values())
+    walk = walk_table(clients, table, EXPORT_URLS, gets_write_nothing=True)
+    assert not walk.mismatches, f"{len(walk.mismatches)} of {walk.requests} requests:\n" + "\n".join(walk.mismatches)
+    assert not walk.changed, "\n".join(walk.changed)
+    assert walk.requests == 2 * len(ROLES) * sum(len(cases) for cases in table.values())
 
 
 def _body(client, name: str, slug: str) -> str:  # noqa: ANN001

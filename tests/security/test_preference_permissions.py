@@ -12,10 +12,7 @@ download is staff only, as every training page.
 from __future__ import annotations
 
 import json
-from http.cookies import SimpleCookie
 
-from django.core.cache import cache
-from django.db import transaction
 from django.test import Client
 from django.urls import reverse
 
@@ -27,11 +24,11 @@ from tests.security.permission_table import (
     WRONG_METHOD,
     Case,
     clients_for,
-    db_fingerprint,
     logged_in,
     outcome_of,
     staff_only,
     url_patterns,
+    walk_table,
 )
 from writer.models import OptionPreference, OptionRating
 
@@ -81,36 +78,10 @@ def test_every_preference_url_has_an_entry_in_the_table(world):
 def test_every_role_gets_the_expected_status_on_every_preference_url(world, users):
     clients = clients_for({**users, "max": world.max})
     table = preference_permission_cases(world)
-    mismatches: list[str] = []
-    changed: list[str] = []
-    requests = 0
-    for name in PREFERENCE_URLS:
-        for case in table[name]:
-            url = reverse(name, kwargs=case.kwargs)
-            for method, expected_by_role in (("GET", case.get), ("POST", case.post)):
-                for role in ROLES:
-                    client = clients[role]
-                    cookies = SimpleCookie(client.cookies.output(header="", sep="\n"))
-                    with transaction.atomic():
-                        before = db_fingerprint()
-                        response = client.get(url) if method == "GET" else client.post(url, case.data)
-                        outcome = outcome_of(response)
-                        if response.streaming:
-                            b"".join(response.streaming_content)
-                        if (method == "GET" or outcome in DENIED) and db_fingerprint() != before:
-                            changed.append(f"{method} {url} as {role} ({outcome}) changed the database")
-                        transaction.set_rollback(True)
-                    client.cookies = cookies
-                    cache.clear()
-                    requests += 1
-                    if outcome != expected_by_role[role]:
-                        mismatches.append(
-                            f"{method} {name} [{case.label}] {url} as {role}: got {outcome}, "
-                            f"expected {expected_by_role[role]}"
-                        )
-    assert not mismatches, f"{len(mismatches)} of {requests} requests:\n" + "\n".join(mismatches)
-    assert not changed, "\n".join(changed)
-    assert requests == 2 * len(ROLES) * sum(len(cases) for cases in table.values())
+    walk = walk_table(clients, table, PREFERENCE_URLS, gets_write_nothing=True)
+    assert not walk.mismatches, f"{len(walk.mismatches)} of {walk.requests} requests:\n" + "\n".join(walk.mismatches)
+    assert not walk.changed, "\n".join(walk.changed)
+    assert walk.requests == 2 * len(ROLES) * sum(len(cases) for cases in table.values())
 
 
 def test_only_the_reader_who_asked_gets_a_post_through(world):
