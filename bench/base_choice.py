@@ -14,7 +14,6 @@ on how many pairs the first target is better than the second. Appends a dated se
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import sys
 import time
@@ -27,8 +26,10 @@ os.environ.setdefault("DJANGO_DEBUG", "1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 from bench.report import append_report, machine_info  # noqa: E402
+from bench.writer_training import read_jsonl, score_target  # noqa: E402
 
-REWARDS = (
+# What the table shows (bench/writer_training.py scores every reward).
+METRICS = (
     "format_exact",
     "bleu",
     "rouge1",
@@ -38,13 +39,14 @@ REWARDS = (
     "bertscore",
     "embedding_cosine",
     "repetition",
+    "repeat_share",
+    "words",
 )
 LOWER_IS_BETTER = {"repeat_share"}
 
 
 def read_answers(path: Path) -> dict[tuple[str, int], str]:
-    rows = [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
-    return {(r["book"], r["k"]): r["text"] for r in rows}
+    return {(r["book"], r["k"]): r["text"] for r in read_jsonl(path)}
 
 
 def main() -> int:
@@ -66,28 +68,15 @@ def main() -> int:
     import torch
 
     from training.dataset import read_jsonl as read_pairs
-    from training.rewards import score_all
-    from writer.parsing import parse_output
-    from writer.quality import text_quality
 
     torch.set_num_threads(1)
     started = time.monotonic()
     targets = [item.split("=", 1) for item in args.answers]
     answers = {label: read_answers(Path(path)) for label, path in targets}
     labels = [label for label, _ in targets]
-    pairs = [
-        p for p in read_pairs(args.dataset / "test.jsonl") if all((p.book, p.k) in answers[t] for t in labels)
-    ]
-    scored: dict[str, list[dict]] = {}
-    for label in labels:
-        rows = []
-        for pair in pairs:
-            text = answers[label][(pair.book, pair.k)]
-            scores = score_all(text, pair.answer, names=list(REWARDS), prompt=pair.prompt)
-            quality = text_quality(parse_output(text).text)
-            rows.append({**scores, "repeat_share": quality.repetition, "words": quality.words})
-        scored[label] = rows
-    metrics = [*REWARDS, "repeat_share", "words"]
+    pairs = [p for p in read_pairs(args.dataset / "test.jsonl") if all((p.book, p.k) in answers[t] for t in labels)]
+    scored = {label: score_target(pairs, answers[label], None, perplexity=False) for label in labels}
+    metrics = METRICS
 
     def mean(label: str, metric: str) -> float:
         values = [r[metric] for r in scored[label] if r[metric] is not None]

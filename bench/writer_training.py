@@ -87,13 +87,15 @@ def real_chapter_perplexity(pairs, adapter_dir: str | None) -> list[float]:
     return out
 
 
-def score_target(pairs, answers: dict, adapter_dir: str | None) -> list[dict]:
+def score_target(pairs, answers: dict, adapter_dir: str | None, *, perplexity: bool = True) -> list[dict]:
+    """Per pair: every reward, the repeated-4-gram share and words of the chapter, and (unless
+    `perplexity` is off: it compares only targets of one tokenizer) the real chapter's perplexity."""
     from training.rewards import score_all
     from writer.parsing import parse_output
     from writer.quality import text_quality
 
     rows = []
-    ppl = real_chapter_perplexity(pairs, adapter_dir)
+    ppl = real_chapter_perplexity(pairs, adapter_dir) if perplexity else [None] * len(pairs)
     for pair, perplexity in zip(pairs, ppl, strict=True):
         text = answers[(pair.book, pair.k)]
         scores = score_all(text, pair.answer, names=list(REWARDS), prompt=pair.prompt)
@@ -105,7 +107,7 @@ def score_target(pairs, answers: dict, adapter_dir: str | None) -> list[dict]:
                 **{k: v for k, v in scores.items()},
                 "repeat_share": quality.repetition,
                 "words": quality.words,
-                "real_chapter_ppl": round(perplexity, 3),
+                "real_chapter_ppl": round(perplexity, 3) if perplexity is not None else None,
             }
         )
     return rows
