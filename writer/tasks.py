@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from celery import Task, shared_task
 
 from mesu_web.errors import EngineError
@@ -22,14 +24,26 @@ class GenerationTask(RowTask):
 @shared_task(bind=True, base=GenerationTask, max_retries=len(RETRY_DELAYS_SECONDS))
 @exclusive_per_row  # one run per request at a time; the recovery sweep reads the same lock
 def generation_request_run_task(self: Task, request_id: int) -> None:
+    _run_with_retries(
+        self,
+        lambda: services.generation_request_run(request_id=request_id),
+        lambda error, delay: services.generation_request_note_retry(
+            request_id=request_id, error=error, delay_seconds=delay
+        ),
+    )
+
+
+def _run_with_retries(task: Task, run: Callable[[], None], note_retry: Callable[[str, int], None]) -> None:
+    """`run()`; a retryable EngineError is noted on the row (`note_retry(error, delay)`) and retried after
+    RETRY_DELAYS_SECONDS[attempt], until they run out; anything else, or the last failure, is raised."""
     try:
-        services.generation_request_run(request_id=request_id)
+        run()
     except EngineError as exc:
-        if not exc.retryable or self.request.retries >= self.max_retries:
+        if not exc.retryable or task.request.retries >= task.max_retries:
             raise
-        delay = RETRY_DELAYS_SECONDS[self.request.retries]
-        services.generation_request_note_retry(request_id=request_id, error=exc.message, delay_seconds=delay)
-        raise self.retry(exc=exc, countdown=delay) from exc
+        delay = RETRY_DELAYS_SECONDS[task.request.retries]
+        note_retry(exc.message, delay)
+        raise task.retry(exc=exc, countdown=delay) from exc
 
 
 class BibleProposalTask(RowTask):
@@ -43,11 +57,8 @@ class BibleProposalTask(RowTask):
 @exclusive_per_row  # one run per proposal request at a time
 def bible_proposals_run_task(self: Task, run_id: int) -> None:
     """Story bible proposals from the newest chapters (writer.bible.bible_proposals_run)."""
-    try:
-        bible.bible_proposals_run(run_id=run_id)
-    except EngineError as exc:
-        if not exc.retryable or self.request.retries >= self.max_retries:
-            raise
-        delay = RETRY_DELAYS_SECONDS[self.request.retries]
-        bible.bible_proposals_note_retry(run_id=run_id, error=exc.message, delay_seconds=delay)
-        raise self.retry(exc=exc, countdown=delay) from exc
+    _run_with_retries(
+        self,
+        lambda: bible.bible_proposals_run(run_id=run_id),
+        lambda error, delay: bible.bible_proposals_note_retry(run_id=run_id, error=error, delay_seconds=delay),
+    )
