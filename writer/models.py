@@ -34,6 +34,14 @@ class Story(models.Model):
         blank=True, help_text="Steers the next chapters the writer writes, until you change it."
     )
     is_published = models.BooleanField(default=False)
+    # A branch: a copy of another story's chapter 0 and chapters 1..branch_point, so that the writer can
+    # continue from that chapter while the original keeps every chapter after it intact.
+    branch_of = models.ForeignKey(
+        "self", null=True, blank=True, on_delete=models.SET_NULL, related_name="branches"
+    )
+    branch_point = models.PositiveIntegerField(
+        null=True, blank=True, help_text="The last chapter of the original this branch starts from."
+    )
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -415,3 +423,160 @@ class OptionPreference(models.Model):
 
     def __str__(self) -> str:
         return f"{self.source}: option {self.chosen_id} over {self.rejected_id}"
+
+
+class VersionCause(models.TextChoices):
+    """Why a version of an option or a chapter was made."""
+
+    WRITTEN = "written", "Written by the writer"
+    SWIPE = "swipe", "Written again (swipe)"
+    EDITED = "edited", "Edited by hand"
+    PASSAGE = "passage", "A passage tool's change accepted"
+    ACCEPTED = "accepted", "Accepted from an option"
+    RESTORED = "restored", "An earlier version restored"
+
+
+class OptionVersion(models.Model):
+    """Every text an option has had, the current one included (the highest number): kept when the option
+    is written again (a swipe), changed by a passage tool or restored, so that none is ever lost."""
+
+    Cause = VersionCause
+
+    option = models.ForeignKey(GenerationOption, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(help_text="1 for the first text, then 2, 3, ...")
+    cause = models.CharField(max_length=10, choices=VersionCause.choices, default=VersionCause.WRITTEN)
+    raw_output = models.TextField(blank=True)
+    reasoning = models.TextField(blank=True)
+    text = models.TextField(blank=True)
+    format_ok = models.BooleanField(default=False)
+    tokens = models.PositiveIntegerField(default=0)
+    finish_reason = models.CharField(max_length=32, blank=True)
+    model_name = models.CharField(max_length=128, blank=True, help_text="The writer (adapter or base) that wrote it.")
+    # Who made it and from which request (a swipe keeps its option's request; a restore names the version).
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    request = models.ForeignKey(
+        GenerationRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    restored_from = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["option", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["option", "number"], name="option_version_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Version {self.number} of option {self.option_id}"
+
+
+class ChapterVersion(models.Model):
+    """Every text a chapter has had, the current one included (the highest number)."""
+
+    Cause = VersionCause
+
+    chapter = models.ForeignKey(Chapter, on_delete=models.CASCADE, related_name="versions")
+    number = models.PositiveIntegerField(help_text="1 for the first text, then 2, 3, ...")
+    cause = models.CharField(max_length=10, choices=VersionCause.choices, default=VersionCause.EDITED)
+    title = models.CharField(max_length=200, blank=True)
+    text = models.TextField()
+    created_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    # The option (and so the request) it was accepted from, when it was.
+    option = models.ForeignKey(
+        GenerationOption, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    request = models.ForeignKey(
+        GenerationRequest, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    restored_from = models.PositiveIntegerField(null=True, blank=True)
+    created_at = models.DateTimeField(auto_now_add=True)
+
+    class Meta:
+        ordering = ["chapter", "number"]
+        constraints = [
+            models.UniqueConstraint(fields=["chapter", "number"], name="chapter_version_unique_number"),
+        ]
+
+    def __str__(self) -> str:
+        return f"Version {self.number} of chapter {self.chapter_id}"
+
+
+class OptionSwipe(JobRow):
+    """One ask to write an option again (a swipe) from its request's prompt: the other options stay as
+    they are, and the option's earlier text stays among its versions."""
+
+    RUNNING_LABEL = "Writing again"
+
+    option = models.ForeignKey(GenerationOption, on_delete=models.CASCADE, related_name="swipes")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    engine = models.CharField(max_length=16)
+    adapter = models.CharField(max_length=64, blank=True)
+    progress_tokens = models.PositiveIntegerField(default=0)
+    version = models.ForeignKey(
+        OptionVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        help_text="The version it wrote.",
+    )
+
+    class Meta(JobRow.Meta):
+        ordering = ["-created_at"]
+        indexes = [models.Index(fields=["option", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"Swipe {self.pk} of option {self.option_id} ({self.status})"
+
+
+class PassageEdit(JobRow):
+    """A passage tool's change: a selected passage of one option or one chapter (never across two),
+    rewritten, expanded, shortened or described with more sensory detail by the writer; shown as a change
+    against the original and accepted (a new version of the option or chapter) or discarded."""
+
+    RUNNING_LABEL = "Writing the passage"
+
+    class Tool(models.TextChoices):
+        REWRITE = "rewrite", "Rewrite"
+        EXPAND = "expand", "Expand"
+        SHORTEN = "shorten", "Shorten"
+        DESCRIBE = "describe", "Describe (more sensory detail)"
+
+    class Decision(models.TextChoices):
+        PENDING = "pending", "Not decided"
+        ACCEPTED = "accepted", "Accepted"
+        DISCARDED = "discarded", "Discarded"
+
+    story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="passage_edits")
+    option = models.ForeignKey(
+        GenerationOption, null=True, blank=True, on_delete=models.CASCADE, related_name="passage_edits"
+    )
+    chapter = models.ForeignKey(Chapter, null=True, blank=True, on_delete=models.CASCADE, related_name="passage_edits")
+    requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
+    tool = models.CharField(max_length=10, choices=Tool.choices)
+    instruction = models.CharField(max_length=300, blank=True, help_text="An optional word on what to change.")
+    # Character offsets of the passage in the option's or chapter's text as it was when asked, and the
+    # passage itself, so that a text changed since is noticed before a result is applied.
+    start = models.PositiveIntegerField()
+    end = models.PositiveIntegerField()
+    original = models.TextField()
+    result = models.TextField(blank=True)
+    engine = models.CharField(max_length=16)
+    model_name = models.CharField(max_length=128, blank=True)
+    decision = models.CharField(max_length=10, choices=Decision.choices, default=Decision.PENDING)
+    decided_at = models.DateTimeField(null=True, blank=True)
+
+    class Meta(JobRow.Meta):
+        ordering = ["-created_at"]
+        constraints = [
+            models.CheckConstraint(
+                condition=(Q(option__isnull=False) & Q(chapter__isnull=True))
+                | (Q(option__isnull=True) & Q(chapter__isnull=False)),
+                name="passage_edit_one_target",
+            ),
+            models.CheckConstraint(condition=Q(end__gt=models.F("start")), name="passage_edit_not_empty"),
+        ]
+        indexes = [models.Index(fields=["story", "created_at"])]
+
+    def __str__(self) -> str:
+        return f"{self.get_tool_display()} {self.pk} ({self.status})"

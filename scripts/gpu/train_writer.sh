@@ -23,7 +23,8 @@
 # `train_writer.sh status` in later calls; `train_writer.sh pack` copies what is done into $OUT.
 # Environment: PARTS (default all), TEST_PAIRS (40), SFT_EPOCHS (5), SFT_ANSWER_TOKENS (400) and
 # SFT_REASONING_TOKENS (96): the SFT targets end well inside COMPLETION_TOKENS, so the writer learns to close
-# its chapter in the budget it is served with, GRPO_STEPS (40), GRPO_INIT_ADAPTER (the SFT
+# its chapter in the budget it is served with, GRPO_STEPS (40), GRPO_LR (2e-5), ANSWER_SEEDS (more seeds of
+# the GRPO writer's answers, e.g. "1 2"), JUDGE_PAIRS ("grpo:base sft:base grpo:sft"), GRPO_INIT_ADAPTER (the SFT
 # adapter of this run; e.g. training/shipped/mesu-writer-v2 to go on from the shipped writer, PARTS without sft), DEVICE (cuda),
 # PY (python3), BUDGET_S (1500: the whole pipeline); sizes for a dry run on a CPU (DEVICE=cpu, with
 # vLLM CPU servers already on :8000 and :8001): NUM_GEN (8), COMPLETION_TOKENS (640: the reasoning's 128 and the
@@ -137,11 +138,16 @@ if want_serve writer; then
   DETACH=1 MAX_LORA_RANK=16 GPU_UTIL=${WRITER_GPU_UTIL:-0.12} VLLM_ARGS="--enforce-eager --max-model-len 4096" \
     step serve_writer 60 400 bash "$HERE/serve.sh" "$WRITER_DIR" smollm2 8000
 fi
-answers() {  # answers TARGET NAME: the command for the target's answers to the first TEST_PAIRS held-out pairs
+answers() {  # answers TARGET NAME [SEED]: the command for the target's answers to the first TEST_PAIRS held-out pairs
   echo "$MANAGE evaluate_adapter --adapter $1 --dataset $DATA --limit $TEST_PAIRS --rewards $EVAL_REWARDS \
-    --max-new-tokens ${COMPLETION_TOKENS:-640} --engine vllm --seed 0 --concurrency 64 --answers-out $RES/answers-$2.jsonl > $RES/eval-$2.json"
+    --max-new-tokens ${COMPLETION_TOKENS:-640} --engine vllm --seed ${3:-0} --concurrency 64 --answers-out $RES/answers-$2.jsonl > $RES/eval-$2.json"
 }
-if want answers; then
+# An earlier run's answers (the corpus archive's prior/answers-NAME.jsonl, e.g. the base's and the shipped
+# writer's from run11) are judged as they are instead of being asked again.
+for prior in "$DATA"/prior/answers-*.jsonl; do
+  [ -f "$prior" ] && [ ! -f "$RES/$(basename "$prior")" ] && cp "$prior" "$RES/"
+done
+if want answers && [ ! -f "$RES/answers-base.jsonl" ]; then
   step answers_base 60 600 sh -c "$(answers base base)" &
   base_pid=$!
 fi
@@ -153,7 +159,7 @@ if want sft; then
     --batch-size ${SFT_BATCH:-4} --gradient-accumulation-steps 2 --warmup-ratio 0.05 \
     --max-answer-tokens ${SFT_ANSWER_TOKENS:-400} --max-reasoning-tokens ${SFT_REASONING_TOKENS:-96} --register sft-corpus --no-resume > $RES/train-sft.json" || exit 1
 fi
-if want answers; then
+if want answers && want sft; then
   step answers_sft 60 600 sh -c "$(answers sft-corpus sft)" &
   sft_pid=$!
 fi
@@ -163,7 +169,7 @@ if want grpo; then
   step grpo 120 900 sh -c "$MANAGE train_grpo --backend trl ${vllm_flag[*]} --dataset $DATA --out $RUNS/grpo \
     --base-model $WRITER_DIR --init-adapter ${GRPO_INIT_ADAPTER:-$RUNS/sft/adapter} --rewards $GRPO_REWARDS --max-steps $GRPO_STEPS \
     --num-generations ${NUM_GEN:-8} --per-device-train-batch-size ${NUM_GEN:-8} --gradient-accumulation-steps 2 \
-    --max-completion-length ${COMPLETION_TOKENS:-640} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate 2e-5 --warmup-ratio 0 --beta 0 \
+    --max-completion-length ${COMPLETION_TOKENS:-640} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate ${GRPO_LR:-2e-5} --warmup-ratio 0 --beta 0 \
     --vllm-gpu-memory-utilization ${GRPO_VLLM_UTIL:-0.25} \
     --save-steps 10 --no-resume > $RES/train-grpo.json" || exit 1
 fi
@@ -171,7 +177,13 @@ fi
 [ -n "${sft_pid:-}" ] && wait "$sft_pid"
 if want answers && [ -f "$RES/train-grpo.json" ]; then
   grpo_name=$("$PY" -c "import json,sys; print(json.load(open(sys.argv[1]))['adapter_name'])" "$RES/train-grpo.json")
+  # ANSWER_SEEDS: more answers to every pair, one set a seed (answers-grpo-sN.jsonl), asked side by side:
+  # the format rate is a share of options, and 79 pairs alone cannot tell 99 % from 100 %.
+  for seed in ${ANSWER_SEEDS:-}; do
+    step "answers_grpo_s$seed" 60 600 sh -c "$(answers "$grpo_name" "grpo-s$seed" "$seed")" &
+  done
   step answers_grpo 60 600 sh -c "$(answers "$grpo_name" grpo)"
+  wait
 fi
 want answers && touch "$RES/answers.done"
 
@@ -186,7 +198,7 @@ if want judge; then
     while [ ! -f "$RES/answers.done" ] && [ "$waited" -lt "${ANSWERS_WAIT_S:-900}" ]; do sleep 10; waited=$((waited + 10)); done
     echo "[$(elapsed)s] judge: answers.done $([ -f "$RES/answers.done" ] && echo found || echo 'not found: judging what exists') after ${waited}s"
   fi
-  for a_b in grpo:base sft:base grpo:sft; do
+  for a_b in ${JUDGE_PAIRS:-grpo:base sft:base grpo:sft}; do
     a=${a_b%%:*} b=${a_b##*:}
     [ -f "$RES/answers-$a.jsonl" ] && [ -f "$RES/answers-$b.jsonl" ] && step "judge_${a}_$b" 20 300 sh -c "$(judge "$a" "$b")"
   done
