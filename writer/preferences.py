@@ -25,16 +25,15 @@ from __future__ import annotations
 
 import logging
 import math
-import time
 from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
-from django.core.cache import cache
 from django.db import transaction
 
+from mesu_web.action_limits import ActionLimited, spend, wait_words
 from mesu_web.errors import ApplicationError
 from writer.models import (
     Chapter,
@@ -53,12 +52,8 @@ DEFAULT_PER_HOUR = 200
 KEY_PREFIX = "preference-actions"
 
 
-class PreferenceLimited(ApplicationError):
+class PreferenceLimited(ActionLimited):
     """Too many ratings or choices from one reader: `retry_after` seconds until the next is taken."""
-
-    def __init__(self, message: str, *, retry_after: int) -> None:
-        super().__init__(message, {"retry_after": retry_after})
-        self.retry_after = retry_after
 
 
 def writer_of(request: GenerationRequest) -> str:
@@ -80,42 +75,20 @@ def limits() -> tuple[tuple[int, int, str], ...]:
     return ((per_minute, 60, "a minute"), (per_hour, 3600, "an hour"))
 
 
-def _wait_words(seconds: int) -> str:
-    if seconds < 90:
-        return f"{seconds} second{'s' if seconds != 1 else ''}"
-    minutes = math.ceil(seconds / 60)
-    return f"{minutes} minutes"
-
-
 def _spend(user: AbstractBaseUser) -> None:
-    """Count one rating or choice of `user`; PreferenceLimited when it is over a limit (fixed windows of
-    the clock: the count of this minute and of this hour). The count is taken before the check, so that
-    concurrent posts cannot all slip under the limit. While the cache is unreachable nothing is counted
-    (a warning is logged): the rows stay one per reader and option regardless."""
-    now = time.time()
-    try:
-        for most, window, words in limits():
-            bucket = int(now // window)
-            key = f"{KEY_PREFIX}:{user.pk}:{window}:{bucket}"
-            if cache.add(key, 1, timeout=window + 5):
-                count = 1
-            else:
-                try:
-                    count = cache.incr(key)
-                except ValueError:  # expired between add() and incr()
-                    cache.set(key, 1, timeout=window + 5)
-                    count = 1
-            if count > most:
-                wait = max(1, math.ceil((bucket + 1) * window - now))
-                raise PreferenceLimited(
-                    f"You have rated or chosen {most} times in {words}, the most we take from one reader. "
-                    f"Try again in {_wait_words(wait)}.",
-                    retry_after=wait,
-                )
-    except PreferenceLimited:
-        raise
-    except Exception:  # noqa: BLE001 (redis.ConnectionError and friends: any cache failure)
-        logger.warning("The ratings' rate limit is off: the cache is unreachable", exc_info=True)
+    """Count one rating or choice of `user`; PreferenceLimited when it is over a limit (mesu_web.action_limits:
+    counted before the check; nothing counted while the cache is unreachable, the rows stay one per reader
+    and option regardless)."""
+    spend(
+        key_prefix=KEY_PREFIX,
+        user_id=user.pk,
+        limits=limits(),
+        error=PreferenceLimited,
+        message=lambda most, words, wait: (
+            f"You have rated or chosen {most} times in {words}, the most we take from one reader. "
+            f"Try again in {wait_words(wait)}."
+        ),
+    )
 
 
 # --- Reader ratings and choices ---------------------------------------------------------------------

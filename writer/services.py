@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
 
@@ -29,7 +29,7 @@ from brands.matching import (
 )
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import unique_slug
-from writer import roles
+from writer import live, roles
 from writer.bible import bible_selector
 from writer.book_import import DetectedBook, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
@@ -42,12 +42,19 @@ from writer.models import (
     GenerationRequest,
     ReviewStatus,
     Story,
+    VersionCause,
 )
 from writer.parsing import ParsedOutput, parse_output
 from writer.preferences import author_preference_record
-from writer.prompting import ChapterText, StoryMeta, build_prompt, prompt_budget
+from writer.prompting import BuiltPrompt, ChapterText, StoryMeta, build_prompt, prompt_budget
 from writer.quality import cut_loop, words_of
 from writer.text_input import clean_text
+from writer.versions import (
+    chapter_version_accepted,
+    chapter_version_add,
+    chapter_versions_ensure,
+    option_versions_first,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -175,18 +182,30 @@ def chapter_add(*, story: Story, text: str, title: str = "", source: str = Chapt
     chapter = Chapter.objects.create(
         story=story, number=last + 1, title=title.strip()[:200], text=text, source=source
     )
+    chapter_version_add(chapter=chapter, created_by=story.owner)  # its version 1 (writer.versions)
     _touch(story)
     return chapter
 
 
-def chapter_update(*, chapter: Chapter, text: str, title: str = "") -> Chapter:
+def chapter_update(
+    *,
+    chapter: Chapter,
+    text: str,
+    title: str = "",
+    version_cause: str = VersionCause.EDITED,
+    user: AbstractBaseUser | None = None,
+) -> Chapter:
+    """Save the chapter's new text and title: a new version of it (`version_cause`, by `user`, the story's
+    author when None) when they changed (writer.versions)."""
     text = clean_text(text)
     if len(text) > settings.MESU_CHAPTER_MAX_CHARS:
         raise ApplicationError(
             f"The chapter has {len(text):,} characters; the limit is {settings.MESU_CHAPTER_MAX_CHARS:,}."
         )
+    chapter_versions_ensure(chapter=chapter)  # the text before this edit is kept as a version
     chapter.text, chapter.title = text, title.strip()[:200]
     chapter.save(update_fields=["text", "title", "updated_at"])
+    chapter_version_add(chapter=chapter, created_by=user or chapter.story.owner, cause=version_cause)
     _touch(chapter.story)
     # A generated chapter that carries a placement: a changed approved passage goes back to the brand.
     chapter_placement_sync(chapter=chapter)
@@ -419,10 +438,6 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     engine = get_engine(request.engine)
     adapter = resolve_adapter(request.adapter)
 
-    chapters = [
-        ChapterText(number=c.number, title=c.title, text=c.text)
-        for c in Chapter.objects.filter(story=story, number__lt=request.next_number).order_by("number")
-    ]
     place_after = settings.BRAND_PLACEMENT_METHOD == "rewrite"
     if request.use_brands:
         matched = option_plans_for_request(
@@ -434,26 +449,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
         plans = [OptionPlan()] * request.n
     # The decoding of the WRITER_* settings; the prompt leaves room for the whole answer (reasoning and chapter).
     sampling = sampling_from_settings(max_tokens=request.max_new_tokens)
-    budget = prompt_budget(
-        context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=sampling.answer_tokens
-    )
-
-    # The story bible: the accepted entries in force for this chapter that the chapters in the prompt
-    # mention, within their share of the budget (writer.bible); None when the bible has none in force.
-    bible = bible_selector(story=story, next_number=request.next_number, count_tokens=engine.count_tokens)
-
-    def prompt_for(plan: OptionPlan):  # noqa: ANN202 (a BuiltPrompt)
-        return build_prompt(
-            meta=story_meta(story),
-            chapters=chapters,
-            count_tokens=engine.count_tokens,
-            budget_tokens=budget,
-            preference=request.preference,
-            brand_brief=plan.brief,
-            next_number=request.next_number,
-            bible=bible,
-            author_note=story.author_note,  # the story's note as it is when the request runs
-        )
+    prompt_for = request_prompt_builder(request=request, engine=engine, sampling=sampling)
 
     # Options that share a prompt come from one engine call (n=): every option when brands are placed
     # after writing; with briefs in the prompt, each brief is its own prompt.
@@ -470,7 +466,9 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     done_before = [0]  # tokens of the groups already written
     last_write = [0.0]
 
-    def on_progress(tokens: int) -> None:
+    def on_progress(tokens: int, texts: Mapping[int, str] | None = None) -> None:
+        if texts is not None:  # option index -> its answer so far: the page's live text (writer.live)
+            live.publish(request_id=request_id, attempt=request.attempts, texts=texts)
         now = time.monotonic()
         if now - last_write[0] >= PROGRESS_EVERY_SECONDS:
             last_write[0] = now
@@ -481,17 +479,110 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
 
     model_name = [""]
 
-    def write(plans_to_write: list[OptionPlan]) -> list[Completion]:
-        """One engine call per prompt (options with the same brief share one, n=), in `plans_to_write`'s order."""
+    def written(tokens: int, model: str) -> None:
+        done_before[0] += tokens
+        model_name[0] = model
+
+    rows = options_write(
+        request=request,
+        plans=plans,
+        engine=engine,
+        sampling=sampling,
+        adapter=adapter,
+        prompt_for=lambda plan: first if plan.brief == first_brief else prompt_for(plan),
+        on_progress=on_progress,
+        on_written=written,
+        note_stage=lambda stage: _set_progress(request_id, stage=stage),
+        place_after=place_after,
+    )
+
+    with transaction.atomic():
+        locked = GenerationRequest.objects.select_for_update().get(pk=request_id)
+        if locked.options.exists():  # another run of the same task got here first
+            return locked
+        GenerationOption.objects.bulk_create(rows)
+        option_versions_first(request=locked, model_name=model_name[0])  # each text is its version 1
+        locked.status = GenerationRequest.Status.SUCCEEDED
+        locked.stage = "Done"
+        locked.progress_tokens = done_before[0]
+        locked.model_name = model_name[0][:128]
+        locked.finished_at = timezone.now()
+        locked.save(update_fields=["status", "stage", "progress_tokens", "model_name", "finished_at"])
+    live.clear(request_id=request_id)
+    return locked
+
+
+def request_prompt_builder(
+    *, request: GenerationRequest, engine: WriterEngine, sampling: Sampling
+) -> Callable[[OptionPlan], BuiltPrompt]:
+    """How `request`'s prompt is built for one option's plan: chapter 0 and the story's chapters before the
+    request's chapter, the reader's wish, the plan's brand brief, the story bible and the author's note
+    (as they are when it is called), within the budget that leaves room for the whole answer. A swipe
+    (writer.swipes) rebuilds its option's prompt with it."""
+    story = request.story
+    chapters = [
+        ChapterText(number=c.number, title=c.title, text=c.text)
+        for c in Chapter.objects.filter(story=story, number__lt=request.next_number).order_by("number")
+    ]
+    budget = prompt_budget(
+        context_tokens=settings.WRITER_CONTEXT_TOKENS, max_new_tokens=sampling.answer_tokens
+    )
+
+    # The story bible: the accepted entries in force for this chapter that the chapters in the prompt
+    # mention, within their share of the budget (writer.bible); None when the bible has none in force.
+    bible = bible_selector(story=story, next_number=request.next_number, count_tokens=engine.count_tokens)
+
+    def prompt_for(plan: OptionPlan) -> BuiltPrompt:
+        return build_prompt(
+            meta=story_meta(story),
+            chapters=chapters,
+            count_tokens=engine.count_tokens,
+            budget_tokens=budget,
+            preference=request.preference,
+            brand_brief=plan.brief,
+            next_number=request.next_number,
+            bible=bible,
+            author_note=story.author_note,  # the story's note as it is when the request runs
+        )
+
+    return prompt_for
+
+
+def options_write(
+    *,
+    request: GenerationRequest,
+    plans: Sequence[OptionPlan],
+    engine: WriterEngine,
+    sampling: Sampling,
+    adapter: object,
+    prompt_for: Callable[[OptionPlan], BuiltPrompt],
+    on_progress: Callable[..., None] | None,
+    on_written: Callable[[int, str], None],
+    note_stage: Callable[[str], None],
+    place_after: bool,
+    indices: Sequence[int] | None = None,
+) -> list[GenerationOption]:
+    """Write `plans` (one option each), parse the answers and place their brands; the options as they are
+    stored, unsaved, with `indices` (default 0, 1, ...). Both a request's run and a swipe of one of its
+    options (writer.swipes) write through here. `on_written(tokens, model)` after each engine call;
+    `note_stage(text)` when a stage begins (a short option written again, brands placed)."""
+    plans = list(plans)
+    indices = list(range(len(plans))) if indices is None else list(indices)
+
+    def write(plans_to_write: list[OptionPlan], at: list[int] | None = None) -> list[Completion]:
+        """One engine call per prompt (options with the same brief share one, n=), in `plans_to_write`'s order
+        (`at`: their positions in `plans`, default all)."""
+        at = list(range(len(plans_to_write))) if at is None else at
         by_brief: dict[str, list[int]] = {}
         for position, plan in enumerate(plans_to_write):
             by_brief.setdefault(plan.brief, []).append(position)
         completions: list[Completion | None] = [None] * len(plans_to_write)
         for positions in by_brief.values():
             plan = plans_to_write[positions[0]]
-            built = first if plan.brief == first_brief else prompt_for(plan)
+            built = prompt_for(plan)
+            progress = live.options_progress(on_progress, [indices[at[p]] for p in positions])
             result = engine.generate(
-                built.messages, n=len(positions), sampling=sampling, adapter=adapter, on_progress=on_progress
+                built.messages, n=len(positions), sampling=sampling, adapter=adapter, on_progress=progress
             )
             if len(result.completions) != len(positions):
                 raise EngineError(
@@ -500,8 +591,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
                 )
             for position, completion in zip(positions, result.completions, strict=True):
                 completions[position] = completion
-            done_before[0] += sum(c.tokens for c in result.completions)
-            model_name[0] = result.model
+            on_written(sum(c.tokens for c in result.completions), result.model)
         return completions  # type: ignore[return-value]  (every position is filled above)
 
     completions = write(plans)
@@ -513,8 +603,8 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     min_words = chapter_min_words(sampling.max_tokens)
     short = [i for i, answer in enumerate(answers) if len(words_of(answer.text)) < min_words]
     if short:
-        _set_progress(request_id, stage=f"Writing {len(short)} short option{'s' if len(short) > 1 else ''} again")
-        again = write([plans[i] for i in short])
+        note_stage(f"Writing {len(short)} short option{'s' if len(short) > 1 else ''} again")
+        again = write([plans[i] for i in short], short)
         for i, completion in zip(short, again, strict=True):
             completion, answer = without_loop(completion, parse_output(completion.text))
             before, after = len(words_of(answers[i].text)), len(words_of(answer.text))
@@ -528,27 +618,20 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     placed: dict[int, PlacementOutcome] = {}
     if place_after:
         drafts = [(plan, answer.text) for (plan, _), answer in zip(written, answers, strict=True)]
-        placed = _place_brands(request_id, drafts, engine=engine, sampling=sampling)
+        placed = _place_brands(note_stage, drafts, engine=engine, sampling=sampling)
 
-    with transaction.atomic():
-        locked = GenerationRequest.objects.select_for_update().get(pk=request_id)
-        if locked.options.exists():  # another run of the same task got here first
-            return locked
-        GenerationOption.objects.bulk_create(
-            _option_row(locked, index, plan, completion, answers[index], placed.get(index))
-            for index, (plan, completion) in enumerate(written)
-        )
-        locked.status = GenerationRequest.Status.SUCCEEDED
-        locked.stage = "Done"
-        locked.progress_tokens = done_before[0]
-        locked.model_name = model_name[0][:128]
-        locked.finished_at = timezone.now()
-        locked.save(update_fields=["status", "stage", "progress_tokens", "model_name", "finished_at"])
-    return locked
+    return [
+        _option_row(request, index, plan, completion, answers[position], placed.get(position))
+        for position, (index, (plan, completion)) in enumerate(zip(indices, written, strict=True))
+    ]
 
 
 def _place_brands(
-    request_id: int, drafts: list[tuple[OptionPlan, str]], *, engine: WriterEngine, sampling: Sampling
+    note_stage: Callable[[str], None],
+    drafts: list[tuple[OptionPlan, str]],
+    *,
+    engine: WriterEngine,
+    sampling: Sampling,
 ) -> dict[int, PlacementOutcome]:
     """Write first, then place: each branded option's chapter, written without the brand, gets its asset
     in the passage where it fits best (brands.matching.place_in_drafts), or stays as written with the
@@ -584,9 +667,7 @@ def _place_brands(
     branded = [(index, plan, draft) for index, (plan, draft) in enumerate(drafts) if plan.brand_id]
     if not branded:
         return {}
-    _set_progress(
-        request_id, stage=f"Placing the brand in {len(branded)} option{'s' if len(branded) > 1 else ''}"
-    )
+    note_stage(f"Placing the brand in {len(branded)} option{'s' if len(branded) > 1 else ''}")
     outcomes = place_in_drafts(
         [(draft, plan) for _, plan, draft in branded],
         rewrite_all=rewrite_all,
@@ -655,6 +736,7 @@ def generation_request_fail(*, request_id: int, error: str) -> None:
         request.error = error or "The writer failed for an unknown reason."
         request.finished_at = timezone.now()
         request.save(update_fields=["status", "stage", "error", "finished_at"])
+    live.clear(request_id=request_id)
 
 
 def generation_request_retry(*, request: GenerationRequest, user: AbstractBaseUser) -> GenerationRequest:
@@ -710,6 +792,7 @@ def option_accept(
             # acceptance's label without reading the option again (brands.matching.chapter_placement_check).
             Chapter.objects.filter(pk=chapter.pk).update(updated_at=F("created_at"))
             chapter.updated_at = chapter.created_at
+            chapter_version_accepted(chapter=chapter, option=locked, user=user)  # version 1 names its option
             fields: dict[str, object] = {"accepted_chapter": chapter}
             if acceptance.verdict == "plain" and locked.review_status == ReviewStatus.APPROVED:
                 # The author took the brand out: no label over a chapter that names no brand.

@@ -2,8 +2,17 @@ from __future__ import annotations
 
 from django.urls import path
 
-from writer import bible_views, views
+from writer import bible_views, version_views, views
 from writer.export_views import copy_export, story_export
+from writer.live_views import request_live
+from writer.passage_views import (
+    passage_accept,
+    passage_chapter,
+    passage_detail,
+    passage_discard,
+    passage_option,
+    passage_status,
+)
 from writer.preference_views import option_prefer, option_rate, preferences_download, request_ratings
 
 app_name = "writer"
@@ -35,6 +44,7 @@ urlpatterns = [
     path("s/<slug:slug>/chapters/<int:number>/delete/", views.chapter_delete, name="chapter_delete"),
     path("requests/<int:pk>/", views.request_detail, name="request_detail"),
     path("requests/<int:pk>/progress/", views.request_progress, name="request_progress"),
+    path("requests/<int:pk>/live/", request_live, name="request_live"),  # the page's poller (writer.live)
     path("requests/<int:pk>/retry/", views.request_retry, name="request_retry"),
     path("options/<int:pk>/accept/", views.option_accept, name="option_accept"),
 ]
@@ -45,4 +55,40 @@ urlpatterns += [
     path("options/<int:pk>/rate/", option_rate, name="option_rate"),
     path("options/<int:pk>/prefer/", option_prefer, name="option_prefer"),
     path("preferences/dataset.jsonl", preferences_download, name="preferences_download"),
+]
+
+# Passage tools: rewrite, expand, shorten or describe a passage of an option or a chapter (writer.passages).
+urlpatterns += [
+    path("options/<int:pk>/passage/", passage_option, name="passage_option"),
+    path("s/<slug:slug>/chapters/<int:number>/passage/", passage_chapter, name="passage_chapter"),
+    path("passages/<int:pk>/", passage_detail, name="passage_detail"),
+    path("passages/<int:pk>/status/", passage_status, name="passage_status"),
+    path("passages/<int:pk>/accept/", passage_accept, name="passage_accept"),
+    path("passages/<int:pk>/discard/", passage_discard, name="passage_discard"),
+]
+
+# Versions of options and chapters, swipes (an option written again) and branches (writer.versions,
+# writer.swipes, writer.branches).
+urlpatterns += [
+    path("options/<int:pk>/versions/", version_views.option_versions, name="option_versions"),
+    path("options/<int:pk>/versions/compare/", version_views.option_version_compare, name="option_version_compare"),
+    path(
+        "options/<int:pk>/versions/<int:number>/restore/",
+        version_views.option_version_restore,
+        name="option_version_restore",
+    ),
+    path("options/<int:pk>/swipe/", version_views.option_swipe, name="option_swipe"),
+    path("options/<int:pk>/swipe/status/", version_views.option_swipe_status, name="option_swipe_status"),
+    path("s/<slug:slug>/chapters/<int:number>/versions/", version_views.chapter_versions, name="chapter_versions"),
+    path(
+        "s/<slug:slug>/chapters/<int:number>/versions/compare/",
+        version_views.chapter_version_compare,
+        name="chapter_version_compare",
+    ),
+    path(
+        "s/<slug:slug>/chapters/<int:number>/versions/<int:version>/restore/",
+        version_views.chapter_version_restore,
+        name="chapter_version_restore",
+    ),
+    path("s/<slug:slug>/chapters/<int:number>/branch/", version_views.chapter_branch, name="chapter_branch"),
 ]

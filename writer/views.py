@@ -24,8 +24,10 @@ from writer.forms import (
     SignupForm,
     StoryForm,
 )
+from writer.live import live_options_for
 from writer.models import Chapter, GenerationRequest
 from writer.roles import is_author
+from writer.versions import option_versions_annotated
 
 
 def _require_author(request: HttpRequest) -> None:
@@ -292,7 +294,8 @@ def personalise(request: HttpRequest, slug: str) -> HttpResponse:
 
 def _request_context(request: HttpRequest, gen: GenerationRequest) -> dict:
     is_owner = gen.story.owner_id == request.user.pk
-    options = list(selectors.option_list(request=gen)) if gen.status == GenerationRequest.Status.SUCCEEDED else []
+    succeeded = gen.status == GenerationRequest.Status.SUCCEEDED  # with versions and swipes (writer.versions)
+    options = list(option_versions_annotated(selectors.option_list(request=gen))) if succeeded else []
     # The author sees every option with its review state; a reader only what a brand has let through.
     shown = options if is_owner or request.user.is_staff else [o for o in options if o.visible_to_requester]
     for option in shown:
@@ -307,6 +310,7 @@ def _request_context(request: HttpRequest, gen: GenerationRequest) -> dict:
         "can_accept": is_owner
         and gen.kind == GenerationRequest.Kind.AUTHOR
         and not any(o.accepted_chapter_id for o in options),
+        "live": live_options_for(gen=gen, user=request.user),  # the text so far, while it is written
     }
 
 

@@ -9,15 +9,17 @@ from django.core.exceptions import ImproperlyConfigured
 from mesu_web.jobs import recovery
 from mesu_web.jobs.models import FINISHED_STATUSES, JobRow, JobStatus
 from training.models import AdapterExport, EvaluationRun, TrainingJob
-from writer.models import BibleProposalRun, GenerationRequest
+from writer.models import BibleProposalRun, GenerationRequest, OptionSwipe, PassageEdit
 
-JOB_MODELS = (GenerationRequest, BibleProposalRun, TrainingJob, EvaluationRun, AdapterExport)
+JOB_MODELS = (GenerationRequest, BibleProposalRun, OptionSwipe, PassageEdit, TrainingJob, EvaluationRun, AdapterExport)
 
 
 def test_every_app_registered_its_kinds_of_row():
     assert set(recovery.registered_recoveries()) == {
         "generation_requests",
         "bible_proposal_runs",
+        "option_swipes",
+        "passage_edits",
         "training_jobs",
         "evaluation_runs",
         "adapter_exports",

@@ -203,5 +203,6 @@ def test_recover_stale_command_prints_what_it_did(make_request):
     assert result["broker"] == "read"
     assert result["generation_requests"]["requeued_dead_runs"] == [pk]
     assert set(result) == {
-        "broker", "generation_requests", "bible_proposal_runs", "training_jobs", "evaluation_runs", "adapter_exports"
+        "broker", "generation_requests", "bible_proposal_runs", "option_swipes", "passage_edits", "training_jobs",
+        "evaluation_runs", "adapter_exports",
     }

@@ -127,6 +127,7 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
     )
     # Imported here: those modules import this one (a cycle at the top).
     from tests.security.test_bible_permissions import make_bible_world
+    from tests.security.test_passage_permissions import make_passage_world
 
     world = SimpleNamespace(
         pub=pub, draft=draft, a=brand_a, b=brand_b, asset_a=asset_a, asset_b=asset_b,
@@ -138,6 +139,7 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
         job=job, adapter=adapter, evaluation=evaluation, book="walk-book", max=max_user,
     )
     world.bible = make_bible_world(world)
+    world.passages = make_passage_world(world)
     return world
 
 
@@ -189,7 +191,10 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
     # Imported here: those modules import this one (a cycle at the top).
     from tests.security.test_bible_permissions import bible_permission_table
     from tests.security.test_export_permissions import export_permission_cases
+    from tests.security.test_live_permissions import live_permission_cases
+    from tests.security.test_passage_permissions import passage_permission_cases
     from tests.security.test_preference_permissions import preference_permission_cases
+    from tests.security.test_version_permissions import version_permission_cases
 
     return {
         # --- Auth (django.contrib.auth.urls and the rate-limited login) ---------------------------
@@ -259,6 +264,9 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
         **export_permission_cases(w),  # writer:story_export, writer:copy_export
         **bible_permission_table(w, w.bible),  # writer:bible*
         **preference_permission_cases(w),  # writer:request_ratings, option_rate, option_prefer, preferences_download
+        **version_permission_cases(w),  # writer:option_version*, option_swipe*, chapter_version*, chapter_branch
+        **live_permission_cases(w),  # writer:request_live
+        **passage_permission_cases(w),  # writer:passage_* (the passage tools)
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],

@@ -10,6 +10,7 @@ from collections import Counter
 import pytest
 from django.core.management import CommandError, call_command
 
+from mesu_web import action_limits
 from tests.factories import story_with_chapters
 from training.selectors import human_preference
 from writer import preferences, services
@@ -139,7 +140,7 @@ def test_the_hourly_limit_holds_across_minutes(story, users, settings, monkeypat
     settings.PREFERENCE_RATE_LIMIT_PER_MINUTE = 100
     settings.PREFERENCE_RATE_LIMIT_PER_HOUR = 3
     clock = [7200.0]
-    monkeypatch.setattr(preferences.time, "time", lambda: clock[0])
+    monkeypatch.setattr(action_limits.time, "time", lambda: clock[0])
     _, (a, _) = make_request(story, users["rita"])
     for _ in range(3):
         option_rate(option=a, user=users["rita"], stars=3)

@@ -11,9 +11,10 @@ tag. The answer is put together from the pieces, so it is in the format by const
 
 from __future__ import annotations
 
+import inspect
 import math
 import string
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -26,9 +27,10 @@ from writer.prompting import REASONING_END, REASONING_START, SOLUTION_END, SOLUT
 ANSWER_TAG_TOKENS = 24
 
 Message = dict[str, str]  # {"role": "system" | "user" | "assistant", "content": "..."}
-ProgressCallback = Callable[
-    [int], None
-]  # called with the number of new tokens generated so far (all options)
+# Called with the number of new tokens generated so far (all options); a callback that takes a `texts`
+# keyword also gets the answers' text so far, one per option in order (the request page's live text,
+# writer.live), as often as the engine has them. `takes_texts` tells which kind a callback is.
+ProgressCallback = Callable[..., None]
 
 
 @dataclass(frozen=True)
@@ -198,6 +200,57 @@ class WriterEngine(Protocol):
         ...
 
 
+# -- progress ----------------------------------------------------------------------------------------
+
+
+def takes_texts(callback: ProgressCallback | None) -> bool:
+    """Whether a progress callback takes the answers' text so far (a `texts` keyword, or **kwargs)."""
+    if callback is None:
+        return False
+    try:
+        params = inspect.signature(callback).parameters.values()
+    except (TypeError, ValueError):  # a builtin without a signature: called with the tokens only
+        return False
+    return any(p.name == "texts" or p.kind is inspect.Parameter.VAR_KEYWORD for p in params)
+
+
+def report_progress(
+    callback: ProgressCallback | None, tokens: int, texts: Callable[[], Sequence[str]], *, with_texts: bool
+) -> None:
+    """`callback(tokens)`, or `callback(tokens, texts=texts())` when `with_texts` (`takes_texts(callback)`,
+    asked once per call by the caller; `texts` is only computed then)."""
+    if callback is None:
+        return
+    if with_texts:
+        callback(tokens, texts=list(texts()))
+    else:
+        callback(tokens)
+
+
+def progress_part(
+    callback: ProgressCallback | None,
+    *,
+    before: int = 0,
+    whole: Callable[[Sequence[str]], Sequence[str] | Mapping[int, str]] | None = None,
+) -> ProgressCallback | None:
+    """The callback for one part of the work (a phase, one prefix of several): its tokens counted after
+    the `before` tokens of the parts already done, and its pieces' texts made the whole answers' by
+    `whole` (the prefixes put back in front, the other parts' pieces around them). It takes texts only
+    where `callback` does, so an engine decodes partial texts only for a callback that wants them."""
+    if callback is None:
+        return None
+    if not takes_texts(callback):
+        return lambda tokens: callback(before + tokens)
+
+    def part(tokens: int, texts: Sequence[str] | None = None) -> None:
+        if texts is None:
+            callback(before + tokens)
+        else:
+            callback(before + tokens, texts=whole(texts) if whole is not None else list(texts))
+
+    return part
+
+
 # -- the two-phase answer ----------------------------------------------------------------------------
 
 # Where the reasoning stops: its end tag, or a chapter tag written without closing the reasoning
@@ -220,7 +273,15 @@ def write_answers(
 ) -> list[Completion]:
     """n answers in two phases, one `write` call each: n reasonings from the prompt, then one chapter
     after each closed reasoning. The texts always parse as `format_ok` (writer.parsing.parse_output)."""
-    thoughts = write([REASONING_START], n, sampling.reasoning_tokens, REASONING_STOPS, on_progress)
+    # The texts reported while writing are the answers so far: the reasoning after its opening tag, then
+    # each closed reasoning block with its chapter so far (what the finished answer starts with).
+    thoughts = write(
+        [REASONING_START],
+        n,
+        sampling.reasoning_tokens,
+        REASONING_STOPS,
+        progress_part(on_progress, whole=lambda pieces: [REASONING_START + p for p in pieces]),
+    )
     blocks = []
     for thought in thoughts:
         reasoning = thought.text
@@ -233,7 +294,9 @@ def write_answers(
         1,
         sampling.max_tokens,
         CHAPTER_STOPS,
-        None if on_progress is None else lambda t: on_progress(done + t),
+        progress_part(
+            on_progress, before=done, whole=lambda pieces: [b + p for b, p in zip(blocks, pieces, strict=True)]
+        ),
     )
     answers = []
     for thought, block, chapter in zip(thoughts, blocks, chapters, strict=True):

@@ -58,6 +58,9 @@ from writer.engines.base import (
     Sampling,
     line_break_token_ids,
     logsumexp,
+    progress_part,
+    report_progress,
+    takes_texts,
     token_choice,
     write_answers,
 )
@@ -357,16 +360,26 @@ class VLLMEngine:
         if sampling.reasoning_tokens:
             completions = write_answers(write, n=n, sampling=sampling, on_progress=on_progress)
         else:
-            pieces = write([sampling.prefill], n, sampling.max_tokens, sampling.stop, on_progress)
+            pieces = write(
+                [sampling.prefill],
+                n,
+                sampling.max_tokens,
+                sampling.stop,
+                progress_part(on_progress, whole=lambda texts: [sampling.prefill + t for t in texts]),
+            )
             prefill = sampling.prefill if calls[0].continued else ""
             completions = [
                 Completion(text=prefill + _without_stop(p.text, sampling.stop), tokens=p.tokens, finish_reason=p.finish_reason)
                 for p in pieces
             ]
-        if on_progress is not None:
-            # The last report is the count the options say. Without streaming it is the only one
-            # (re-tokenised text can differ by a token or two from what the server generated).
-            on_progress(sum(c.tokens for c in completions))
+        # The last report is the count the options say. Without streaming it is the only one
+        # (re-tokenised text can differ by a token or two from what the server generated).
+        report_progress(
+            on_progress,
+            sum(c.tokens for c in completions),
+            lambda: [c.text for c in completions],
+            with_texts=takes_texts(on_progress),
+        )
         counted = [c.completion_tokens for c in calls]
         return GenerationResult(
             completions=completions,
@@ -478,8 +491,10 @@ class VLLMEngine:
                 )
         # A provider without /tokenize: a call per prefix.
         calls: list[_Call] = []
-        for prefix in prefixes:
+        for k, prefix in enumerate(prefixes):
             done = sum(c.tokens for call in calls for c in call.pieces)
+            written = [c.text for call in calls for c in call.pieces]
+            after = [""] * ((len(prefixes) - k - 1) * n_each)  # the prefixes still to write
             calls.append(
                 self._write(
                     messages,
@@ -489,7 +504,11 @@ class VLLMEngine:
                     max_tokens,
                     stop,
                     sampling,
-                    None if on_progress is None else lambda t, done=done: on_progress(done + t),
+                    progress_part(
+                        on_progress,
+                        before=done,
+                        whole=lambda texts, written=written, after=after: [*written, *texts, *after],
+                    ),
                 )
             )
         counted = [c.completion_tokens for c in calls]
@@ -683,6 +702,7 @@ class VLLMEngine:
         seen: set[int] = set()
         usage = None
         total = 0
+        with_texts = takes_texts(on_progress)  # the options' text so far too (the page's live text)
         stream = api.create(stream=True, stream_options={"include_usage": True}, **request)
         try:
             for chunk in stream:
@@ -702,8 +722,8 @@ class VLLMEngine:
                         progressed = True
                     if choice.finish_reason:
                         finish[i] = choice.finish_reason
-                if progressed and on_progress is not None:
-                    on_progress(total)
+                if progressed:
+                    report_progress(on_progress, total, lambda: ["".join(p) for p in parts], with_texts=with_texts)
                 if time.monotonic() > deadline:
                     raise _StreamTimeout()
         finally:
