@@ -436,6 +436,12 @@ def _run_grpo(
         raise ApplicationError(
             f"{len(reward_funcs)} reward function(s) for {len(config.reward_names)} reward name(s)."
         )
+    preference_reward = None
+    if any(str(name).lower() == "human_preference" for name in config.reward_names):
+        from training.rewards.preference import preference_model_meta
+
+        # Before the writer loads: no scorer configured (or a folder that is not one) fails in a second.
+        preference_reward = preference_model_meta()
 
     cuda = cuda_available()
     backend, note = _choose_backend(config, cuda)  # imports Unsloth first when it is used
@@ -549,6 +555,8 @@ def _run_grpo(
             "prompts_skipped": skipped,
             "versions": library_versions(backend),
         }
+        if preference_reward is not None:
+            meta["preference_reward"] = preference_reward  # which scorer human_preference used: folder + card
         adapter_path = save_adapter(trainer.model, out_dir / ADAPTER_DIR, job, meta)
         config_path = adapter_path / CONFIG_FILENAME
         lora_nonzero, zero = check_adapter_nonzero(adapter_path)

@@ -34,7 +34,8 @@ compared with the whole reference. Set the factor to None to always compare whol
 The modules: `settings` (RewardSettings, configure, the caches), `completions` (completion, solution
 and reference texts), `format`, `overlap` (BLEU, ROUGE), `meteor_score`, `model_based` (BERTScore,
 embedding cosine, perplexity), `vrcli` (the reasoning's VR-CLI), `brand` (brand_subtlety), `quality`
-(repetition) and `registry` (names, default weights, lookup, score_all). Callers import from the
+(repetition), `preference` (human_preference: a scorer learned from people's choices, opt-in, see
+`training.preference_reward`) and `registry` (names, default weights, lookup, score_all). Callers import from the
 package: the names below are its public API.
 """
 
@@ -52,10 +53,12 @@ from training.rewards.model_based import (
     solution_perplexity,
 )
 from training.rewards.overlap import bleu, rouge1, rouge2, rougeL
+from training.rewards.preference import human_preference
 from training.rewards.quality import repetition
 from training.rewards.registry import (
     DEFAULT_WEIGHTS,
     MODEL_REWARDS,
+    OPT_IN_REWARDS,
     REWARDS,
     RewardFunc,
     get_reward_funcs,
@@ -73,6 +76,7 @@ from training.rewards.vrcli import reasoning_improvements, vrcli
 __all__ = [
     "DEFAULT_WEIGHTS",
     "MODEL_REWARDS",
+    "OPT_IN_REWARDS",
     "REWARDS",
     "RewardFunc",
     "RewardSettings",
@@ -89,6 +93,7 @@ __all__ = [
     "format_partial",
     "get_reward_funcs",
     "get_settings",
+    "human_preference",
     "meteor",
     "perplexity",
     "reasoning_improvements",

@@ -1,5 +1,9 @@
 """The registry: reward names -> functions, the default job's weights, the lookup that names the
-valid choices on a typo, and `score_all` (every reward of one candidate)."""
+valid choices on a typo, and `score_all` (every reward of one candidate).
+
+`REWARDS` work anywhere and are "all rewards" (score_all's default, the score command, the leaderboard).
+`OPT_IN_REWARDS` need something made first (human_preference: a preference model trained from people's
+choices), so they are chosen by name only and have no default weight."""
 
 from __future__ import annotations
 
@@ -13,6 +17,7 @@ from training.rewards.format import format_exact, format_partial
 from training.rewards.meteor_score import meteor
 from training.rewards.model_based import bertscore, embedding_cosine, perplexity
 from training.rewards.overlap import bleu, rouge1, rouge2, rougeL
+from training.rewards.preference import human_preference
 from training.rewards.quality import repetition
 from training.rewards.vrcli import vrcli
 
@@ -33,6 +38,11 @@ REWARDS: dict[str, RewardFunc] = {
     "brand_subtlety": brand_subtlety,
     "repetition": repetition,
     "vrcli": vrcli,
+}
+# Chosen by name only: human_preference scores with a model trained from readers' and authors' choices
+# (`manage.py train_preference_reward`); it raises a clear error where none is configured.
+OPT_IN_REWARDS: dict[str, RewardFunc] = {
+    "human_preference": human_preference,
 }
 # Rewards that load a model on first use (seconds and hundreds of MB; see docs/benchmarks.md).
 MODEL_REWARDS = frozenset({"bertscore", "perplexity", "embedding_cosine", "vrcli"})
@@ -69,7 +79,8 @@ def get_reward_funcs(names: Sequence[str] | str) -> list[RewardFunc]:
     duplicates dropped. ApplicationError naming the closest valid names on a typo."""
     if isinstance(names, str):
         names = names.split(",")
-    by_lower = {name.lower(): name for name in REWARDS}
+    known = {**REWARDS, **OPT_IN_REWARDS}
+    by_lower = {name.lower(): name for name in known}
     funcs: list[RewardFunc] = []
     for raw in names:
         name = raw.strip()
@@ -80,13 +91,13 @@ def get_reward_funcs(names: Sequence[str] | str) -> list[RewardFunc]:
             close = difflib.get_close_matches(name.lower(), list(by_lower), n=3, cutoff=0.5)
             hint = f" did you mean {' or '.join(repr(by_lower[c]) for c in close)}?" if close else ""
             raise ApplicationError(
-                f"Unknown reward '{name}';{hint} Valid: {', '.join(REWARDS)}.",
-                {"unknown": name, "suggestions": [by_lower[c] for c in close], "valid": list(REWARDS)},
+                f"Unknown reward '{name}';{hint} Valid: {', '.join(known)}.",
+                {"unknown": name, "suggestions": [by_lower[c] for c in close], "valid": list(known)},
             )
-        if REWARDS[canonical] not in funcs:
-            funcs.append(REWARDS[canonical])
+        if known[canonical] not in funcs:
+            funcs.append(known[canonical])
     if not funcs:
-        raise ApplicationError(f"Choose at least one reward. Valid: {', '.join(REWARDS)}.")
+        raise ApplicationError(f"Choose at least one reward. Valid: {', '.join(known)}.")
     return funcs
 
 

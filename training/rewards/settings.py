@@ -46,6 +46,9 @@ class RewardSettings:
     vrcli_max_tokens: int = 256
     vrcli_max_context_tokens: int = 2048
     vrcli_batch_size: int = 2  # sequences per forward pass (x up to 2304 tokens each)
+    # The human_preference reward's scorer (a folder from `manage.py train_preference_reward`); "" = none,
+    # and the reward refuses to run (training.rewards.preference).
+    preference_model_path: str = ""
 
     def __post_init__(self) -> None:
         for name in (
@@ -82,6 +85,7 @@ class RewardSettings:
             ),
             embedding_model_path=os.environ.get("REWARD_EMBEDDING_MODEL_PATH", "").strip(),
             device=os.environ.get("REWARD_DEVICE", "cpu").strip() or "cpu",
+            preference_model_path=os.environ.get("PREFERENCE_REWARD_MODEL", "").strip(),
         )
 
 
@@ -116,9 +120,9 @@ def configure(**changes: Any) -> RewardSettings:
 def reset_caches() -> None:
     """Forget loaded models and WordNet (after `configure`, or in tests)."""
     # Imported here: those modules import this one.
-    from training.rewards import meteor_score, model_based, overlap
+    from training.rewards import meteor_score, model_based, overlap, preference
 
-    for module in (meteor_score, model_based, overlap):
+    for module in (meteor_score, model_based, overlap, preference):
         module.clear_caches()
 
 

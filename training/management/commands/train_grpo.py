@@ -77,6 +77,13 @@ class Command(BaseCommand):
             help=help_texts["init_adapter"]
             + " Its rank, alpha and target modules become the job's unless given.",
         )
+        parser.add_argument(
+            "--preference-model",
+            default=None,
+            metavar="DIR",
+            help="The human_preference reward's scorer (made by train_preference_reward); default: the "
+            "PREFERENCE_REWARD_MODEL environment variable. Needed when --rewards names human_preference.",
+        )
         parser.add_argument("--no-resume", action="store_true", help="Start over, deleting old checkpoints.")
         for name, (flag, kind) in _FIELD_FLAGS.items():
             parser.add_argument(flag, dest=name, type=kind, default=None, help=help_texts[name])
@@ -84,6 +91,7 @@ class Command(BaseCommand):
     def handle(self, *args, **options) -> None:
         try:
             config = self._config(options)
+            self._preference_model(options, config)
         except ApplicationError as exc:
             raise CommandError(exc.message) from exc
 
@@ -114,6 +122,17 @@ class Command(BaseCommand):
         if registered is not None and registered.load_error:
             extra["adapter_load_error"] = registered.load_error
         self.stdout.write(json.dumps({"job": job.pk, **result.to_dict(), **extra}, indent=2))
+
+    def _preference_model(self, options: dict[str, Any], config: GRPOJobConfig) -> None:
+        """Point the human_preference reward at --preference-model, and refuse the reward without a model
+        before anything is created or loaded."""
+        from training import rewards
+        from training.rewards.preference import preference_model
+
+        if options.get("preference_model"):
+            rewards.configure(preference_model_path=str(Path(options["preference_model"]).resolve()))
+        if any(str(name).lower() == "human_preference" for name in config.reward_names):
+            preference_model()  # ApplicationError: no model configured, or the folder is not one
 
     def _config(self, options: dict[str, Any]) -> GRPOJobConfig:
         values: dict[str, Any] = {
