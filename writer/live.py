@@ -15,6 +15,10 @@ first, then place): the text written live is the draft, before any review. So th
 to those who see every option of the finished request (the story's author, staff) and to the reader who
 asked where the request carries no brand (`use_brands` off). Reasoning so far is shown only where no
 brand is asked for (a brand's brief may be in it, as the finished page hides a branded option's).
+
+A swipe (writer.swipes: one option of a finished request written again) has its own entry, under the
+swipe's key (`publish_swipe`, `read_swipe`, `clear_swipe`: the request's run is over), kept and shown the
+same way and to the same people (`swipe_live_for`); its page polls `live_views.option_swipe_live`.
 """
 
 from __future__ import annotations
@@ -30,7 +34,7 @@ from dataclasses import dataclass, field
 from django.core.cache import cache
 
 from writer.engines.base import ProgressCallback, progress_part
-from writer.models import GenerationRequest
+from writer.models import GenerationOption, GenerationRequest, OptionSwipe
 from writer.parsing import strip_tags
 from writer.prompting import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START
 
@@ -50,6 +54,11 @@ def cache_key(request_id: int) -> str:
     return f"writer:live:{request_id}"
 
 
+def swipe_cache_key(swipe_id: int) -> str:
+    """A swipe's entry: one option written again after its request ended (writer.swipes)."""
+    return f"writer:live:swipe:{swipe_id}"
+
+
 @dataclass
 class _Run:
     attempt: int
@@ -57,7 +66,7 @@ class _Run:
     written_at: float = -1e9  # time.monotonic() of the last write to the cache
 
 
-_runs: OrderedDict[int, _Run] = OrderedDict()
+_runs: OrderedDict[str, _Run] = OrderedDict()  # by cache key
 _lock = threading.Lock()
 _failed_at = [-1e9]  # time.monotonic() of the last failed cache write
 
@@ -75,12 +84,21 @@ def publish(
 
     Called as often as the engine reports (every token); merges into what this process has for the run
     and writes the whole to the cache at most every PUBLISH_EVERY_SECONDS. True when it wrote."""
+    return _publish(cache_key(request_id), f"request {request_id}", attempt, texts, ttl_seconds)
+
+
+def publish_swipe(*, swipe_id: int, text: str, ttl_seconds: int = TTL_SECONDS) -> bool:
+    """Keep `text` (the answer so far) as the swipe's live text; as `publish`, one option."""
+    return _publish(swipe_cache_key(swipe_id), f"swipe {swipe_id}", 0, {0: text}, ttl_seconds)
+
+
+def _publish(key: str, what: str, attempt: int, texts: Mapping[int, str], ttl_seconds: int) -> bool:
     now = time.monotonic()
     with _lock:
-        run = _runs.get(request_id)
+        run = _runs.get(key)
         if run is None or run.attempt != attempt:
-            run = _runs[request_id] = _Run(attempt=attempt)
-        _runs.move_to_end(request_id)
+            run = _runs[key] = _Run(attempt=attempt)
+        _runs.move_to_end(key)
         while len(_runs) > KEPT_RUNS:
             _runs.popitem(last=False)
         run.texts.update({int(i): text[:MAX_CHARS] for i, text in texts.items()})
@@ -89,23 +107,36 @@ def publish(
         run.written_at = now
         entry = {"attempt": attempt, "texts": {str(i): t for i, t in sorted(run.texts.items())}}
     try:
-        cache.set(cache_key(request_id), entry, timeout=ttl_seconds)
+        cache.set(key, entry, timeout=ttl_seconds)
     except Exception:  # noqa: BLE001 (any cache failure: the live text is best effort, the run goes on)
         _failed_at[0] = time.monotonic()
-        logger.warning("Could not write the live text of request %s; trying again in %.0f s",
-                       request_id, RETRY_AFTER_FAILURE_SECONDS, exc_info=True)
+        logger.warning(
+            "Could not write the live text of %s; trying again in %.0f s",
+            what,
+            RETRY_AFTER_FAILURE_SECONDS,
+            exc_info=True,
+        )
         return False
     return True
 
 
 def clear(*, request_id: int) -> None:
     """Forget the request's live text (it ended: its page shows the stored options or the failure)."""
+    _clear(cache_key(request_id), f"request {request_id}")
+
+
+def clear_swipe(*, swipe_id: int) -> None:
+    """Forget the swipe's live text (it ended, or a run of it starts afresh)."""
+    _clear(swipe_cache_key(swipe_id), f"swipe {swipe_id}")
+
+
+def _clear(key: str, what: str) -> None:
     with _lock:
-        _runs.pop(request_id, None)
+        _runs.pop(key, None)
     try:
-        cache.delete(cache_key(request_id))
+        cache.delete(key)
     except Exception:  # noqa: BLE001 (the entry then expires after TTL_SECONDS)
-        logger.warning("Could not clear the live text of request %s", request_id, exc_info=True)
+        logger.warning("Could not clear the live text of %s", what, exc_info=True)
 
 
 def reset() -> None:
@@ -118,10 +149,20 @@ def reset() -> None:
 def read(*, request_id: int, attempt: int) -> dict[int, str] | None:
     """The live text of the request's run `attempt` (option index -> the answer so far), or None: none
     written yet, one of an earlier attempt, or a cache that fails."""
+    return _read(cache_key(request_id), f"request {request_id}", attempt)
+
+
+def read_swipe(*, swipe_id: int) -> str | None:
+    """The swipe's answer so far, or None: none written yet, or a cache that fails."""
+    texts = _read(swipe_cache_key(swipe_id), f"swipe {swipe_id}", 0)
+    return None if texts is None else texts.get(0)
+
+
+def _read(key: str, what: str, attempt: int) -> dict[int, str] | None:
     try:
-        entry = cache.get(cache_key(request_id))
+        entry = cache.get(key)
     except Exception:  # noqa: BLE001 (the page shows the progress bar alone)
-        logger.warning("Could not read the live text of request %s", request_id, exc_info=True)
+        logger.warning("Could not read the live text of %s", what, exc_info=True)
         return None
     if not isinstance(entry, dict) or entry.get("attempt") != attempt:
         return None
@@ -175,10 +216,24 @@ def live_options_for(*, gen: GenerationRequest, user) -> list[LiveOption] | None
     if gen.status != GenerationRequest.Status.RUNNING or not may_see_live(gen=gen, user=user):
         return None
     texts = read(request_id=gen.pk, attempt=gen.attempts) or {}
-    options = []
-    for index in sorted(texts):
-        reasoning, chapter = split_answer(texts[index])
-        if gen.use_brands or chapter:
-            reasoning = ""
-        options.append(LiveOption(index=index, reasoning=reasoning, text=chapter))
-    return options
+    return [_live_option(index, texts[index], use_brands=gen.use_brands) for index in sorted(texts)]
+
+
+def swipe_live_for(*, option: GenerationOption, swipe: OptionSwipe | None, user) -> LiveOption | None:  # noqa: ANN001
+    """The text so far of `swipe` (the option's swipe in progress, or None) for `user`: empty while none
+    is written yet; None when there is nothing live to show them (no swipe being written, or they may not
+    see its draft: the same people as the request's, `may_see_live`). `option` comes with its request
+    and story; one cache read."""
+    if swipe is None or swipe.status != OptionSwipe.Status.RUNNING:
+        return None
+    if not may_see_live(gen=option.request, user=user):
+        return None
+    text = read_swipe(swipe_id=swipe.pk) or ""
+    return _live_option(option.index, text, use_brands=option.request.use_brands)
+
+
+def _live_option(index: int, text: str, *, use_brands: bool) -> LiveOption:
+    reasoning, chapter = split_answer(text)
+    if use_brands or chapter:
+        reasoning = ""
+    return LiveOption(index=index, reasoning=reasoning, text=chapter)

@@ -13,12 +13,17 @@ one text only, and a reader never reads a branded text its brand has not approve
 
 Limits: one swipe at a time per option, and SWIPES_PER_HOUR per person (rows, not a cache: a swipe is a
 row anyway). A swipe whose worker died is failed with the reason when anyone looks at it.
+
+Live text: the answer so far goes to the cache under the swipe's key (`writer.live.publish_swipe`, best
+effort: a cache that fails never fails the swipe) and is cleared when a run of the swipe ends, however it
+ends; the request page polls it (`live_views.option_swipe_live`).
 """
 
 from __future__ import annotations
 
 import math
 import time
+from collections.abc import Mapping
 from datetime import timedelta
 
 from django.conf import settings
@@ -28,7 +33,7 @@ from django.utils import timezone
 
 from mesu_web.errors import ApplicationError
 from mesu_web.jobs.locks import run_lock
-from writer import services
+from writer import live, services
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
 from writer.models import GenerationOption, GenerationRequest, OptionSwipe, VersionCause
 from writer.versions import (
@@ -151,6 +156,15 @@ def option_swipe_run(*, swipe_id: int) -> OptionSwipe:
     swipe = _start(swipe_id)
     if swipe is None:
         return OptionSwipe.objects.get(pk=swipe_id)
+    live.clear_swipe(swipe_id=swipe_id)  # a run of it that died left its text: this run starts afresh
+    try:
+        return _run(swipe)
+    finally:
+        live.clear_swipe(swipe_id=swipe_id)  # done, failed, or to be tried again: the page shows the row
+
+
+def _run(swipe: OptionSwipe) -> OptionSwipe:
+    swipe_id = swipe.pk
     option = GenerationOption.objects.select_related(
         "request__story", "request__requested_by", "brand", "asset", "accepted_chapter"
     ).get(pk=swipe.option_id)
@@ -167,7 +181,10 @@ def option_swipe_run(*, swipe_id: int) -> OptionSwipe:
     model = [""]
     last_write = [0.0]
 
-    def on_progress(tokens: int) -> None:
+    def on_progress(tokens: int, texts: Mapping[int, str] | None = None) -> None:
+        text = None if texts is None else texts.get(option.index)
+        if text is not None:  # the answer so far: the page's live text (writer.live)
+            live.publish_swipe(swipe_id=swipe_id, text=text)
         now = time.monotonic()
         if now - last_write[0] >= PROGRESS_EVERY_SECONDS:
             last_write[0] = now
@@ -232,6 +249,7 @@ def option_swipe_fail(*, swipe_id: int, error: str) -> None:
         error=error or "The writer failed for an unknown reason.",
         finished_at=timezone.now(),
     )
+    live.clear_swipe(swipe_id=swipe_id)  # a dead worker's run left its text behind
 
 
 def option_swipe_requeue_dead_run(swipe_id: int) -> str | None:

@@ -4,7 +4,7 @@ from django.urls import path
 
 from writer import bible_views, version_views, views
 from writer.export_views import copy_export, story_export
-from writer.live_views import request_live
+from writer.live_views import option_swipe_live, request_live
 from writer.passage_views import (
     passage_accept,
     passage_chapter,
@@ -79,6 +79,8 @@ urlpatterns += [
     ),
     path("options/<int:pk>/swipe/", version_views.option_swipe, name="option_swipe"),
     path("options/<int:pk>/swipe/status/", version_views.option_swipe_status, name="option_swipe_status"),
+    # The swipe control's poller: the swipe's text as it is written (writer.live).
+    path("options/<int:pk>/swipe/live/", option_swipe_live, name="option_swipe_live"),
     path("s/<slug:slug>/chapters/<int:number>/versions/", version_views.chapter_versions, name="chapter_versions"),
     path(
         "s/<slug:slug>/chapters/<int:number>/versions/compare/",

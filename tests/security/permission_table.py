@@ -265,7 +265,7 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
         **bible_permission_table(w, w.bible),  # writer:bible*
         **preference_permission_cases(w),  # writer:request_ratings, option_rate, option_prefer, preferences_download
         **version_permission_cases(w),  # writer:option_version*, option_swipe*, chapter_version*, chapter_branch
-        **live_permission_cases(w),  # writer:request_live
+        **live_permission_cases(w),  # writer:request_live, option_swipe_live
         **passage_permission_cases(w),  # writer:passage_* (the passage tools)
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------

@@ -1,5 +1,6 @@
 """Live text (writer/live.py): the options' text as it is written, from the real engines through the
-cache (Redis, the test database 13 or 15 of REDIS_URL) to the request page's poller.
+cache (Redis, the test database 13 or 15 of REDIS_URL) to the request page's poller; and a swipe's
+text (one option written again) to its control's poller. A real swipe's is in tests/writer/test_swipes.py.
 
 Who may see a draft is in tests/security/test_live_permissions.py."""
 
@@ -7,16 +8,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 
 import pytest
 from django.core.cache import cache
+from django.db import connections
 from django.urls import reverse
 
+from mesu_web.jobs.locks import lock_class
 from tests.factories import run_generation, story_with_chapters
 from tests.fixtures_redis import free_port
-from writer import live, services
+from writer import live, services, swipes
 from writer.engines.base import Sampling, progress_part, takes_texts
-from writer.models import GenerationRequest
+from writer.models import GenerationOption, GenerationRequest, OptionSwipe
+from writer.tasks import option_swipe_run_task
+from writer.versions import option_versions_first
 
 MESSAGES = [
     {"role": "user", "content": "Continue the story: the lighthouse keeper heard a knock at midnight."}
@@ -42,6 +49,35 @@ def _running(story, user, **fields) -> GenerationRequest:  # noqa: ANN001
         next_number=story.chapters.count() + 1, n=2, status=GenerationRequest.Status.RUNNING, attempts=1,
     )
     return GenerationRequest.objects.create(**(defaults | fields))
+
+
+def finished_request(story, user, *, texts=("Lou opened the stall.", "Pip ran in late."), **fields) -> GenerationRequest:  # noqa: ANN001
+    """A request whose options are stored as its run stores them (version 1 each)."""
+    defaults = dict(
+        story=story, requested_by=user, kind=GenerationRequest.Kind.AUTHOR, engine="local", max_new_tokens=24,
+        next_number=story.chapters.count() + 1, n=len(texts), status=GenerationRequest.Status.SUCCEEDED, attempts=1,
+    )
+    gen = GenerationRequest.objects.create(**(defaults | fields))
+    for index, text in enumerate(texts):
+        GenerationOption.objects.create(request=gen, index=index, text=text, format_ok=True, tokens=8)
+    option_versions_first(request=gen)
+    return gen
+
+
+@contextmanager
+def worker_holds(*held: OptionSwipe) -> Iterator[None]:
+    """The swipes' run locks held by another database session, as the worker that runs a swipe holds its
+    lock: pages take them as running, not dead (`swipes.option_swipe_in_progress`). (This session's own
+    lock would not do: PostgreSQL gives a session a lock it already holds.)"""
+    worker = connections.create_connection("default")
+    try:
+        with worker.cursor() as cursor:
+            for swipe in held:
+                cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", [lock_class(option_swipe_run_task.name), swipe.pk])
+                assert cursor.fetchone()[0], swipe
+        yield
+    finally:
+        worker.close()  # the locks end with the session, as a worker's when it stops
 
 
 # -- the progress callback's two kinds -------------------------------------------------------------------
@@ -191,6 +227,94 @@ def test_split_answer_reads_a_partial_answer():
     assert live.split_answer("<start_working_out>Plan<end_working_out>\n<SOLUTION>Once upon</SOL") == ("Plan", "Once upon")
     assert live.split_answer("<start_working_out>A<end_working_out>\n<SOLUTION>Done.</SOLUTION>") == ("A", "Done.")
     assert live.split_answer("A one-phase writer's chapter \ufffd") == ("", "A one-phase writer's chapter")
+
+
+# -- a swipe ------------------------------------------------------------------------------------------------
+
+
+def test_a_swipe_s_draft_shows_in_its_control_escaped_and_its_end_swaps_in_the_request_s_body(users, client_for):
+    alice = users["alice"]
+    story = story_with_chapters(owner=alice, chapters=1)
+    gen = finished_request(story, alice)
+    option = gen.options.get(index=1)
+    swipe = OptionSwipe.objects.create(
+        option=option, requested_by=alice, engine="local", status=OptionSwipe.Status.RUNNING, progress_tokens=7
+    )
+    url = reverse("writer:option_swipe_live", args=[option.pk])
+    c = client_for("alice")
+    with worker_holds(swipe):
+        # The page's control polls the swipe's live text every second.
+        page = c.get(gen.get_absolute_url()).content.decode()
+        assert f'hx-get="{url}" hx-trigger="every 1s" hx-swap="outerHTML"' in page
+        first = c.get(url)
+        html = first.content.decode()
+        assert first.status_code == 200 and "HX-Retarget" not in first
+        assert "Writing Option 2 again" in html and "7 tokens" in html and f'hx-get="{url}"' in html
+        assert "The new text appears here as the writer writes it." in html  # nothing written yet
+
+        hostile = '<start_working_out>Plan <img src=x onerror="alert(1)">'
+        assert live.publish_swipe(swipe_id=swipe.pk, text=hostile)
+        html = c.get(url).content.decode()
+        assert "<img src=x" not in html and "&lt;img src=x onerror=&quot;alert(1)&quot;&gt;" in html
+        live.reset()  # the next write at once (writes are at most every PUBLISH_EVERY_SECONDS)
+        assert live.publish_swipe(
+            swipe_id=swipe.pk, text=hostile + "<end_working_out>\n<SOLUTION>The gate <b>creaked</b> & swung"
+        )
+        html = c.get(url).content.decode()
+        assert f'id="swipe-live-{option.pk}"' in html
+        assert "The gate &lt;b&gt;creaked&lt;/b&gt; &amp; swung" in html and "<b>creaked" not in html
+        assert "onerror" not in html  # the reasoning gives way to the chapter
+        # The other option's control is not polled: nothing runs on it.
+        other = reverse("writer:option_swipe_live", args=[gen.options.get(index=0).pk])
+        assert other not in page
+
+        # It fails: the text is cleared, and the poll answers the request's body, which says why, in place
+        # of the page's body (no page load), and stops polling.
+        swipes.option_swipe_fail(swipe_id=swipe.pk, error="The writer server is gone.")
+        assert cache.get(live.swipe_cache_key(swipe.pk)) is None
+        ended = c.get(url)
+    assert ended.status_code == 286
+    assert (ended["HX-Retarget"], ended["HX-Reswap"]) == ("#request-body", "innerHTML")
+    body = ended.content.decode()
+    assert "The last try to write it again failed: The writer server is gone." in body
+    assert body.count('class="card option') == 2 and "Pip ran in late." in body
+    assert "creaked" not in body and url not in body
+
+
+def test_a_swipe_whose_worker_died_ends_with_the_reason_and_a_queued_one_shows_no_text(users, client_for):
+    alice = users["alice"]
+    story = story_with_chapters(owner=alice, chapters=1)
+    gen = finished_request(story, alice)
+    option = gen.options.get(index=0)
+    swipe = OptionSwipe.objects.create(option=option, requested_by=alice, engine="local", status=OptionSwipe.Status.QUEUED)
+    live.publish_swipe(swipe_id=swipe.pk, text="<SOLUTION>From the run before the retry")
+    url = reverse("writer:option_swipe_live", args=[option.pk])
+    queued = client_for("alice").get(url)
+    html = queued.content.decode()
+    assert queued.status_code == 200 and "waiting for a writer" in html
+    assert "From the run before the retry" not in html and "swipe-live" not in html
+    # Running, but no worker holds its lock: it died. The swipe fails with the reason, its text goes.
+    OptionSwipe.objects.filter(pk=swipe.pk).update(status=OptionSwipe.Status.RUNNING)
+    dead = client_for("alice").get(url)
+    assert dead.status_code == 286 and "The worker writing it again stopped; ask again." in dead.content.decode()
+    assert cache.get(live.swipe_cache_key(swipe.pk)) is None
+    swipe.refresh_from_db()
+    assert swipe.status == OptionSwipe.Status.FAILED
+
+
+def test_a_swipe_s_entry_is_its_own(users):
+    """The swipe's key is not the request's: a request's run of the same number is left alone."""
+    alice = users["alice"]
+    gen = finished_request(story_with_chapters(owner=alice, chapters=1), alice)
+    swipe = OptionSwipe.objects.create(option=gen.options.first(), requested_by=alice, engine="local")
+    live.publish(request_id=swipe.pk, attempt=0, texts={0: "the request's"})
+    live.publish_swipe(swipe_id=swipe.pk, text="the swipe's")
+    assert live.read_swipe(swipe_id=swipe.pk) == "the swipe's"
+    assert live.read(request_id=swipe.pk, attempt=0) == {0: "the request's"}
+    live.clear_swipe(swipe_id=swipe.pk)
+    assert live.read_swipe(swipe_id=swipe.pk) is None
+    assert live.read(request_id=swipe.pk, attempt=0) == {0: "the request's"}
+    live.clear(request_id=swipe.pk)
 
 
 # -- the vLLM engine ------------------------------------------------------------------------------------

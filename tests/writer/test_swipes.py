@@ -1,21 +1,28 @@
 """Swipes (writer.swipes): one option written again by the real writer (SmolLM2-135M, the in-process
 engine), through the task, while the other options stay byte for byte as they were; every text kept as
-a version; the ugly cases refused with a clear message and nothing changed."""
+a version; the ugly cases refused with a clear message and nothing changed; its text shown as it is
+written (writer.live), and a cache that fails never failing it."""
 
 from __future__ import annotations
 
+import logging
+import re
 from datetime import timedelta
 
 import pytest
+from django.core.cache import cache
 from django.forms.models import model_to_dict
 from django.urls import reverse
 from django.utils import timezone
+from django.utils.html import escape, linebreaks
 
 from brands import services as brand_services
 from brands.matching import brand_catalogue
 from mesu_web.errors import ApplicationError
 from tests.factories import run_generation, story_with_chapters
-from writer import services, swipes
+from tests.fixtures_redis import free_port
+from tests.writer.test_live import worker_holds
+from writer import live, services, swipes
 from writer.models import (
     Chapter,
     GenerationOption,
@@ -27,6 +34,13 @@ from writer.models import (
 from writer.tasks import option_swipe_run_task
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(autouse=True)
+def _fresh_live_state():
+    live.reset()  # a cache failure of another test is not remembered here
+    yield
+    live.reset()
 
 
 def _snapshot(option: GenerationOption) -> dict:
@@ -136,6 +150,9 @@ def test_the_ugly_cases_are_refused_with_a_reason_and_change_nothing(users, clie
     third = swipes.option_swipe_request(option=option, user=alice, enqueue=False)
     second.refresh_from_db()
     assert second.status == "failed" and "stopped" in second.error
+    # JavaScript off: while a swipe waits or runs, the request page reloads itself.
+    waiting = client_for("alice").get(gen.get_absolute_url()).content.decode()
+    assert waiting.count('<noscript><meta http-equiv="refresh" content="3"></noscript>') == 1
     OptionSwipe.objects.filter(pk=third.pk).update(status="failed")
 
     # The hourly limit, per person.
@@ -151,6 +168,7 @@ def test_the_ugly_cases_are_refused_with_a_reason_and_change_nothing(users, clie
     assert OptionSwipe.objects.count() == 3
     html = client_for("alice").get(gen.get_absolute_url()).content.decode()
     assert html.count("Write this option again") == 1  # the other option only
+    assert "http-equiv" not in html  # nothing runs: no reload
 
     # A swipe asked for before the acceptance does not overwrite the chapter's option: it fails, saying so.
     other = gen.options.get(index=1)
@@ -233,3 +251,104 @@ def test_a_branded_option_written_again_goes_back_to_its_brand_before_a_reader_r
     # The brand's reviewer sees the new text in its queue when it names the brand.
     if option.review_status == ReviewStatus.PENDING:
         assert client_for("mia").get(reverse("brands:review_detail", args=[option.pk])).status_code == 200
+
+
+# -- its text as it is written (writer.live) ------------------------------------------------------------
+
+
+def _prefixish(part: str, whole: str) -> bool:
+    """`part` is how `whole` began, or `whole` is `part` shortened (cut at its last sentence)."""
+    return whole.startswith(part) or part.startswith(whole)
+
+
+def _without_tokens(html: str) -> str:
+    return re.sub(r'name="csrfmiddlewaretoken" value="[^"]+"', "", html)  # a fresh mask each render
+
+
+def test_a_swipe_s_text_appears_as_it_is_written_and_the_new_option_replaces_it(
+    users, local_engine, settings, monkeypatch, client_for
+):
+    settings.WRITER_REASONING_TOKENS = 24
+    monkeypatch.setattr(live, "PUBLISH_EVERY_SECONDS", 0.1)  # more snapshots of a short answer
+    alice = users["alice"]
+    story = story_with_chapters(owner=alice, chapters=2)
+    gen = run_generation(story, alice, n=2, max_new_tokens=64)
+    option = gen.options.get(index=1)
+    swipe = swipes.option_swipe_request(option=option, user=alice, enqueue=False)
+    url = reverse("writer:option_swipe_live", args=[option.pk])
+    c = client_for("alice")
+    snapshots: list[str] = []  # what the cache held after each write
+    polls = []  # the control's poller, as alice's browser gets it while the option is written
+    real_publish = live.publish_swipe
+
+    def publish_and_look(**kwargs) -> bool:
+        wrote = real_publish(**kwargs)
+        if wrote:
+            snapshots.append(live.read_swipe(swipe_id=kwargs["swipe_id"]))
+            polls.append(c.get(url))
+        return wrote
+
+    monkeypatch.setattr(live, "publish_swipe", publish_and_look)
+    # The run itself, as the worker runs it; `worker_holds` is the worker's run lock, which tells the page
+    # the swipe runs (the task would take it on this test's own database session, which the page shares).
+    with worker_holds(swipe):
+        swipe = swipes.option_swipe_run(swipe_id=swipe.pk)
+    assert swipe.status == OptionSwipe.Status.SUCCEEDED, swipe.error
+    option.refresh_from_db()
+
+    assert len(snapshots) >= 4, snapshots
+    assert len(snapshots[0]) < len(snapshots[-1]) and len(set(snapshots)) >= 3  # it grows
+    final_reasoning, final_chapter = live.split_answer(option.raw_output)
+    written_twice = "twice" in option.warning or "two tries" in option.warning  # a short chapter's second try
+    shown_chapters = 0
+    for text, poll in zip(snapshots, polls, strict=True):
+        assert text.startswith("<start_working_out>")
+        reasoning, chapter = live.split_answer(text)
+        if not written_twice:
+            assert _prefixish(chapter, final_chapter), (chapter, final_chapter)
+            assert _prefixish(reasoning, final_reasoning) or not chapter, (reasoning, final_reasoning)
+        html = poll.content.decode()
+        assert poll.status_code == 200 and "HX-Retarget" not in poll, html
+        assert "Writing Option 2 again" in html and f'id="swipe-live-{option.pk}"' in html
+        if chapter:  # the chapter so far, escaped, as Django escapes it; the reasoning no longer shown
+            shown_chapters += 1
+            assert linebreaks(chapter, autoescape=True) in html, (chapter, html)
+            assert "Thinking:" not in html
+        elif reasoning:
+            assert escape(reasoning.splitlines()[0]) in html, (reasoning, html)
+    assert shown_chapters >= 1  # the chapter was shown while it was written
+    # While it is written the poll answers the control alone: the rest of the page stays as it is.
+    assert all('class="card option' not in poll.content.decode() for poll in polls)
+
+    # Done: nothing left in the cache; the poll answers the request's body as it is now (the new text,
+    # "2 versions"), for the page's body, and stops polling.
+    assert cache.get(live.swipe_cache_key(swipe.pk)) is None
+    done = c.get(url)
+    assert done.status_code == 286 and (done["HX-Retarget"], done["HX-Reswap"]) == ("#request-body", "innerHTML")
+    body = done.content.decode()
+    assert "2 versions" in body and "swipe-live" not in body and url not in body
+    progress = c.get(reverse("writer:request_progress", args=[gen.pk]))
+    assert _without_tokens(body) == _without_tokens(progress.content.decode())
+
+
+def test_a_cache_that_fails_does_not_fail_the_swipe(users, local_engine, settings, caplog, client_for):
+    alice = users["alice"]
+    story = story_with_chapters(owner=alice, chapters=1)
+    gen = run_generation(story, alice, n=2)
+    option = gen.options.get(index=0)
+    settings.CACHES = {
+        "default": {
+            "BACKEND": "django.core.cache.backends.redis.RedisCache",
+            "LOCATION": f"redis://127.0.0.1:{free_port()}/0",  # nothing listens there
+        }
+    }
+    with caplog.at_level(logging.WARNING, logger="writer.live"):
+        swipe = _swipe(option, alice)
+    assert swipe.status == OptionSwipe.Status.SUCCEEDED, swipe.error
+    assert OptionVersion.objects.filter(option=option).count() == 2
+    assert f"Could not write the live text of swipe {swipe.pk}" in caplog.text
+    # Once failed, the cache is left alone for a while: one failed write, not one per report.
+    assert caplog.text.count("Could not write the live text") == 1
+    # The page still answers: the request's body with the new text.
+    done = client_for("alice").get(reverse("writer:option_swipe_live", args=[option.pk]))
+    assert done.status_code == 286 and "2 versions" in done.content.decode()
