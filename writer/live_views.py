@@ -18,7 +18,7 @@ page shows the swipe as it was when loaded, and a reload shows the rest, as befo
 from __future__ import annotations
 
 from django.contrib.auth.decorators import login_required
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import render
 from django.views.decorators.http import require_GET
 from django_htmx.http import HttpResponseStopPolling, reswap, retarget
@@ -46,15 +46,12 @@ def request_live(request: HttpRequest, pk: int) -> HttpResponse:
 def option_swipe_live(request: HttpRequest, pk: int) -> HttpResponse:
     user = request.user
     # With its latest swipe's state (`option_versions_annotated`), which the control shows.
-    option = option_versions_annotated(
-        GenerationOption.objects.select_related("request__story").filter(pk=pk)
-    ).first()
-    if option is None or not selectors.request_can_view(request=option.request, user=user):
-        raise Http404("No such option.")
+    # A reader never learns of an option its brand has not let through: 404, as for everyone else.
+    option = selectors.option_get_for_viewer(
+        pk=pk, user=user, queryset=option_versions_annotated(GenerationOption.objects.all())
+    )
     gen = option.request
-    # A reader never learns of an option its brand has not let through: for them, nothing runs on it.
-    shown = option.visible_to_requester or user.pk == gen.story.owner_id or user.is_staff
-    swipe = swipes.option_swipe_in_progress(option=option) if shown else None
+    swipe = swipes.option_swipe_in_progress(option=option)
     if swipe is None:  # it ended (or never ran): the request's body as it is now, and polling stops
         final = HttpResponseStopPolling(request_progress(request, gen.pk).content)
         return reswap(retarget(final, "#request-body"), "innerHTML")

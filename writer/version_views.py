@@ -14,7 +14,7 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.http import Http404, HttpRequest, HttpResponse
+from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.urls import reverse
 from django.views.decorators.http import require_GET, require_POST
@@ -29,25 +29,15 @@ CLEAN = (ReviewStatus.NONE, ReviewStatus.NOT_SENT)  # a text that names no brand
 
 
 def _sees_everything(option: GenerationOption, user) -> bool:  # noqa: ANN001
-    """The story's author and staff see every option and version, with its review state."""
-    return option.request.story.owner_id == user.pk or user.is_staff
+    return selectors.option_sees_everything(option=option, user=user)
 
 
 def _option(pk: int, user) -> GenerationOption:  # noqa: ANN001
-    """The option, for who may see its request; 404 for everyone else, and for a reader who was never
-    shown it (a placement waiting for its brand)."""
-    option = (
-        GenerationOption.objects.select_related(
-            "request__story", "request__requested_by", "accepted_chapter__story", "brand", "asset"
-        )
-        .filter(pk=pk)
-        .first()
+    return selectors.option_get_for_viewer(
+        pk=pk,
+        user=user,
+        queryset=GenerationOption.objects.select_related("accepted_chapter__story", "brand", "asset"),
     )
-    if option is None or not selectors.request_can_view(request=option.request, user=user):
-        raise Http404("No such option.")
-    if not option.visible_to_requester and not _sees_everything(option, user):
-        raise Http404("No such option.")
-    return option
 
 
 def _option_owner(pk: int, user) -> GenerationOption:  # noqa: ANN001
