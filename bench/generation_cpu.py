@@ -120,7 +120,7 @@ def main() -> None:
         "--adapter",
         type=Path,
         default=None,
-        help="a trained LoRA folder (e.g. training/shipped/mesu-writer-v2) instead of the random one",
+        help="a trained LoRA folder (e.g. training/shipped/mesu-writer-v3) instead of the random one",
     )
     parser.add_argument(
         "--model",

@@ -80,7 +80,7 @@ def parse_args() -> argparse.Namespace:
         "--adapter",
         type=Path,
         default=None,
-        help="a LoRA folder (e.g. training/shipped/mesu-writer-v2) registered and made the active writer "
+        help="a LoRA folder (e.g. training/shipped/mesu-writer-v3) registered and made the active writer "
         "for every request (default: none; the base model)",
     )
     return parser.parse_args()

@@ -466,7 +466,7 @@ def adapter_activate(*, adapter: WriterAdapter) -> WriterAdapter:
 
 # The trained writer committed with the code (issue 15): `./dev up` installs it with
 # `install_shipped_writer` (shipped_writer_install).
-SHIPPED_WRITER_NAME = "mesu-writer-v2"
+SHIPPED_WRITER_NAME = "mesu-writer-v3"
 SHIPPED_WRITER_DIR = Path(__file__).resolve().parent / "shipped" / SHIPPED_WRITER_NAME
 
 
@@ -687,7 +687,8 @@ def gpu_results_import(
     """One succeeded EvaluationRun per target of a GPU run (engine IMPORTED_ENGINE; linked to the
     registered adapter of its name, if any) and a JudgeComparison per judgement, on `dataset_name`.
     A target is {"name", "role" (base, sft, grpo), "pairs", "metrics", "format_ok", "quality",
-    "samples", "tokens", "seconds", "max_new_tokens"}; a judgement is {"target", "baseline",
+    "samples", "tokens", "seconds", "max_new_tokens"} and optionally "adapter_name" (the adapter its row
+    links to when that is not its name: another seed's answers); a judgement is {"target", "baseline",
     "summary"}. Keyed on (dataset, target, source): importing the same results again updates the rows
     it made. EvaluationRun has no column for the source or the role: they sit in its `quality`.
     Returns how many rows were made and updated."""
@@ -696,7 +697,7 @@ def gpu_results_import(
     counts = {"runs_created": 0, "runs_updated": 0, "judged_created": 0, "judged_updated": 0}
     for target in targets:
         values = {
-            "adapter": WriterAdapter.objects.filter(name=target["name"]).first(),
+            "adapter": WriterAdapter.objects.filter(name=target.get("adapter_name") or target["name"]).first(),
             "status": EvaluationRun.Status.SUCCEEDED,
             "error": "",
             "split": "test",

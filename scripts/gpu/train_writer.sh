@@ -25,7 +25,7 @@
 # SFT_REASONING_TOKENS (96): the SFT targets end well inside COMPLETION_TOKENS, so the writer learns to close
 # its chapter in the budget it is served with, GRPO_STEPS (40), GRPO_LR (2e-5), ANSWER_SEEDS (more seeds of
 # the GRPO writer's answers, e.g. "1 2"), JUDGE_PAIRS ("grpo:base sft:base grpo:sft"), GRPO_INIT_ADAPTER (the SFT
-# adapter of this run; e.g. training/shipped/mesu-writer-v2 to go on from the shipped writer, PARTS without sft), DEVICE (cuda),
+# adapter of this run; e.g. training/shipped/mesu-writer-v3 to go on from the shipped writer, PARTS without sft), DEVICE (cuda),
 # PY (python3), BUDGET_S (1500: the whole pipeline); sizes for a dry run on a CPU (DEVICE=cpu, with
 # vLLM CPU servers already on :8000 and :8001): NUM_GEN (8), COMPLETION_TOKENS (640: the reasoning's 128 and the
 # chapter's 512, which build_dataset's prompts leave room for), PROMPT_TOKENS

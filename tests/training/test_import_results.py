@@ -19,6 +19,7 @@ from training.models import EvaluationRun, JudgeComparison, WriterAdapter
 from training.selectors import IMPORTED_ENGINE
 
 RUN11 = Path(settings.BASE_DIR) / "docs" / "gpu-logs" / "run11" / "results-79"
+RUN12B = Path(settings.BASE_DIR) / "docs" / "gpu-logs" / "run12" / "run12b"
 GOOD = "<start_working_out>She reads it.<end_working_out>\n<SOLUTION>Wren climbed the steps with the letter.</SOLUTION>"
 LOOP = "the sea the sea the sea the sea the sea the sea the sea the sea"
 PAIRS = [("emma", 3), ("persuasion", 7)]
@@ -264,6 +265,102 @@ def test_the_real_run11_results(db):
     assert JudgeComparison.objects.get(target="sft-corpus", baseline="smollm2").wins == 23
     assert JudgeComparison.objects.get(target="mesu-writer-v2", baseline="sft-corpus").losses == 17
     assert {p.name: p.stat().st_mtime_ns for p in RUN11.iterdir()} == before  # read only
+
+
+def test_other_seeds_are_rows_of_their_own_and_a_judged_only_role_is_named_by_name(db, results):
+    """train_writer.sh ANSWER_SEEDS leaves eval-grpo-s1.json (its target: the same adapter name as
+    eval-grpo.json) and answers-grpo-s1.jsonl; GRPO_INIT_ADAPTER runs judge the new writer against the
+    one it started from (judge-grpo-vs-v2.json) with no eval-v2.json."""
+    shipped = WriterAdapter.objects.create(name="grpo-x", base_model="smollm2", path="/nowhere")
+    for seed, format_ok in ((1, 0.5), (2, 1.0)):
+        _write(results / f"eval-grpo-s{seed}.json", _eval("grpo-x", {"format_exact": format_ok}, format_ok))
+    (results / "answers-grpo-s1.jsonl").write_text(
+        "".join(
+            json.dumps({"book": b, "k": k, "text": t}) + "\n"
+            for (b, k), t in zip(PAIRS, [GOOD, LOOP], strict=True)
+        )
+    )
+    _write(results / "judge-grpo-vs-v2.json", _judge(43, 36, 0))
+    err = io.StringIO()
+    call_command(
+        "import_results",
+        "--results",
+        str(results),
+        "--dataset-name",
+        "corpus-79",
+        stdout=io.StringIO(),
+        stderr=err,
+    )
+    runs = _runs()
+    assert set(runs) == {"smollm2", "sft-x", "grpo-x", "grpo-x seed 1", "grpo-x seed 2"}  # no seed overwrites
+    assert [runs[n].adapter for n in ("grpo-x", "grpo-x seed 1", "grpo-x seed 2")] == [shipped] * 3
+    assert (runs["grpo-x seed 1"].format_ok, runs["grpo-x seed 2"].format_ok) == (0.5, 1.0)
+    assert runs["grpo-x seed 1"].quality["role"] == "grpo-s1" and len(runs["grpo-x seed 1"].samples) == 2
+    assert runs["grpo-x seed 2"].samples == []  # no answers-grpo-s2.jsonl
+    assert JudgeComparison.objects.get(target="grpo-x", baseline="v2").wins == 43
+    assert "'v2' is judged but has no eval-v2.json" in err.getvalue()
+    # Named: the seeds follow their role's name; the judged-only role gets the name of its own rows.
+    EvaluationRun.objects.all().delete()
+    JudgeComparison.objects.all().delete()
+    _import(results, "--name", "grpo=mesu-writer-v3,v2=mesu-writer-v2")
+    assert {"mesu-writer-v3", "mesu-writer-v3 seed 1", "mesu-writer-v3 seed 2"} <= set(_runs())
+    assert JudgeComparison.objects.get(target="mesu-writer-v3", baseline="mesu-writer-v2").losses == 36
+
+
+def test_the_real_run12_results_beside_run11(db):
+    """./dev up: run11 (base, SFT, v2) and run12b (v3, the shipped writer, three seeds; judged against
+    the base and v2, whose answers are run11's) on one leaderboard."""
+    results = RUN12B / "results"
+    before = {p.name: p.stat().st_mtime_ns for p in RUN12B.rglob("*") if p.is_file()}
+    shipped = WriterAdapter.objects.create(name="mesu-writer-v3", base_model="smollm2", path="/nowhere")
+    _import(RUN11, "--scores", str(RUN11 / "scores-cpu.json"), "--name", "grpo=mesu-writer-v2")  # as ./dev up
+    output = _import(
+        results,
+        "--scores",
+        str(RUN12B / "scores-cpu.json"),
+        "--name",
+        "grpo=mesu-writer-v3,v2=mesu-writer-v2,base=smollm2",
+    )
+    assert "3 evaluation(s) new, 0 updated; 2 judged comparison(s) new" in output
+    runs = _runs()
+    assert set(runs) == {
+        "smollm2",
+        "sft-corpus",
+        "mesu-writer-v2",
+        "mesu-writer-v3",
+        "mesu-writer-v3 seed 1",
+        "mesu-writer-v3 seed 2",
+    }
+    v3, v2, base = runs["mesu-writer-v3"], runs["mesu-writer-v2"], runs["smollm2"]
+    seeds = [runs["mesu-writer-v3 seed 1"], runs["mesu-writer-v3 seed 2"]]
+    assert all(run.adapter == shipped for run in (v3, *seeds)) and v3.quality["source"] == str(
+        results.relative_to(settings.BASE_DIR)
+    )
+    assert (
+        v3.format_ok == pytest.approx(0.974684)
+        and [s.format_ok for s in seeds] == [pytest.approx(0.987342)] * 2
+    )
+    # Format over the 237 options of the three seeds, from the answers themselves.
+    assert sum(s["format_ok"] for run in (v3, *seeds) for s in run.samples) == 233
+    assert v3.metrics["rougeL"] == pytest.approx(0.149492)
+    for metric in ("meteor", "bertscore", "embedding_cosine"):  # --scores: better than the base's
+        assert v3.metrics[metric] > base.metrics[metric]
+    assert v3.metrics["real_chapter_ppl"] < base.metrics["real_chapter_ppl"]
+    assert v3.quality["repetition"] < base.quality["repetition"] and v2.format_ok == pytest.approx(0.911392)
+    c = JudgeComparison.objects.get(target="mesu-writer-v3", baseline="smollm2")
+    assert (c.wins, c.losses, c.ties, c.win_rate, c.ci_low, c.ci_high) == (57, 22, 0, 0.7215, 0.6142, 0.8083)
+    c = JudgeComparison.objects.get(target="mesu-writer-v3", baseline="mesu-writer-v2")
+    assert (c.wins, c.losses, c.ties) == (43, 36, 0)
+    board = selectors.leaderboard(dataset_dir="corpus-79", metric="format_ok")
+    assert board["rows"][0]["run"].target_name.startswith("mesu-writer-v3")
+    assert {(c.target, c.baseline) for c in board["judged"]} == {
+        ("mesu-writer-v2", "smollm2"),
+        ("mesu-writer-v2", "sft-corpus"),
+        ("sft-corpus", "smollm2"),
+        ("mesu-writer-v3", "smollm2"),
+        ("mesu-writer-v3", "mesu-writer-v2"),
+    }
+    assert {p.name: p.stat().st_mtime_ns for p in RUN12B.rglob("*") if p.is_file()} == before  # read only
 
 
 # --- What is refused -------------------------------------------------------------------------

@@ -266,7 +266,7 @@ def test_export_from_the_adapters_page(
     assert adapter.exports.count() == 1
 
 
-SHIPPED = Path(__file__).resolve().parents[2] / "training" / "shipped" / "mesu-writer-v2"
+SHIPPED = Path(__file__).resolve().parents[2] / "training" / "shipped" / "mesu-writer-v3"
 
 
 @pytest.mark.slow
@@ -288,7 +288,7 @@ def test_the_shipped_writer_installs_active_lists_and_changes_the_base(
     out = io.StringIO()
     call_command("install_shipped_writer", stdout=out)
     assert json.loads(out.getvalue()) == {
-        "name": "mesu-writer-v2",
+        "name": "mesu-writer-v3",
         "registered": True,
         "active": True,
         "note": "the active writer",
@@ -297,9 +297,9 @@ def test_the_shipped_writer_installs_active_lists_and_changes_the_base(
     call_command("adapters", stdout=out)
     listed = json.loads(out.getvalue())
     assert [(a["name"], a["active"], a["lora_rank"], a["lora_nonzero"]) for a in listed] == [
-        ("mesu-writer-v2", True, 16, True)
+        ("mesu-writer-v3", True, 16, True)
     ]
-    assert selectors.active_adapter_name() == "mesu-writer-v2"
+    assert selectors.active_adapter_name() == "mesu-writer-v3"
     assert "Held-out results" in (SHIPPED / "MODEL_CARD.md").read_text()
 
     torch.set_num_threads(1)

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from pathlib import Path
 
 from django.conf import settings
@@ -20,6 +21,8 @@ from writer.quality import text_quality
 
 NAME_CHARS = 64  # EvaluationRun.target_name, JudgeComparison.target
 QUALITY_SCORES = ("words", "repeat_share")  # of --scores: the leaderboard's words and repeated 4-grams
+# train_writer.sh ANSWER_SEEDS: eval-grpo-s1.json, answers-grpo-s1.jsonl are the grpo writer's answers of seed 1.
+SEED_ROLE = re.compile(r"(?P<role>.+)-s(?P<seed>[0-9]+)")
 
 
 def _is_number(value) -> bool:
@@ -125,7 +128,7 @@ def parse_names(values: list[str]) -> dict[str, str]:
         for item in filter(None, (part.strip() for part in value.split(","))):
             role, sep, name = item.partition("=")
             if not sep or not role.strip() or not name.strip():
-                raise CommandError(f"--name {item!r}: write ROLE=NAME, e.g. grpo=mesu-writer-v2.")
+                raise CommandError(f"--name {item!r}: write ROLE=NAME, e.g. grpo=mesu-writer-v3.")
             names[role.strip()] = name.strip()
     return names
 
@@ -145,8 +148,11 @@ class Command(BaseCommand):
         "Bring a GPU run's results (the results folder of scripts/gpu/train_writer.sh) onto the "
         "leaderboard under --dataset-name: an evaluation per eval-ROLE.json (base, sft, grpo; status "
         f"succeeded, engine {IMPORTED_ENGINE!r}) named after the base model or the adapter (train-ROLE.json "
-        "adapter_name; --name ROLE=NAME overrides, e.g. grpo=mesu-writer-v2) and linked to the registered "
-        "adapter of that name, with the words and repetition of its answers-ROLE.jsonl; the richer means of "
+        "adapter_name; --name ROLE=NAME overrides, e.g. grpo=mesu-writer-v3) and linked to the registered "
+        "adapter of that name, with the words and repetition of its answers-ROLE.jsonl (the answers of another "
+        "seed, eval-ROLE-sN.json, are a row of their own named 'NAME seed N', linked to ROLE's adapter); a role "
+        "only judged (judge-grpo-vs-v2.json: no eval-v2.json) is named by --name (v2=mesu-writer-v2), else "
+        "its role; the richer means of "
         "--scores (bench/writer_training.py --json: METEOR, BERTScore, embedding cosine, the real "
         "chapter's perplexity, the repeated 4-grams) added; and a judged comparison per "
         "judge-A-vs-B.json. Importing the same folder again updates its rows."
@@ -165,7 +171,7 @@ class Command(BaseCommand):
             action="append",
             default=[],
             metavar="ROLE=NAME",
-            help="The name a role's rows get (repeatable or comma-separated): e.g. grpo=mesu-writer-v2.",
+            help="The name a role's rows get (repeatable or comma-separated): e.g. grpo=mesu-writer-v3.",
         )
         parser.add_argument(
             "--max-new-tokens",
@@ -208,7 +214,14 @@ class Command(BaseCommand):
             raise CommandError(
                 f"--name {unknown[0]}=...: {folder} has no result of {unknown[0]!r} (it has: {', '.join(sorted(roles))})."
             )
-        names = {role: self._name(folder, role, evals.get(role), overrides) for role in sorted(roles)}
+        names: dict[str, str] = {}
+        for role in sorted(roles, key=lambda r: (self._seed_of(r, roles) is not None, r)):  # seeds last
+            names[role] = self._name(folder, role, evals.get(role), overrides, names, roles)
+        for role in sorted(roles - set(evals) - set(overrides)):
+            self.stderr.write(
+                f"{role!r} is judged but has no eval-{role}.json here: its comparisons name it {role!r} "
+                f"(--name {role}=NAME gives it the name of its rows on the leaderboard)."
+            )
         for role in sorted(set(scores["table"]) - set(evals)):
             self.stderr.write(f"The scores of {role!r} have no eval-{role}.json here: left out.")
 
@@ -216,6 +229,10 @@ class Command(BaseCommand):
             self._target(folder, role, names[role], evals[role], scores, options["max_new_tokens"])
             for role in sorted(evals)
         ]
+        for target in targets:  # a seed's row belongs to the adapter of its role
+            seed = self._seed_of(target["role"], roles)
+            if seed is not None:
+                target["adapter_name"] = names[seed[0]]
         judged = [
             {"target": names[a], "baseline": names[b], "summary": summary}
             for (a, b), summary in judged_files.items()
@@ -238,9 +255,27 @@ class Command(BaseCommand):
             f"{counts['judged_updated']} updated."
         )
 
-    def _name(self, folder: Path, role: str, evaluation: dict | None, overrides: dict[str, str]) -> str:
-        """--name ROLE=NAME, else the adapter_name of train-ROLE.json, else the eval's target, else ROLE."""
+    @staticmethod
+    def _seed_of(role: str, roles: set[str]) -> tuple[str, str] | None:
+        """(its role, the seed) of a role of another seed's answers (grpo-s1 when grpo is here too)."""
+        match = SEED_ROLE.fullmatch(role)
+        return (match["role"], match["seed"]) if match and match["role"] in roles else None
+
+    def _name(
+        self,
+        folder: Path,
+        role: str,
+        evaluation: dict | None,
+        overrides: dict[str, str],
+        names: dict[str, str],
+        roles: set[str],
+    ) -> str:
+        """--name ROLE=NAME, else (another seed's answers of a role) "NAME seed N", else the adapter_name
+        of train-ROLE.json, else the eval's target, else ROLE."""
         name = overrides.get(role)
+        seed = self._seed_of(role, roles)
+        if name is None and seed is not None:
+            name = f"{names[seed[0]]} seed {seed[1]}"
         train = folder / f"train-{role}.json"
         if name is None and train.is_file():
             data = read_json(train)
