@@ -1,8 +1,10 @@
-"""Benchmark: the story page, the reader's pages and the review queue under 50 concurrent clients.
+"""Benchmark: the story page, the reader's pages, the review queue, the live text and the authors' tools
+under 50 concurrent clients.
 
     nice -n 10 .venv/bin/python bench/web_load.py [--stories 10000] [--options 100000] [--pending 1000]
         [--clients 50] [--duration 60] [--think 1.0] [--saturation 20] [--wait-load 1.5] [--wait-max 1200]
-        [--pages story,reader,queue] [--workers 2 --threads 4] [--db mesu_load] [--reuse] [--keep]
+        [--pages story,reader,queue,live,tools] [--workers 2 --threads 4] [--db mesu_load] [--reuse] [--keep]
+        [--profile-only [--cprofile 25]]
 
 1. Data, in its own database (--db, default mesu_load; dropped and created again, migrated with
    `manage.py migrate`, dropped at the end unless --keep; --reuse keeps a database built before):
@@ -10,7 +12,10 @@
    600 requests each), --options generation options across author requests (3 options) and readers'
    personalised requests (1 option), --pending options waiting in the review queue of 5 brands
    (2 managers each), 300 sponsored chapters (an approved placement accepted as a chapter) and readers'
-   approved placements. Loaded with COPY, every column from the models' own fields.
+   approved placements; the pages of issue 16: story bible entries (60 for each long story, 4 for 1 in 10
+   others), versions of options (2-4 for the options of 1 in 4 of the long stories' author requests and 1 in
+   20 others') and of 1 in 10 of the long stories' chapters, 30 passage changes per long story, and readers'
+   stars for 2 in 3 of their personalised chapters. Loaded with COPY, every column from the models' own fields.
 2. The server: gunicorn on loopback as `./dev up` runs it (`mesu_web.wsgi`, 2 workers x 4 threads,
    gthread: one process per core, threads to overlap database waits), but with production settings:
    DJANGO_DEBUG=0, a random DJANGO_SECRET_KEY, DJANGO_ALLOWED_HOSTS, DJANGO_SECURE_COOKIES=false (plain
@@ -26,6 +31,8 @@
    seconds per page with no think time: the throughput ceiling.
 4. The profile: a few pages of each kind once each, in this process (Django's test client, same
    settings): queries, SQL ms, view ms; EXPLAIN ANALYZE of every SELECT they ran, the slowest kept.
+   --profile-only does only this (no server, no load, nothing appended), printing the view ms per page
+   kind; with --cprofile N, also the N functions that took most time in those views (cProfile).
 
 Appends a dated section to docs/benchmarks.md (bench/report.py). Each page's run waits (up to
 --wait-max seconds in all) for the 1-minute load average to drop below --wait-load: other work on this
@@ -36,9 +43,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import cProfile
 import datetime as dt
 import functools
 import os
+import pstats
 import random
 import resource
 import secrets
@@ -68,6 +77,9 @@ BIG_STORIES = 10  # long stories: the story page's worst case
 BIG_CHAPTERS = 300
 BIG_REQUESTS = 600  # half the author's, half readers'
 SPONSORED_CHAPTERS = 300
+BIG_BIBLE = 60  # story bible entries of each long story (1 in 10 proposed by the writer, 1 in 10 rejected) ...
+SMALL_BIBLE = 4  # ... and of 1 in 10 other stories
+BIG_PASSAGE_EDITS = 30  # passage tools' changes per long story: 20 of chapters, 10 of options
 WARMUP_S = 5.0
 PROFILE_URLS = 12  # pages per scenario profiled in-process
 HTTP_TIMEOUT_S = 30.0
@@ -83,7 +95,7 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--duration", type=float, default=60.0, help="seconds measured per page")
     parser.add_argument("--think", type=float, default=1.0, help="mean think time between a client's pages (s)")
     parser.add_argument("--saturation", type=float, default=20.0, help="seconds per page with no think time (0: skip)")
-    parser.add_argument("--pages", default="story,reader,queue", help="which pages to load, comma-separated")
+    parser.add_argument("--pages", default="story,reader,queue,live,tools", help="which pages to load, comma-separated")
     parser.add_argument("--workers", type=int, default=2, help="gunicorn workers (dev: 2)")
     parser.add_argument("--threads", type=int, default=4, help="threads per gunicorn worker (dev: 4)")
     parser.add_argument("--port", type=int, default=0, help="0: a free port")
@@ -93,6 +105,8 @@ def parse_args() -> argparse.Namespace:
     parser.add_argument("--reuse", action="store_true", help="use the database a --keep run left")
     parser.add_argument("--keep", action="store_true", help="keep the database at the end")
     parser.add_argument("--out", type=Path, default=ROOT / "docs" / "benchmarks.md")
+    parser.add_argument("--profile-only", action="store_true", help="only the in-process profile, printed")
+    parser.add_argument("--cprofile", type=int, default=0, help="with --profile-only: the N costliest functions")
     args = parser.parse_args()
     if args.db in {"mesu", "postgres", "template0", "template1"} or args.db.startswith("test_"):
         parser.error(f"--db {args.db} is not the benchmark's own database")
@@ -148,7 +162,18 @@ from brands.models import Brand, BrandAsset, PlacementDecision  # noqa: E402
 from brands.selectors import review_queue_for_manager  # noqa: E402
 from brands.views import QUEUE_PAGE_SIZE  # noqa: E402
 from mesu_web.notifications.models import Notification  # noqa: E402
-from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story  # noqa: E402
+from writer.models import (  # noqa: E402
+    Chapter,
+    ChapterVersion,
+    GenerationOption,
+    GenerationRequest,
+    OptionRating,
+    OptionVersion,
+    PassageEdit,
+    ReviewStatus,
+    Story,
+    StoryBibleEntry,
+)
 from writer.prompting import REASONING_END, REASONING_START, SOLUTION_END, SOLUTION_START  # noqa: E402
 
 User = get_user_model()
@@ -454,12 +479,16 @@ def build_data(conn: psycopg.Connection, args: argparse.Namespace, now: dt.datet
         for k in range(1, 2 * len(plan.authors) * 10 + 1)
     )
     copy_model(conn, Notification, notifications, now)
+    timings["decisions, notifications"] = time.monotonic() - t
+    t = time.monotonic()
+    build_tool_data(conn, args, rng, texts, now)
     reset_sequences(
         conn,
         [User, User.groups.through, Brand, BrandAsset, Brand.managers.through, Story, Chapter, GenerationRequest,
-         GenerationOption, PlacementDecision, Notification],
+         GenerationOption, PlacementDecision, Notification, StoryBibleEntry, OptionVersion, ChapterVersion,
+         PassageEdit, OptionRating],
     )
-    timings["decisions, notifications"] = time.monotonic() - t
+    timings["bible, versions, passages, ratings"] = time.monotonic() - t
     t = time.monotonic()
     conn.execute("VACUUM ANALYZE")
     timings["VACUUM ANALYZE"] = time.monotonic() - t
@@ -552,6 +581,175 @@ def _option_rows(
             yield row
 
 
+def _table(model: type[Model]) -> sql.Identifier:
+    return sql.Identifier(model._meta.db_table)
+
+
+def _changed_passage(text: str, texts: Texts) -> tuple[int, int, str]:
+    """(start, end, replacement) of one paragraph of `text`: a passage tool's change of it (a sentence
+    written again, one added), as `writer.passages` would store it."""
+    paragraphs = text.split("\n\n")
+    k = len(paragraphs) // 2
+    start = sum(len(p) + 2 for p in paragraphs[:k])
+    original = paragraphs[k]
+    sentences = original.split(". ")
+    sentences[len(sentences) // 2] = texts.line().rstrip(".")
+    return start, start + len(original), ". ".join(sentences) + " " + texts.line()
+
+
+def build_tool_data(
+    conn: psycopg.Connection, args: argparse.Namespace, rng: random.Random, texts: Texts, now: dt.datetime
+) -> None:
+    """The story bible, versions, passage changes and readers' ratings (the pages added in issue 16), in
+    proportion: bible entries for the long stories and 1 in 10 others; versions (a swipe, a passage change)
+    of the options of 1 in 4 of the long stories' author requests and 1 in 20 others', and of 1 in 10 of
+    the long stories' chapters; passage changes on the long stories; stars from readers for 2 in 3 of their
+    personalised chapters."""
+    kinds = list(StoryBibleEntry.Kind)
+    names = {
+        StoryBibleEntry.Kind.CHARACTER: HEROES,
+        StoryBibleEntry.Kind.PLACE: [p.removeprefix("the ").capitalize() for p in PLACES],
+        StoryBibleEntry.Kind.OBJECT: [p.capitalize() for p in PRODUCTS],
+        StoryBibleEntry.Kind.FACT: ["The storm", "The promise", "The old map", "The debt", "The festival"],
+    }
+
+    def bible_rows() -> Iterator[dict]:
+        k_id = 0
+        stories = [*range(1, BIG_STORIES + 1), *range(BIG_STORIES + 3, args.stories + 1, 10)]
+        for s in stories:
+            count = BIG_BIBLE if s <= BIG_STORIES else SMALL_BIBLE
+            last = BIG_CHAPTERS if s <= BIG_STORIES else 8
+            for k in range(count):
+                k_id += 1
+                kind = kinds[k % len(kinds)]
+                status, source = StoryBibleEntry.Status.ACCEPTED, StoryBibleEntry.Source.AUTHOR
+                if count > SMALL_BIBLE and k % 10 == 8:
+                    status, source = StoryBibleEntry.Status.PROPOSED, StoryBibleEntry.Source.WRITER
+                elif count > SMALL_BIBLE and k % 10 == 9:
+                    status, source = StoryBibleEntry.Status.REJECTED, StoryBibleEntry.Source.WRITER
+                start = rng.randint(1, last)
+                yield {
+                    "id": k_id, "story_id": s, "kind": kind, "name": f"{rng.choice(names[kind])} {k + 1}",
+                    "description": texts.line() + " " + texts.line(), "aliases": [f"{rng.choice(HEROES)}ie"][: k % 2],
+                    "from_chapter": start, "until_chapter": None if k % 3 else start + rng.randint(0, 20),
+                    "status": status, "source": source,
+                }
+
+    copy_model(conn, StoryBibleEntry, bible_rows(), now)
+
+    # Options' versions: the current text is the highest number; a passage change keeps the rest of the text.
+    options = conn.execute(
+        sql.SQL(
+            "SELECT o.id, o.text, o.reasoning, o.raw_output, o.created_at, r.id, r.requested_by_id, r.story_id "
+            "FROM {} o JOIN {} r ON r.id = o.request_id WHERE r.kind = 'author' AND o.review_status = 'none' "
+            "AND r.status = 'succeeded' AND ((r.story_id <= %s AND r.id %% 4 = 1) OR (r.story_id > %s AND r.id %% 20 = 0)) "
+            "ORDER BY o.id"
+        ).format(_table(GenerationOption), _table(GenerationRequest)),
+        [BIG_STORIES, BIG_STORIES],
+    ).fetchall()
+    causes = [OptionVersion.Cause.SWIPE, OptionVersion.Cause.PASSAGE]
+
+    def option_version_rows() -> Iterator[dict]:
+        v_id = 0
+        for o_id, text, reasoning, raw, created, r_id, user, _story in options:
+            count = 2 + o_id % 3  # 2-4 versions
+            chain = [(text, causes[o_id % 2])]
+            for _ in range(count - 1):
+                newer, cause = chain[0]
+                if cause == OptionVersion.Cause.PASSAGE:
+                    start, end, replacement = _changed_passage(newer, texts)
+                    older = newer[:start] + newer[start:end].split(". ")[0] + "." + newer[end:]
+                else:
+                    older = texts.text(5, 8)
+                chain.insert(0, (older, causes[(o_id + len(chain)) % 2]))
+            for number, (body, cause) in enumerate(chain, start=1):
+                v_id += 1
+                yield {
+                    "id": v_id, "option_id": o_id, "number": number,
+                    "cause": OptionVersion.Cause.WRITTEN if number == 1 else cause,
+                    "raw_output": raw if number == count else "", "reasoning": reasoning, "text": body,
+                    "format_ok": True, "tokens": 480, "finish_reason": "stop", "model_name": "smollm2",
+                    "created_by_id": user, "request_id": r_id,
+                    "created_at": created + dt.timedelta(minutes=10 * (number - 1)),
+                }
+
+    copy_model(conn, OptionVersion, option_version_rows(), now)
+
+    chapters = conn.execute(
+        sql.SQL(
+            "SELECT c.id, c.title, c.text, c.created_at, s.owner_id, c.story_id, c.number FROM {} c "
+            "JOIN {} s ON s.id = c.story_id WHERE c.story_id <= %s ORDER BY c.id"
+        ).format(_table(Chapter), _table(Story)),
+        [BIG_STORIES],
+    ).fetchall()
+
+    def chapter_version_rows() -> Iterator[dict]:
+        v_id = 0
+        for c_id, title, text, created, owner, _story, number in chapters:
+            if number % 10:
+                continue
+            start, end, replacement = _changed_passage(text, texts)
+            passage_before = text[:start] + text[start:end].split(". ")[0] + "." + text[end:]
+            chain = [(texts.text(6, 10), ChapterVersion.Cause.EDITED), (passage_before, ChapterVersion.Cause.EDITED),
+                     (text, ChapterVersion.Cause.PASSAGE)]
+            for n, (body, cause) in enumerate(chain, start=1):
+                v_id += 1
+                yield {"id": v_id, "chapter_id": c_id, "number": n, "cause": cause, "title": title, "text": body,
+                       "created_by_id": owner, "created_at": created + dt.timedelta(days=n - 1)}
+
+    copy_model(conn, ChapterVersion, chapter_version_rows(), now)
+
+    # Passage changes of the long stories' chapters and plain options, finished: most waiting for the
+    # author's decision, a third discarded.
+    tools = list(PassageEdit.Tool)
+    by_story: dict[int, list] = {}
+    for row in chapters:
+        by_story.setdefault(row[5], []).append(("chapter", row[0], row[2], row[4], row[3]))
+    option_targets: dict[int, list] = {}
+    for o_id, text, _reasoning, _raw, created, _r_id, user, story in options:
+        if story <= BIG_STORIES:
+            option_targets.setdefault(story, []).append(("option", o_id, text, user, created))
+
+    def passage_rows() -> Iterator[dict]:
+        e_id = 0
+        for s in range(1, BIG_STORIES + 1):
+            picks = rng.sample(by_story[s], 2 * BIG_PASSAGE_EDITS // 3)
+            picks += rng.sample(option_targets.get(s, []), min(BIG_PASSAGE_EDITS // 3, len(option_targets.get(s, []))))
+            for kind, target, text, user, created in picks:
+                e_id += 1
+                start, end, replacement = _changed_passage(text, texts)
+                asked = max(created, now - dt.timedelta(days=rng.uniform(0, 30)))
+                discarded = e_id % 3 == 0
+                yield {
+                    "id": e_id, "story_id": s, "option_id": target if kind == "option" else None,
+                    "chapter_id": target if kind == "chapter" else None, "requested_by_id": user,
+                    "tool": tools[e_id % len(tools)], "instruction": "more of the sea" if e_id % 2 else "",
+                    "start": start, "end": end, "original": text[start:end], "result": replacement,
+                    "engine": "vllm", "model_name": "smollm2", "status": PassageEdit.Status.SUCCEEDED,
+                    "created_at": asked, "started_at": asked + dt.timedelta(seconds=1),
+                    "finished_at": asked + dt.timedelta(seconds=9),
+                    "decision": PassageEdit.Decision.DISCARDED if discarded else PassageEdit.Decision.PENDING,
+                    "decided_at": asked + dt.timedelta(minutes=2) if discarded else None,
+                }
+
+    copy_model(conn, PassageEdit, passage_rows(), now)
+
+    # Readers' stars: 2 in 3 of their personalised chapters' options that they were shown.
+    rated = conn.execute(
+        sql.SQL(
+            "SELECT o.id, r.requested_by_id, o.created_at FROM {} o JOIN {} r ON r.id = o.request_id "
+            "WHERE r.kind = 'reader' AND o.review_status IN ('none', 'approved') AND r.id % 3 <> 0 ORDER BY o.id"
+        ).format(_table(GenerationOption), _table(GenerationRequest))
+    ).fetchall()
+    copy_model(
+        conn,
+        OptionRating,
+        ({"id": k, "option_id": o_id, "reader_id": reader, "stars": 1 + (o_id * 7) % 5, "writer": "smollm2",
+          "created_at": created + dt.timedelta(hours=1)} for k, (o_id, reader, created) in enumerate(rated, start=1)),
+        now,
+    )
+
+
 def data_counts() -> dict[str, int]:
     pending = GenerationOption.objects.filter(review_status=ReviewStatus.PENDING).count()
     return {
@@ -566,6 +764,11 @@ def data_counts() -> dict[str, int]:
             review_status=ReviewStatus.APPROVED, accepted_chapter__isnull=False
         ).count(),
         "brands": Brand.objects.count(),
+        "story bible entries": StoryBibleEntry.objects.count(),
+        "option versions": OptionVersion.objects.count(),
+        "chapter versions": ChapterVersion.objects.count(),
+        "passage changes": PassageEdit.objects.count(),
+        "ratings": OptionRating.objects.count(),
     }
 
 
@@ -577,6 +780,7 @@ class VirtualClient:
     username: str
     session_key: str
     urls: list[str]
+    marker: str = ""  # what a good page holds ("": the user's name in the header; a fragment has none)
 
 
 @dataclass
@@ -641,6 +845,8 @@ def scenarios(args: argparse.Namespace, rng: random.Random) -> list[Scenario]:
         urls = [f"/requests/{pk}/" for pk in mine]
         picks = rng.sample(sponsored, min(len(urls) // 2 + 1, len(sponsored))) + rng.sample(chapters, len(urls))
         urls += [f"/s/{slug}/chapters/{number}/" for slug, number in picks]
+        # The ratings page of 1 in 3 of their personalised chapters (`writer:request_ratings`).
+        urls += [f"/requests/{pk}/ratings/" for pk in mine[::3]]
         reader_clients.append(VirtualClient(user.username, _session_for(user), urls))
 
     queue_clients = []
@@ -650,14 +856,101 @@ def scenarios(args: argparse.Namespace, rng: random.Random) -> list[Scenario]:
         urls = ["/brands/review/"] * 3 + [f"/brands/review/?page={p}" for p in range(2, pages + 1)]
         queue_clients.append(VirtualClient(user.username, _session_for(user), urls))
 
+    live = [live_scenario(args, rng)] if "live" in args.pages.split(",") else []  # it marks requests running
+    tools = tools_scenario(args, rng)
     return [
         Scenario("story", "story page", "`writer:story_detail`: authors on their own stories (10 of 300 chapters and "
                  "600 requests), readers on published ones", story_clients),
         Scenario("reader", "reader pages", "a reader's personalised request (`writer:request_detail`, 1/3 with an approved "
-                 "placement) and chapters (`writer:chapter_detail`, sponsored ones with the label)", reader_clients),
+                 "placement), its ratings page (`writer:request_ratings`, 1 in 3) and chapters "
+                 "(`writer:chapter_detail`, sponsored ones with the label)", reader_clients),
         Scenario("queue", "review queue", f"`brands:review_queue` of {len(managers)} managers (2 brands each), page 1 and "
                  "later pages", queue_clients),
+        *live,
+        tools,
     ]
+
+
+def tools_scenario(args: argparse.Namespace, rng: random.Random) -> Scenario:
+    """Authors on the pages added in issue 16, each kind of page as often as the others: the story bible
+    (`writer:bible`), an option's or a chapter's versions and their comparison, a passage change
+    (`writer:passage_detail`) and the passage tools' page of a chapter (`writer:passage_chapter`). Half the
+    clients are the long stories' authors (60 bible entries, 300 chapters), half other authors with a bible
+    or an option's versions."""
+    urls: dict[int, dict[str, list[str]]] = {}  # author id -> page kind -> addresses
+
+    def add(owner: int, kind: str, url: str) -> None:
+        urls.setdefault(owner, {}).setdefault(kind, []).append(url)
+
+    for slug, owner in Story.objects.filter(bible_entries__isnull=False).distinct().values_list("slug", "owner_id"):
+        add(owner, "bible", f"/s/{slug}/bible/")
+    for pk, owner in (
+        OptionVersion.objects.values_list("option_id", "option__request__requested_by_id").distinct().order_by("option_id")
+    ):
+        add(owner, "option versions", f"/options/{pk}/versions/")
+        add(owner, "option compare", f"/options/{pk}/versions/compare/")
+    for slug, number, owner in (
+        ChapterVersion.objects.values_list("chapter__story__slug", "chapter__number", "chapter__story__owner_id")
+        .distinct()
+    ):
+        add(owner, "chapter versions", f"/s/{slug}/chapters/{number}/versions/")
+        add(owner, "chapter compare", f"/s/{slug}/chapters/{number}/versions/compare/?a=1&b=3")
+    for pk, owner, slug, number in PassageEdit.objects.values_list(
+        "pk", "requested_by_id", "chapter__story__slug", "chapter__number"
+    ):
+        add(owner, "passage change", f"/passages/{pk}/")
+        if number is not None:
+            add(owner, "passage tools", f"/s/{slug}/chapters/{number}/passage/")
+    users = User.objects.in_bulk(list(urls))
+    long_owners = sorted(Story.objects.filter(pk__lte=BIG_STORIES).values_list("owner_id", flat=True))
+    others = sorted(set(urls) - set(long_owners))
+    clients = []
+    for k in range(args.clients):
+        owner = long_owners[(k // 2) % len(long_owners)] if k % 2 == 0 else others[(k // 2) % len(others)]
+        kinds = urls[owner]
+        mix = [url for pages in kinds.values() for url in rng.choices(pages, k=12)]  # each kind alike
+        clients.append(VirtualClient(users[owner].username, _session_for(users[owner]), mix))
+    return Scenario("tools", "author tools", "authors on the pages added in issue 16, each kind alike: the story bible "
+                    "(`writer:bible`), versions of an option or a chapter and their comparison, a passage change and "
+                    "a chapter's passage tools", clients)
+
+
+def live_scenario(args: argparse.Namespace, rng: random.Random) -> Scenario:
+    """Pages polling their request's live text (`writer:request_live`, as htmx does every second): half
+    authors on one of their requests (3 options, brands asked for), half readers on their personalised
+    one (1 option, no brand). Each request is marked running and given the options' text so far in the
+    cache (writer.live, as the worker writes it), ~2,000 characters an option: a chapter half written.
+    Requests and readers that the other pages do not use: their pages stay as they were."""
+    from writer import live
+
+    n = args.clients
+    texts = Texts(rng)
+    other_readers = User.objects.filter(groups__name="reader").order_by("pk")[n:]
+    mine = {
+        "author": GenerationRequest.objects.filter(kind=GenerationRequest.Kind.AUTHOR, story_id__gt=BIG_STORIES,
+                                                   status=GenerationRequest.Status.SUCCEEDED).order_by("-pk"),
+        "reader": GenerationRequest.objects.filter(kind=GenerationRequest.Kind.READER, use_brands=False,
+                                                   requested_by__in=other_readers).order_by("-pk"),
+    }
+    picked = {kind: list(qs.select_related("requested_by")[: (n + 1) // 2]) for kind, qs in mine.items()}
+    clients = []
+    for k in range(n):
+        gen = picked["author" if k % 2 == 0 else "reader"][k // 2]
+        if gen.status != GenerationRequest.Status.RUNNING:
+            GenerationRequest.objects.filter(pk=gen.pk).update(
+                status=GenerationRequest.Status.RUNNING, stage=f"Writing: {gen.n * 400} of up to {gen.n * 640} tokens",
+                progress_tokens=gen.n * 400, use_brands=gen.kind == GenerationRequest.Kind.AUTHOR, finished_at=None,
+            )
+        answers = {
+            i: f"<start_working_out>A plan.<end_working_out>\n<SOLUTION>{texts.text(5, 7)}" for i in range(gen.n)
+        }
+        assert live.publish(request_id=gen.pk, attempt=gen.attempts, texts=answers, ttl_seconds=6 * 3600)
+        user = gen.requested_by
+        clients.append(
+            VirtualClient(user.username, _session_for(user), [f"/requests/{gen.pk}/live/"], marker='id="live-options"')
+        )
+    return Scenario("live", "live text", "`writer:request_live` polled by authors (3 options, brands asked for) and "
+                    "readers (1 option, none) on a request being written, its text so far in Redis", clients)
 
 
 # --- The server -------------------------------------------------------------------------------------
@@ -836,7 +1129,7 @@ async def _client_loop(
     vc: VirtualClient, base: str, think: float, start: float, record_from: float, deadline: float,
     rng: random.Random, result: RunResult,
 ) -> None:
-    marker = f'class="who">{vc.username}'.encode()
+    marker = (vc.marker or f'class="who">{vc.username}').encode()
     limits = httpx.Limits(max_connections=1, max_keepalive_connections=1)
     async with httpx.AsyncClient(
         base_url=base, cookies={"sessionid": vc.session_key}, timeout=HTTP_TIMEOUT_S, limits=limits
@@ -961,11 +1254,14 @@ def _explain(statement: str) -> tuple[float, float, list[str]]:
     return ms("Execution Time"), ms("Planning Time"), plan
 
 
-def profile(scenario: Scenario, rng: random.Random) -> Profile:
+def profile(scenario: Scenario, rng: random.Random, cprofiler: cProfile.Profile | None = None) -> Profile:
     """Some of the scenario's pages once each, in this process: queries, SQL time (client-side, each
-    query's round trip) and view time; then EXPLAIN ANALYZE of every SELECT they ran, the slowest kept."""
+    query's round trip) and view time; then EXPLAIN ANALYZE of every SELECT they ran, the slowest kept.
+    With `cprofiler`, the timed views run under it."""
     queries, sql_ms, view_ms, kib = [], [], [], []
     statements: list[str] = []
+    by_view: dict[str, list[float]] = {}
+    cpu_by_view: dict[str, list[float]] = {}  # this thread's CPU in the view: steadier on a busy machine
     for vc in rng.sample(scenario.clients, min(PROFILE_URLS, len(scenario.clients))):
         client = Client(HTTP_HOST="127.0.0.1")
         client.cookies["sessionid"] = vc.session_key
@@ -981,9 +1277,16 @@ def profile(scenario: Scenario, rng: random.Random) -> Profile:
                 times.append((time.perf_counter() - t) * 1000)
 
         with CaptureQueriesContext(connection) as ctx, connection.execute_wrapper(timed):
-            t0 = time.perf_counter()
+            if cprofiler is not None:
+                cprofiler.enable()
+            t0, c0 = time.perf_counter(), time.thread_time()
             response = client.get(url)
             view_ms.append((time.perf_counter() - t0) * 1000)
+            cpu_ms = (time.thread_time() - c0) * 1000
+            if cprofiler is not None:
+                cprofiler.disable()
+        by_view.setdefault(view_of(url), []).append(view_ms[-1])
+        cpu_by_view.setdefault(view_of(url), []).append(cpu_ms)
         assert response.status_code == 200, (url, response.status_code)
         queries.append(len(ctx.captured_queries))
         sql_ms.append(sum(times))
@@ -998,6 +1301,15 @@ def profile(scenario: Scenario, rng: random.Random) -> Profile:
             slowest, worst_plan, worst_sql = (execution, planning, plan[0].split("  (")[0].strip()), plan, statement
     print(f"\n  {scenario.name}: slowest query (EXPLAIN ANALYZE):\n    {worst_sql[:600]}", flush=True)
     print("    " + "\n    ".join(worst_plan), flush=True)
+    print(
+        f"  {scenario.name}: view ms (median / max), queries {min(queries)}-{max(queries)}, SQL ms median "
+        f"{statistics.median(sql_ms):.1f}: "
+        + "; ".join(
+            f"{v} {statistics.median(t):.1f} / {max(t):.1f} (CPU {statistics.median(cpu_by_view[v]):.1f}; {len(t)})"
+            for v, t in sorted(by_view.items())
+        ),
+        flush=True,
+    )
     return Profile(scenario.name, queries, sql_ms, view_ms, kib, slowest)
 
 
@@ -1045,8 +1357,8 @@ def render(
 ) -> str:
     before, waited = wait
     lines = [
-        f"## {started_at:%Y-%m-%d %H:%M} UTC: web pages under load, {args.clients} clients (story page, "
-        "reader pages, review queue)",
+        f"## {started_at:%Y-%m-%d %H:%M} UTC: web pages under load, {args.clients} clients ("
+        + ", ".join(s.name for s in scenario_list) + ")",
         "",
         "Machine: " + ", ".join(f"{k} {v}" for k, v in info.items()) + ". "
         f"1-minute load average {before:.2f} when the load phase was due; each run with think time waited for "
@@ -1156,6 +1468,19 @@ def main() -> None:
     rng = random.Random(args.seed)
     chosen = set(args.pages.split(","))
     scenario_list = [s for s in scenarios(args, rng) if s.key in chosen]
+    if args.profile_only:
+        try:
+            for scenario in scenario_list:
+                cprofiler = cProfile.Profile() if args.cprofile else None
+                profile(scenario, random.Random(args.seed), cprofiler)
+                if cprofiler is not None:
+                    stats = pstats.Stats(cprofiler)
+                    stats.sort_stats("tottime").print_stats(args.cprofile)
+                    stats.sort_stats("cumulative").print_stats(args.cprofile)
+        finally:
+            if not args.keep:
+                drop_database(args.db)
+        return
     info = machine_info()
     db_mib = db_size_mib(args.db)
     connection.close()

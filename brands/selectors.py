@@ -23,7 +23,7 @@ from brands.models import (
     text_hash,
 )
 from writer import roles
-from writer.models import GenerationOption, ReviewStatus, Story
+from writer.models import GenerationOption, GenerationRequest, ReviewStatus, Story
 
 AnyUser = AbstractBaseUser | AnonymousUser
 
@@ -165,8 +165,29 @@ def review_queue_for_manager(*, user: AnyUser) -> QuerySet[GenerationOption]:
     return _with_queue_columns(_review_queue_pending(user))
 
 
+@dataclass(frozen=True)
+class QueueRow:
+    """A placement as the review queue lists it, read with `values_list` (no model instances)."""
+
+    pk: int
+    index: int
+    created_at: datetime
+    request_id: int
+    request_kind: str
+    next_number: int
+    story_title: str
+    brand_name: str
+    asset_name: str | None
+
+    label = GenerationOption.label  # "Option 2", as everywhere else
+
+    def get_kind_display(self) -> str:
+        return GenerationRequest.Kind(self.request_kind).label
+
+
 def review_queue_page(*, user: AnyUser, number: object, per_page: int) -> Page:
-    """One page of `review_queue_for_manager` (`number` as in `Paginator.get_page`: past the end, the last).
+    """One page of `review_queue_for_manager` as `QueueRow`s (`number` as in `Paginator.get_page`: past the
+    end, the last).
 
     Two queries: the page's option ids with the queue's length (a window count) from the options table
     alone, then those options joined to their request, story, brand and asset. Joining the whole queue
@@ -184,7 +205,17 @@ def review_queue_page(*, user: AnyUser, number: object, per_page: int) -> Page:
         number = paginator.num_pages
         ids, total = _review_queue_ids(pending, number, per_page)
     paginator.count = total  # Paginator's cached count, here from the window: no COUNT query of its own
-    rows = list(_with_queue_columns(GenerationOption.objects.filter(pk__in=ids))) if ids else []
+    rows = []
+    if ids:
+        rows = [
+            QueueRow(*row)
+            for row in GenerationOption.objects.filter(pk__in=ids)
+            .order_by(*_QUEUE_ORDER)
+            .values_list(
+                "pk", "index", "created_at", "request_id", "request__kind", "request__next_number",
+                "request__story__title", "brand__name", "asset__name",
+            )
+        ]
     return Page(rows, number, paginator)
 
 

@@ -22,8 +22,9 @@ from brands.forms import AssetForm, BrandForm, RejectForm, SponsorshipForm, Stor
 from brands.models import Brand, BrandAsset
 from brands.placements import highlight
 from mesu_web.errors import ApplicationError
+from mesu_web.fragments import Fragment, cached_fragments, numbered_url, this_minute
 from writer import selectors as writer_selectors
-from writer.models import GenerationOption, GenerationRequest, ReviewStatus
+from writer.models import GenerationOption, ReviewStatus
 
 
 def _require_brand_manager(request: HttpRequest) -> None:
@@ -251,18 +252,23 @@ def brand_dashboard(request: HttpRequest, slug: str) -> HttpResponse:
 # --- The review queue ------------------------------------------------------------------------------
 
 
-def _group_by_request(
-    options: list[GenerationOption],
-) -> list[tuple[GenerationRequest, list[GenerationOption]]]:
-    """Options grouped by their request, the groups in the order of each one's oldest option."""
-    groups: dict[int, tuple[GenerationRequest, list[GenerationOption]]] = {}
-    for option in options:
-        groups.setdefault(option.request_id, (option.request, []))[1].append(option)
+def _group_by_request(rows: list[selectors.QueueRow]) -> list[tuple[selectors.QueueRow, list[selectors.QueueRow]]]:
+    """Rows grouped by their request (the group's first row names it), the groups in the order of each
+    one's oldest row."""
+    groups: dict[int, tuple[selectors.QueueRow, list[selectors.QueueRow]]] = {}
+    for row in rows:
+        groups.setdefault(row.request_id, (row, []))[1].append(row)
     return list(groups.values())
 
 
-# Placements per page of the review queue, oldest first: a manager works from the top. A row costs
-# ~0.18 ms to render (its age, its date, its link): 25 rows are 4.4 ms of a page of ~11 ms of CPU.
+def _with_review_urls(groups: list) -> list[tuple[selectors.QueueRow, list[tuple[selectors.QueueRow, str]]]]:
+    review = numbered_url("brands:review_detail")
+    return [(head, [(row, review(row.pk)) for row in rows]) for head, rows in groups]
+
+
+# Placements per page of the review queue, oldest first: a manager works from the top. A row cost
+# ~0.18 ms to render (its age, its date, its link) when the list was rendered for every view; it comes from
+# the fragment cache now, keyed on the rows and the minute (mesu_web.fragments).
 QUEUE_PAGE_SIZE = 25
 
 
@@ -271,11 +277,19 @@ QUEUE_PAGE_SIZE = 25
 def review_queue(request: HttpRequest) -> HttpResponse:
     _require_brand_manager(request)
     page = selectors.review_queue_page(user=request.user, number=request.GET.get("page"), per_page=QUEUE_PAGE_SIZE)
+    groups = _group_by_request(list(page))
+    fragments = cached_fragments(
+        Fragment(
+            "review_queue", "brands/_review_queue_groups.html", (page.number, this_minute(), *page),
+            lambda: {"linked_groups": _with_review_urls(groups)},
+        )
+    )
     return render(
         request,
         "brands/review_queue.html",
         {
-            "groups": _group_by_request(list(page)),
+            "groups": groups,
+            "fragments": fragments,
             "page_obj": page,
             "pending_count": page.paginator.count,
             # The header's badge counts the same queue: reuse the count instead of a second query.

@@ -27,7 +27,8 @@ LARGE = 10 * SMALL  # ... and of the large one: beyond every page size, so pagin
 
 # Queries per page, at most. Every logged-in page: the session, the user, their roles (groups) and the
 # header's unread count = 4 (a brand manager's header also counts their review queue); then the page's own.
-MAX_STORY_PAGE = 4 + 6  # the story; the count and one page of its chapters, and of its requests; its branches
+MAX_STORY_PAGE = 4 + 3  # the story with its chapters' count; a page of its requests with theirs; a page of its
+# chapters (on a cache miss only: mesu_web.fragments); its branches would add 1 (2 for a branch): none here
 MAX_REQUEST_PAGE = 4 + 3  # the request, its options, the reader's view of the sponsored one (once seen)
 MAX_CHAPTER_PAGE = 4 + 2  # the story; the chapter with its last chapter's number and its sponsor
 MAX_REVIEW_QUEUE = 4 + 2  # the page's ids with the queue's length (also the header's badge), then its rows
