@@ -60,7 +60,7 @@ def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "gpu" / "profile_step.py"), "run", "--url", f"http://127.0.0.1:{PORT}",
              "--model", lora_adapter_dir.name, "--loras", str(lora_adapter_dir.parent), "--trace-dir", str(traces), "--dataset", str(dataset), "--requests", "2",
-             "--new-tokens", "160", "--delay-s", "3", "--window-s", "2", "--layers", str(layers), "--json", str(out)],
+             "--new-tokens", "320", "--delay-s", "3", "--window-s", "4", "--layers", str(layers), "--json", str(out)],
             capture_output=True, text=True, timeout=400,
         )  # fmt: skip
     finally:
@@ -73,7 +73,7 @@ def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path
     assert result["steps"] and result["steps"] > 1  # decode steps ran inside the window
     # counted from the KV-cache writes the worker made (one per layer per step), not from the lagging counter
     assert result["steps_from"] == "kernels", result
-    assert result["batch"]["output_tokens"] == 2 * 4 * 160  # the batch itself finished whole
+    assert result["batch"]["output_tokens"] == 2 * 4 * 320  # the batch itself finished whole
     assert "gemm" in result["by_category"]  # the model's matmuls were seen and named
     assert abs(sum(c["share"] for c in result["by_category"].values()) - 1) < 0.01
     assert result["top"][0]["ms"] >= result["top"][-1]["ms"]

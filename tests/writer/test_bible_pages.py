@@ -49,6 +49,21 @@ def test_the_page_lists_entries_by_kind_with_aliases_and_chapters(story, client_
     assert 'action="' + url("bible_propose", story) + '"' in html
 
 
+def test_each_entry_s_buttons_post_the_one_form_to_their_own_address(story, client_for):
+    """The entries' buttons share one hidden form (one CSRF token) and name their address in formaction;
+    the links are built once per kind, so each must still end in its own entry's number."""
+    accepted = entry_create(story=story, name="Juno")
+    proposed = StoryBibleEntry.objects.create(story=story, name="Oki", status="proposed", source="writer")
+    html = client_for("alice").get(url("bible", story)).content.decode()
+    assert html.count('<form id="bible-actions" method="post" hidden>') == 1
+    assert html.count("csrfmiddlewaretoken") == 3  # that form, "Propose from chapters" and the header's "Log out"
+    for name, entry in (("bible_entry_delete", accepted), ("bible_entry_accept", proposed),
+                        ("bible_entry_reject", proposed)):
+        assert f'form="bible-actions" formaction="{url(name, story, entry.pk)}"' in html, name
+    assert f'href="{url("bible_entry_edit", story, accepted.pk)}"' in html
+    assert f'href="{url("bible_entry_edit", story, proposed.pk)}"' in html
+
+
 def test_add_an_entry_and_the_form_errors(story, client_for):
     c = client_for("alice")
     assert c.get(url("bible_entry_add", story)).status_code == 200
