@@ -362,6 +362,26 @@ def db_fingerprint() -> list[tuple[str, str]]:
         return cursor.fetchall()
 
 
+def posts_without_token_refused(table: dict[str, list[Case]], user, role: str, *, with_data: bool = True) -> int:  # noqa: ANN001
+    """Every POST of `table` that `role` (logged in as `user`) gets through, sent without the CSRF token:
+    403 and no row changed. The number of POSTs checked."""
+    bare = Client(enforce_csrf_checks=True)
+    bare.force_login(user)
+    checked = 0
+    for name, cases in sorted(table.items()):
+        for case in cases:
+            if case.post[role] in DENIED:
+                continue
+            url = reverse(name, kwargs=case.kwargs)
+            with transaction.atomic():
+                before = db_fingerprint()
+                assert bare.post(url, case.data if with_data else None).status_code == 403, url
+                assert db_fingerprint() == before, url
+                transaction.set_rollback(True)
+            checked += 1
+    return checked
+
+
 def outcome_of(response) -> object:  # noqa: ANN001
     if response.status_code == 302:
         location = response["Location"]
