@@ -14,6 +14,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 
+from django.conf import settings
 from django.core.cache import cache
 
 from mesu_web.errors import ApplicationError
@@ -29,6 +30,15 @@ class ActionLimited(ApplicationError):
     def __init__(self, message: str, *, retry_after: int) -> None:
         super().__init__(message, {"retry_after": retry_after})
         self.retry_after = retry_after
+
+
+def per_minute_and_hour(setting_prefix: str, per_minute: int, per_hour: int) -> tuple[Limit, Limit]:
+    """The limits of this minute and this hour: settings `<setting_prefix>_PER_MINUTE` and `_PER_HOUR`,
+    else the defaults given."""
+    return (
+        (int(getattr(settings, f"{setting_prefix}_PER_MINUTE", per_minute)), 60, "a minute"),
+        (int(getattr(settings, f"{setting_prefix}_PER_HOUR", per_hour)), 3600, "an hour"),
+    )
 
 
 def wait_words(seconds: int) -> str:

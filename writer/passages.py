@@ -45,7 +45,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from brands.matching import option_acceptance
-from mesu_web.action_limits import ActionLimited, spend, wait_words
+from mesu_web.action_limits import ActionLimited, Limit, per_minute_and_hour, spend, wait_words
 from mesu_web.errors import ApplicationError
 from mesu_web.jobs.locks import run_lock
 from writer import services
@@ -262,11 +262,9 @@ def clean_instruction(instruction: str) -> str:
 # --- The flood limit (as writer.preferences counts ratings: fixed windows in Django's cache) --------
 
 
-def limits() -> tuple[tuple[int, int, str], ...]:
+def limits() -> tuple[Limit, Limit]:
     """(asks, window seconds, window in words) of each limit."""
-    per_minute = int(getattr(settings, "PASSAGE_RATE_LIMIT_PER_MINUTE", DEFAULT_PER_MINUTE))
-    per_hour = int(getattr(settings, "PASSAGE_RATE_LIMIT_PER_HOUR", DEFAULT_PER_HOUR))
-    return ((per_minute, 60, "a minute"), (per_hour, 3600, "an hour"))
+    return per_minute_and_hour("PASSAGE_RATE_LIMIT", DEFAULT_PER_MINUTE, DEFAULT_PER_HOUR)
 
 
 def _spend(user: AbstractBaseUser) -> None:

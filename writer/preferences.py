@@ -33,7 +33,7 @@ from django.conf import settings
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 
-from mesu_web.action_limits import ActionLimited, spend, wait_words
+from mesu_web.action_limits import ActionLimited, Limit, per_minute_and_hour, spend, wait_words
 from mesu_web.errors import ApplicationError
 from writer.models import (
     Chapter,
@@ -68,11 +68,9 @@ def writer_of(request: GenerationRequest) -> str:
 # --- The limit ---------------------------------------------------------------------------------------
 
 
-def limits() -> tuple[tuple[int, int, str], ...]:
+def limits() -> tuple[Limit, Limit]:
     """(actions, window seconds, window in words) of each limit."""
-    per_minute = int(getattr(settings, "PREFERENCE_RATE_LIMIT_PER_MINUTE", DEFAULT_PER_MINUTE))
-    per_hour = int(getattr(settings, "PREFERENCE_RATE_LIMIT_PER_HOUR", DEFAULT_PER_HOUR))
-    return ((per_minute, 60, "a minute"), (per_hour, 3600, "an hour"))
+    return per_minute_and_hour("PREFERENCE_RATE_LIMIT", DEFAULT_PER_MINUTE, DEFAULT_PER_HOUR)
 
 
 def _spend(user: AbstractBaseUser) -> None:

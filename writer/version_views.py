@@ -28,10 +28,6 @@ from writer.models import Chapter, GenerationOption, OptionRating, OptionVersion
 CLEAN = (ReviewStatus.NONE, ReviewStatus.NOT_SENT)  # a text that names no brand
 
 
-def _sees_everything(option: GenerationOption, user) -> bool:  # noqa: ANN001
-    return selectors.option_sees_everything(option=option, user=user)
-
-
 def _option(pk: int, user) -> GenerationOption:  # noqa: ANN001
     return selectors.option_get_for_viewer(
         pk=pk,
@@ -51,7 +47,7 @@ def _shown_versions(option: GenerationOption, user) -> list[tuple[OptionVersion,
     """(version, withheld) of every version: a reader is not shown one that names a brand, unless it is
     the current text of an option its brand approved."""
     listed = versions.option_version_list(option=option)
-    if _sees_everything(option, user):
+    if selectors.option_sees_everything(option=option, user=user):
         return [(v, False) for v in listed]
     plan = OptionPlan(brand_id=option.brand_id, asset_id=option.asset_id)
     current = listed[-1].number
