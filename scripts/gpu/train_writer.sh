@@ -23,7 +23,9 @@
 # `train_writer.sh status` in later calls; `train_writer.sh pack` copies what is done into $OUT.
 # Environment: PARTS (default all), TEST_PAIRS (40), SFT_EPOCHS (5), SFT_ANSWER_TOKENS (400) and
 # SFT_REASONING_TOKENS (96): the SFT targets end well inside COMPLETION_TOKENS, so the writer learns to close
-# its chapter in the budget it is served with, GRPO_STEPS (40), GRPO_LR (2e-5), ANSWER_SEEDS (more seeds of
+# its chapter in the budget it is served with, GRPO_STEPS (40), GRPO_LR (2e-5), GRPO_COMPLETION_TOKENS
+# (COMPLETION_TOKENS: a smaller cap in training than in the answers, e.g. 560 of 640, scores a chapter that
+# does not close with that much room to spare as out of format, so the writer learns to leave it), ANSWER_SEEDS (more seeds of
 # the GRPO writer's answers, e.g. "1 2"), JUDGE_PAIRS ("grpo:base sft:base grpo:sft"), GRPO_INIT_ADAPTER (the SFT
 # adapter of this run; e.g. training/shipped/mesu-writer-v3 to go on from the shipped writer, PARTS without sft), DEVICE (cuda),
 # PY (python3), BUDGET_S (1500: the whole pipeline); sizes for a dry run on a CPU (DEVICE=cpu, with
@@ -169,7 +171,7 @@ if want grpo; then
   step grpo 120 900 sh -c "$MANAGE train_grpo --backend trl ${vllm_flag[*]} --dataset $DATA --out $RUNS/grpo \
     --base-model $WRITER_DIR --init-adapter ${GRPO_INIT_ADAPTER:-$RUNS/sft/adapter} --rewards $GRPO_REWARDS --max-steps $GRPO_STEPS \
     --num-generations ${NUM_GEN:-8} --per-device-train-batch-size ${NUM_GEN:-8} --gradient-accumulation-steps 2 \
-    --max-completion-length ${COMPLETION_TOKENS:-640} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate ${GRPO_LR:-2e-5} --warmup-ratio 0 --beta 0 \
+    --max-completion-length ${GRPO_COMPLETION_TOKENS:-${COMPLETION_TOKENS:-640}} --max-prompt-length ${PROMPT_TOKENS:-3584} --learning-rate ${GRPO_LR:-2e-5} --warmup-ratio 0 --beta 0 \
     --vllm-gpu-memory-utilization ${GRPO_VLLM_UTIL:-0.25} \
     --save-steps 10 --no-resume > $RES/train-grpo.json" || exit 1
 fi
