@@ -134,7 +134,11 @@ def brands_blocked_for_story(*, story: Story, preference: str = "") -> dict[int,
     Lexical on purpose: predictable, and it errs on the safe side (a story that says "no violence"
     still blocks a brand that bans violence; missing a placement costs less than a bad one).
     """
+    from brands.suitability import brands_blocked_by_suitability
+
     blocked: dict[int, list[str]] = {}
+    for brand_id, reasons in brands_blocked_by_suitability(story=story).items():
+        blocked.setdefault(brand_id, []).extend(reasons)
     text = story_safety_text(story, preference)
     for brand_id, themes in Brand.objects.exclude(banned_themes=[]).values_list("pk", "banned_themes"):
         hits = banned_themes_hit(text=text, themes=themes)
@@ -169,7 +173,12 @@ def nearest_assets_queryset(
 
 
 def brand_match_for_story(
-    *, story: Story, preference: str = "", k: int = 5, max_distance: float | None = None
+    *,
+    story: Story,
+    preference: str = "",
+    k: int = 5,
+    max_distance: float | None = None,
+    only_brand_id: int | None = None,
 ) -> list[BrandMatch]:
     """The `k` brand assets nearest to the story's context, nearest first, after safety filtering.
 
@@ -183,6 +192,8 @@ def brand_match_for_story(
     limit = settings.BRAND_MATCH_MAX_DISTANCE if max_distance is None else max_distance
     excluded = set(brands_blocked_for_story(story=story, preference=preference))
     excluded |= set(Brand.objects.filter(is_active=False).values_list("pk", flat=True))
+    if only_brand_id is not None:  # a partner's request: that brand or nothing
+        excluded |= set(Brand.objects.exclude(pk=only_brand_id).values_list("pk", flat=True))
     embedder = get_embedder()
     query = _mean_unit(embedder.embed(story_context_parts(story, preference)))
     qs = nearest_assets_queryset(
@@ -217,6 +228,11 @@ def brand_use_for_request(
     story's opt-in and the reader's switch; True asks for placements (still only where both allow them);
     False never places brands.
     """
+    from brands.suitability import reader_placement_block
+
+    blocked = reader_placement_block(reader=reader)
+    if blocked:  # never a placement for this reader, whatever was asked
+        return False, f"No brand placement: {blocked}" if use_brands else ""
     allowed = sponsorship_allowed(story=story, reader=reader)
     note = ""
     if use_brands and not allowed:
@@ -243,6 +259,7 @@ class OptionPlan:
 
     brand_id: int | None = None
     asset_id: int | None = None
+    campaign_id: int | None = None  # the live campaign that pays for the asset (brands.campaigns)
     hint: str = ""
     brief: str = ""
     terms: tuple[str, ...] = ()
@@ -265,7 +282,13 @@ class OptionPlans:
 
 
 def option_plans_for_request(
-    *, story: Story, preference: str, n: int, with_brief: bool = True
+    *,
+    story: Story,
+    preference: str,
+    n: int,
+    with_brief: bool = True,
+    reader: AbstractBaseUser | None = None,
+    only_brand_id: int | None = None,
 ) -> OptionPlans:
     """Spread the matched brands over `n` options (nearest first; with fewer brands than options, the
     same brand placed another way). No safe match: plain options, and the note says why. `with_brief`
@@ -274,7 +297,9 @@ def option_plans_for_request(
     from brands.services import assets_embed_missing
 
     assets_embed_missing()  # a brand saved a moment ago may not have its vector from the queue yet
-    matches = brand_match_for_story(story=story, preference=preference, k=max(5, 2 * n))
+    matches = brand_match_for_story(
+        story=story, preference=preference, k=max(5, 2 * n), only_brand_id=only_brand_id
+    )
     best_per_brand: dict[int, BrandMatch] = {}
     for match in matches:
         best_per_brand.setdefault(match.brand.pk, match)
@@ -337,7 +362,9 @@ class _PendingPlacement:
 MIN_PLACED_ROUGE_L = 0.9
 
 
-def place_in_draft(*, draft: str, plan: OptionPlan, rewrite: Callable[[RewritePrompt], list[str]]) -> PlacementOutcome:
+def place_in_draft(
+    *, draft: str, plan: OptionPlan, rewrite: Callable[[RewritePrompt], list[str]]
+) -> PlacementOutcome:
     """Put the plan's asset into `draft`, a chapter written without it (brands/insertion.py): at the
     passage nearest the asset in meaning (MiniLM), `rewrite(prompt)`, the writer's engine asked once for
     a few candidates, either adds a sentence that starts with the asset's term or rewrites the passage
@@ -412,7 +439,9 @@ def _placement_prompt(draft: str, plan: OptionPlan) -> PlacementOutcome | list[_
                     before=draft[: passage.start],
                     after=draft[passage.end :],
                     term=plan.terms[0],
-                    asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(": "),
+                    asset_line=f"{asset.get_kind_display().lower()} of {brand.name}: {asset.description}".strip(
+                        ": "
+                    ),
                     brand_line=f"The brand's tone: {brand.tone_of_voice}." if brand.tone_of_voice else "",
                     hint=plan.hint,
                 )
@@ -421,7 +450,9 @@ def _placement_prompt(draft: str, plan: OptionPlan) -> PlacementOutcome | list[_
     return spots
 
 
-def _placement_result(pending: _PendingPlacement, answers: Sequence[str], reasons: list[str]) -> PlacementOutcome:
+def _placement_result(
+    pending: _PendingPlacement, answers: Sequence[str], reasons: list[str]
+) -> PlacementOutcome:
     """The best of `answers` placed in `pending`'s passage; none passes: the draft, with `reasons` (the
     earlier rounds', extended with this one's) in the note."""
     draft, plan, asset, passage = pending.draft, pending.plan, pending.asset, pending.passage
@@ -431,10 +462,14 @@ def _placement_result(pending: _PendingPlacement, answers: Sequence[str], reason
         try:
             if pending.style == "sentence":
                 sentence = added_sentence(answer, pending.prompt, plan.terms[0])
-                placed = add_sentence(draft, passage, sentence, terms=plan.terms, cap=brand.max_placements_per_chapter)
+                placed = add_sentence(
+                    draft, passage, sentence, terms=plan.terms, cap=brand.max_placements_per_chapter
+                )
             else:
                 candidate = rewritten_passage(answer)
-                placed = place(draft, passage, candidate, terms=plan.terms, cap=brand.max_placements_per_chapter)
+                placed = place(
+                    draft, passage, candidate, terms=plan.terms, cap=brand.max_placements_per_chapter
+                )
         except ValueError as exc:
             reasons.append(str(exc))
             continue

@@ -10,8 +10,10 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from brands.campaigns import approval_cap_check, placement_charge
 from brands.embedder import get_embedder
 from brands.models import (
+    AutoApproveRule,
     Brand,
     BrandAsset,
     PlacementDecision,
@@ -400,15 +402,16 @@ def asset_embedding_fail(*, asset_id: int, error: str) -> None:
 # --- The review queue ------------------------------------------------------------------------------
 
 
-def _lock_pending(option: GenerationOption, reviewer: AbstractBaseUser, *, verb: str) -> GenerationOption:
+def _lock_pending(option: GenerationOption, reviewer: AbstractBaseUser | None, *, verb: str) -> GenerationOption:
     """Lock the option's request, then the option (in that order, so decisions on one request queue
-    up), and check that `reviewer` manages its brand and that it still waits for a decision."""
+    up), and check that `reviewer` manages its brand (None: a brand's auto-approve rule decides) and that it
+    still waits for a decision."""
     request = GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
     option = GenerationOption.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.pk)
     option.request = request
     if option.brand_id is None:
         raise ApplicationError("This option carries no brand placement.")
-    if not (reviewer.is_staff or option.brand.managers.filter(pk=reviewer.pk).exists()):
+    if reviewer is not None and not (reviewer.is_staff or option.brand.managers.filter(pk=reviewer.pk).exists()):
         raise ApplicationError("Only a manager of this brand can review its placements.")
     if option.review_status != ReviewStatus.PENDING:
         raise ApplicationError(
@@ -426,9 +429,19 @@ def _notify_decision(option: GenerationOption, text: str) -> None:
 
 
 @transaction.atomic
-def option_approve(*, option: GenerationOption, reviewer: AbstractBaseUser) -> GenerationOption:
+def option_approve(
+    *,
+    option: GenerationOption,
+    reviewer: AbstractBaseUser | None,
+    action: str = PlacementDecision.Action.APPROVED,
+    rule: AutoApproveRule | None = None,
+) -> GenerationOption:
     """Approve one placement. Serialised per request (row lock) and guarded by a database constraint,
-    so of two managers clicking at the same moment exactly one succeeds."""
+    so of two managers clicking at the same moment exactly one succeeds. `reviewer` None with `rule`: a
+    brand's auto-approve rule (brands.review). The campaign's caps are checked and a fixed price charged in
+    the same transaction (brands.campaigns): a refused charge refuses the approval."""
+    if reviewer is None and rule is None:
+        raise ApplicationError("An approval needs a reviewer or an auto-approve rule.")
     option = _lock_pending(option, reviewer, verb="approved")
     request = option.request
     if GenerationOption.objects.filter(request=request, review_status=ReviewStatus.APPROVED).exists():
@@ -448,8 +461,10 @@ def option_approve(*, option: GenerationOption, reviewer: AbstractBaseUser) -> G
             )
     except IntegrityError:
         raise ApplicationError("Another option of this request was already approved.") from None
+    approval_cap_check(option=option)  # raises ApplicationError: the whole approval rolls back
+    placement_charge(option=option)
     PlacementDecision.objects.create(
-        option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.APPROVED,
+        option=option, brand=option.brand, reviewer=reviewer, rule=rule, action=action,
         text_hash=option.approved_text_hash,
     )
     _notify_decision(

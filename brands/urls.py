@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from brands import views
+from brands import campaign_urls, measurement_urls, partner_urls, review_urls, suitability_urls, views
 
 app_name = "brands"
 
@@ -16,6 +16,13 @@ urlpatterns = [
     path("review/<int:pk>/reject/", views.option_reject, name="option_reject"),
     path("story/<slug:slug>/settings/", views.story_settings, name="story_settings"),
     path("sponsorship/", views.sponsorship, name="sponsorship"),
+    # Issue 17: each part's own routes (each module's paths either start with a fixed word or have more
+    # segments than "<slug>/", so none is shadowed by a brand's slug).
+    *campaign_urls.urlpatterns,
+    *suitability_urls.urlpatterns,
+    *measurement_urls.urlpatterns,
+    *review_urls.urlpatterns,
+    *partner_urls.urlpatterns,
     path("<slug:slug>/", views.brand_detail, name="brand_detail"),
     path("<slug:slug>/edit/", views.brand_edit, name="brand_edit"),
     path("<slug:slug>/dashboard/", views.brand_dashboard, name="brand_dashboard"),

@@ -64,3 +64,31 @@ def run_generation(story, user, **kwargs):  # noqa: ANN001, ANN201
     """A generation request run synchronously through the task's service; returns the request."""
     request = services.generation_request_create(story=story, user=user, enqueue=False, **kwargs)
     return services.generation_request_run(request_id=request.pk)
+
+
+def live_campaign(brand, *, assets=None, **fields):  # noqa: ANN001, ANN201
+    """An active campaign of `brand` running from yesterday for 30 days with `assets` in play (default: all
+    its assets): matching offers only assets of live campaigns with budget left (issue 17). `fields`
+    override the defaults (CPM 5.00, total budget 1,000, no daily limit, spread as fast as possible)."""
+    from datetime import timedelta
+    from decimal import Decimal
+
+    from django.utils import timezone
+
+    from brands.models import Campaign
+
+    today = timezone.localdate()
+    values = {
+        "name": f"{brand.name} campaign {Campaign.objects.filter(brand=brand).count() + 1}",
+        "status": Campaign.Status.ACTIVE,
+        "starts_on": today - timedelta(days=1),
+        "ends_on": today + timedelta(days=30),
+        "budget_total": Decimal("1000"),
+        "pricing": Campaign.Pricing.CPM,
+        "price": Decimal("5"),
+        "pacing": Campaign.Pacing.ASAP,
+    }
+    values.update(fields)
+    campaign = Campaign.objects.create(brand=brand, **values)
+    campaign.assets.set(brand.assets.all() if assets is None else assets)
+    return campaign

@@ -64,10 +64,14 @@ class Chapter(models.Model):
         GENERATED = "generated", "Written with the AI writer"
 
     story = models.ForeignKey(Story, on_delete=models.CASCADE, related_name="chapters")
-    number = models.PositiveIntegerField(help_text="1-based reading order; chapter 0 is the story's metadata.")
+    number = models.PositiveIntegerField(
+        help_text="1-based reading order; chapter 0 is the story's metadata."
+    )
     title = models.CharField(max_length=200, blank=True)
     text = models.TextField()
     source = models.CharField(max_length=16, choices=Source.choices, default=Source.PASTED)
+    # The author's own commercial content in this chapter (e.g. "Gifted by Acme"), shown as a disclosure.
+    commercial_note = models.CharField(max_length=200, blank=True)
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -121,6 +125,13 @@ class GenerationRequest(JobRow):
     # Brand placements: decided when the request is made (story opt-in, reader's switch, `--brands`).
     use_brands = models.BooleanField(default=False)
     brand_note = models.TextField(blank=True, help_text="Which brands were matched, or why none was.")
+    # A partner's request through the API (issue 17): for that partner's brand only; only that partner reads it.
+    partner = models.ForeignKey(
+        "brands.Partner", null=True, blank=True, on_delete=models.SET_NULL, related_name="requests"
+    )
+    requested_brand = models.ForeignKey(
+        "brands.Brand", null=True, blank=True, on_delete=models.SET_NULL, related_name="requested_in"
+    )
     model_name = models.CharField(max_length=128, blank=True)
 
     class Meta(JobRow.Meta):
@@ -150,6 +161,7 @@ class ReviewStatus(models.TextChoices):
     PENDING = "pending", "Waiting for the brand's review"
     APPROVED = "approved", "Approved by the brand"
     REJECTED = "rejected", "Rejected by the brand"
+    CHANGES = "changes", "Changes requested by the brand"
     HELD = "held", "Names a brand it may not carry: held back"
 
 
@@ -172,10 +184,18 @@ class GenerationOption(models.Model):
     )
     # The brand this option was asked to carry, where its asset is named (character offsets into
     # `text`), and the brand manager's review of it.
-    brand = models.ForeignKey("brands.Brand", null=True, blank=True, on_delete=models.SET_NULL, related_name="options")
+    brand = models.ForeignKey(
+        "brands.Brand", null=True, blank=True, on_delete=models.SET_NULL, related_name="options"
+    )
     asset = models.ForeignKey(
         "brands.BrandAsset", null=True, blank=True, on_delete=models.SET_NULL, related_name="options"
     )
+    # The campaign that pays for the placement (issue 17): chosen with the asset, charged per its pricing.
+    campaign = models.ForeignKey(
+        "brands.Campaign", null=True, blank=True, on_delete=models.SET_NULL, related_name="options"
+    )
+    # Which policy rules matched the option ([{"rule": ..., "detail": ...}]), shown to its reviewers.
+    policy_findings = models.JSONField(default=list, blank=True)
     placement_hint = models.CharField(max_length=200, blank=True)
     # Write first, then place: the chapter as written without the brand, and where in `text` the passage
     # rewritten to name the asset stands ([start, end]; empty when it could not be placed).
@@ -184,10 +204,14 @@ class GenerationOption(models.Model):
     # Write first, then place: how close the placed text stays to the draft ({"rouge_l", "bertscore"}).
     placement_similarity = models.JSONField(default=dict, blank=True)
     mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in text")
-    reasoning_mentions = models.JSONField(default=list, blank=True, help_text="[[start, end], ...] in reasoning")
+    reasoning_mentions = models.JSONField(
+        default=list, blank=True, help_text="[[start, end], ...] in reasoning"
+    )
     placement_found = models.BooleanField(default=False)
     placement_note = models.CharField(
-        max_length=300, blank=True, help_text="Why the option is (or is not) a placement, when that needs saying."
+        max_length=300,
+        blank=True,
+        help_text="Why the option is (or is not) a placement, when that needs saying.",
     )
     # sha256 of `text` when its brand approved it: the approval covers that text only (brands.matching).
     approved_text_hash = models.CharField(max_length=64, blank=True)
@@ -206,7 +230,9 @@ class GenerationOption(models.Model):
             models.UniqueConstraint(fields=["request", "index"], name="option_unique_index"),
             # Exactly one approved placement per request, even when two managers click at once.
             models.UniqueConstraint(
-                fields=["request"], condition=Q(review_status="approved"), name="option_one_approved_per_request"
+                fields=["request"],
+                condition=Q(review_status="approved"),
+                name="option_one_approved_per_request",
             ),
         ]
         indexes = [models.Index(fields=["brand", "review_status"])]
@@ -334,10 +360,16 @@ class BibleProposalRun(JobRow):
     chapters = models.JSONField(default=list, blank=True, help_text="The chapter numbers the writer read.")
     proposed = models.PositiveIntegerField(default=0)
     duplicates = models.PositiveIntegerField(default=0)
-    skipped_lines = models.PositiveIntegerField(default=0, help_text="Lines of the answer that were not an entry.")
-    not_in_chapters = models.PositiveIntegerField(default=0, help_text="Names the chapters read never mention.")
+    skipped_lines = models.PositiveIntegerField(
+        default=0, help_text="Lines of the answer that were not an entry."
+    )
+    not_in_chapters = models.PositiveIntegerField(
+        default=0, help_text="Names the chapters read never mention."
+    )
     model_name = models.CharField(max_length=128, blank=True)
-    answer = models.TextField(blank=True, help_text="The writer's answer as it came (its first 4,000 characters).")
+    answer = models.TextField(
+        blank=True, help_text="The writer's answer as it came (its first 4,000 characters)."
+    )
 
     class Meta(JobRow.Meta):
         ordering = ["-created_at"]
@@ -354,14 +386,18 @@ class BibleProposalRun(JobRow):
         if not self.is_finished:
             return ""
         read = ", ".join(str(n) for n in self.chapters) or "none"
-        parts = [f"{self.proposed} new proposal{'s' if self.proposed != 1 else ''} from chapter"
-                 f"{'s' if len(self.chapters) != 1 else ''} {read}"]
+        parts = [
+            f"{self.proposed} new proposal{'s' if self.proposed != 1 else ''} from chapter"
+            f"{'s' if len(self.chapters) != 1 else ''} {read}"
+        ]
         if self.duplicates:
             parts.append(f"{self.duplicates} already in the bible")
         if self.not_in_chapters:
             parts.append(f"{self.not_in_chapters} not named in the chapters read")
         if self.skipped_lines:
-            parts.append(f"{self.skipped_lines} line{'s' if self.skipped_lines != 1 else ''} of the answer skipped")
+            parts.append(
+                f"{self.skipped_lines} line{'s' if self.skipped_lines != 1 else ''} of the answer skipped"
+            )
         return "; ".join(parts) + "."
 
 
@@ -451,7 +487,9 @@ class OptionVersion(models.Model):
     format_ok = models.BooleanField(default=False)
     tokens = models.PositiveIntegerField(default=0)
     finish_reason = models.CharField(max_length=32, blank=True)
-    model_name = models.CharField(max_length=128, blank=True, help_text="The writer (adapter or base) that wrote it.")
+    model_name = models.CharField(
+        max_length=128, blank=True, help_text="The writer (adapter or base) that wrote it."
+    )
     # Who made it and from which request (a swipe keeps its option's request; a restore names the version).
     created_by = models.ForeignKey(
         settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
@@ -517,7 +555,11 @@ class OptionSwipe(JobRow):
     adapter = models.CharField(max_length=64, blank=True)
     progress_tokens = models.PositiveIntegerField(default=0)
     version = models.ForeignKey(
-        OptionVersion, null=True, blank=True, on_delete=models.SET_NULL, related_name="+",
+        OptionVersion,
+        null=True,
+        blank=True,
+        on_delete=models.SET_NULL,
+        related_name="+",
         help_text="The version it wrote.",
     )
 
@@ -551,10 +593,14 @@ class PassageEdit(JobRow):
     option = models.ForeignKey(
         GenerationOption, null=True, blank=True, on_delete=models.CASCADE, related_name="passage_edits"
     )
-    chapter = models.ForeignKey(Chapter, null=True, blank=True, on_delete=models.CASCADE, related_name="passage_edits")
+    chapter = models.ForeignKey(
+        Chapter, null=True, blank=True, on_delete=models.CASCADE, related_name="passage_edits"
+    )
     requested_by = models.ForeignKey(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="+")
     tool = models.CharField(max_length=10, choices=Tool.choices)
-    instruction = models.CharField(max_length=300, blank=True, help_text="An optional word on what to change.")
+    instruction = models.CharField(
+        max_length=300, blank=True, help_text="An optional word on what to change."
+    )
     # Character offsets of the passage in the option's or chapter's text as it was when asked, and the
     # passage itself, so that a text changed since is noticed before a result is applied.
     start = models.PositiveIntegerField()

@@ -7,6 +7,7 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import replace
+from typing import TYPE_CHECKING
 
 from django.conf import settings
 from django.contrib.auth import get_user_model
@@ -27,6 +28,7 @@ from brands.matching import (
     option_plans_for_request,
     place_in_drafts,
 )
+from brands.review import options_after_store
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import unique_slug
 from writer import live, roles
@@ -49,6 +51,9 @@ from writer.preferences import author_preference_record
 from writer.prompting import BuiltPrompt, ChapterText, StoryMeta, build_prompt, prompt_budget
 from writer.quality import cut_loop, words_of
 from writer.text_input import clean_text
+
+if TYPE_CHECKING:
+    from brands.models import Brand, Partner
 from writer.versions import (
     chapter_version_accepted,
     chapter_version_add,
@@ -305,6 +310,8 @@ def generation_request_create(
     max_new_tokens: int | None = None,
     use_brands: bool | None = None,
     enqueue: bool = True,
+    partner: Partner | None = None,
+    requested_brand: Brand | None = None,
 ) -> GenerationRequest:
     """Record a request and queue it. `use_brands`: None follows the story's opt-in and the reader's
     switch; True asks for placements (still only where both allow them); False never places brands."""
@@ -354,6 +361,8 @@ def generation_request_create(
         stage="Waiting for a writer",
         use_brands=places_brands,
         brand_note=brand_note,
+        partner=partner,
+        requested_brand=requested_brand,
     )
     if enqueue:
         generation_request_enqueue(request=request)
@@ -441,7 +450,12 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
     place_after = settings.BRAND_PLACEMENT_METHOD == "rewrite"
     if request.use_brands:
         matched = option_plans_for_request(
-            story=story, preference=request.preference, n=request.n, with_brief=not place_after
+            story=story,
+            preference=request.preference,
+            n=request.n,
+            with_brief=not place_after,
+            reader=request.requested_by if request.kind == GenerationRequest.Kind.READER else None,
+            only_brand_id=request.requested_brand_id,  # a partner's request: its brand only
         )
         _set_progress(request_id, brand_note=matched.note)
         plans = matched.plans
@@ -502,6 +516,7 @@ def generation_request_run(*, request_id: int) -> GenerationRequest:
             return locked
         GenerationOption.objects.bulk_create(rows)
         option_versions_first(request=locked, model_name=model_name[0])  # each text is its version 1
+        options_after_store(options=rows)  # policy findings, a brand's auto-approve rules (brands.review)
         locked.status = GenerationRequest.Status.SUCCEEDED
         locked.stage = "Done"
         locked.progress_tokens = done_before[0]
@@ -610,10 +625,14 @@ def options_write(
             before, after = len(words_of(answers[i].text)), len(words_of(answer.text))
             if after > before:
                 completions[i], answers[i] = completion, answer
-            note = f"written twice: the first chapter had {before} words" if after > before else (
-                f"the chapter has {before} words, the writer's longer of two tries"
+            note = (
+                f"written twice: the first chapter had {before} words"
+                if after > before
+                else (f"the chapter has {before} words, the writer's longer of two tries")
             )
-            completions[i] = replace(completions[i], warning="; ".join(w for w in (completions[i].warning, note) if w))
+            completions[i] = replace(
+                completions[i], warning="; ".join(w for w in (completions[i].warning, note) if w)
+            )
     written = list(zip(plans, completions, strict=True))
     placed: dict[int, PlacementOutcome] = {}
     if place_after:
@@ -636,6 +655,7 @@ def _place_brands(
     """Write first, then place: each branded option's chapter, written without the brand, gets its asset
     in the passage where it fits best (brands.matching.place_in_drafts), or stays as written with the
     reason. Option index -> what was done."""
+
     # One phase, no reasoning: a sentence or a short passage, as the prompt says (brands.insertion). The
     # base model (no adapter) follows the editor's instructions; the adapters are trained on the chapter
     # format.
@@ -704,6 +724,10 @@ def _option_row(
         finish_reason=completion.finish_reason[:32],
         brand_id=placement.brand_id,
         asset_id=placement.asset_id,
+        # The plan's campaign pays only for the plan's brand (an option may name another brand instead).
+        campaign_id=plan.campaign_id
+        if placement.brand_id is not None and placement.brand_id == plan.brand_id
+        else None,
         placement_hint=plan.hint[:200],
         mentions=placement.mentions,
         reasoning_mentions=placement.reasoning_mentions,
@@ -801,7 +825,9 @@ def option_accept(
                     "placement_note": "Accepted without its placement: the author took the brand out.",
                 }
             GenerationOption.objects.filter(pk=option.pk).update(**fields)
-            author_preference_record(request=request, chosen=locked, user=user)  # the accepted over the others
+            author_preference_record(
+                request=request, chosen=locked, user=user
+            )  # the accepted over the others
             option.accepted_chapter = chapter
             return chapter
         option_back_to_review(
