@@ -1,14 +1,17 @@
-"""Demo brands with assets and banned themes. Safe to run again and again."""
+"""Demo brands with assets, banned themes and a live campaign each. Safe to run again and again."""
 
 from __future__ import annotations
 
 from collections.abc import Iterable
+from datetime import timedelta
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.utils import timezone
 
-from brands import services
-from brands.models import Brand
+from brands import campaigns, services
+from brands.models import Brand, BrandSuitability, Campaign, RiskTier
 from writer.models import Story
 
 DEMO_BRANDS = (
@@ -85,10 +88,38 @@ DEMO_BRANDS = (
 )
 
 
+DEMO_FLIGHT_DAYS = 90
+
+
+def demo_campaign(brand: Brand, manager: AbstractBaseUser) -> Campaign:
+    """A live CPM campaign with every asset of `brand` in play, from yesterday for DEMO_FLIGHT_DAYS days:
+    matching offers only assets of live campaigns (issue 17). 1,000 at 5.00 CPM, spread evenly."""
+    today = timezone.localdate()
+    campaign = campaigns.campaign_create(
+        brand=brand,
+        user=manager,
+        assets=brand.assets.all(),
+        name=f"{brand.name} launch",
+        objective="Demo: the brand's first season in stories.",
+        starts_on=today - timedelta(days=1),
+        ends_on=today + timedelta(days=DEMO_FLIGHT_DAYS),
+        budget_total=Decimal("1000"),
+        pricing=Campaign.Pricing.CPM,
+        price=Decimal("5"),
+        pacing=Campaign.Pacing.EVEN,
+    )
+    return campaigns.campaign_set_status(campaign=campaign, status=Campaign.Status.ACTIVE)
+
+
+# The demo brands' own IAB categories (brands.iab): sports, personal finance, food & drink.
+DEMO_CATEGORIES = {"Tidewave Surf Co.": "IAB17", "Northstar Bank": "IAB13", "Bobalicious": "IAB8"}
+
+
 @transaction.atomic
 def seed_brands(manager: AbstractBaseUser, *, opt_in_stories: Iterable[Story] = ()) -> list[Brand]:
-    """The demo brands, managed by `manager` (a brand manager), and `opt_in_stories` opted in to
-    placements. Existing brands are left as they are."""
+    """The demo brands, managed by `manager` (a brand manager), each with a live campaign, and
+    `opt_in_stories` opted in to placements. Existing brands are left as they are (one without any
+    campaign gets the demo campaign)."""
     brands = []
     for spec in DEMO_BRANDS:
         brand = Brand.objects.filter(name=spec["name"]).first()
@@ -99,6 +130,12 @@ def seed_brands(manager: AbstractBaseUser, *, opt_in_stories: Iterable[Story] = 
                 services.asset_create(brand=brand, **asset)
         elif not brand.managers.filter(pk=manager.pk).exists():
             brand.managers.add(manager)
+        if not Campaign.objects.filter(brand=brand).exists():
+            demo_campaign(brand, manager)
+        # What each demo brand accepts (issue 17): its own IAB category, and stories up to medium risk.
+        BrandSuitability.objects.get_or_create(
+            brand=brand, defaults={"category": DEMO_CATEGORIES.get(brand.name, ""), "max_risk_tier": RiskTier.MEDIUM}
+        )
         brands.append(brand)
     for story in opt_in_stories:
         services.story_brand_settings_update(story=story, opt_in=True)

@@ -28,6 +28,7 @@ from django.urls import reverse
 from pgvector.django import CosineDistance
 
 from brands.brief import PLACEMENT_HINTS, BriefAsset, BriefBrand, placement_terms, render_brand_brief
+from brands.campaigns import offerable_assets, reader_cap_room
 from brands.embedder import bertscore_f1, get_embedder
 from brands.insertion import (
     Passage,
@@ -44,7 +45,7 @@ from brands.insertion import (
     rewritten_passage,
     sentence_prompt,
 )
-from brands.models import Brand, BrandAsset, PlacementView, text_hash
+from brands.models import Brand, BrandAsset, BrandSuitability, PlacementView, text_hash
 from brands.placements import Name, NameCatalogue, NameHit, find_mentions, quoted_runs
 from brands.selectors import sponsorship_allowed, story_excluded_brand_ids
 from mesu_web.notifications.services import notification_create
@@ -68,6 +69,7 @@ class BrandMatch:
     brand: Brand
     asset: BrandAsset
     distance: float  # cosine distance between the story context and the asset: 0 = same meaning
+    campaign_id: int | None = None  # the live campaign that pays for the asset here (brands.campaigns)
 
 
 def _tail(text: str, chars: int) -> str:
@@ -143,7 +145,7 @@ def brands_blocked_for_story(*, story: Story, preference: str = "") -> dict[int,
     for brand_id, themes in Brand.objects.exclude(banned_themes=[]).values_list("pk", "banned_themes"):
         hits = banned_themes_hit(text=text, themes=themes)
         if hits:
-            blocked[brand_id] = [f"banned theme: {t}" for t in hits]
+            blocked.setdefault(brand_id, []).extend(f"banned theme: {t}" for t in hits)
     for brand_id in story_excluded_brand_ids(story=story):
         blocked.setdefault(brand_id, []).append("excluded by the author")
     return blocked
@@ -156,16 +158,25 @@ def _mean_unit(vectors: Sequence[Sequence[float]]) -> list[float]:
 
 
 def nearest_assets_queryset(
-    *, query: Sequence[float], model_id: str, excluded_brand_ids: Iterable[int], max_distance: float
+    *,
+    query: Sequence[float],
+    model_id: str,
+    excluded_brand_ids: Iterable[int],
+    max_distance: float,
+    asset_ids: Iterable[int] | None = None,
 ) -> QuerySet[BrandAsset]:
-    """Assets by cosine distance to `query`, nearest first, leaving out `excluded_brand_ids`.
+    """Assets by cosine distance to `query`, nearest first, leaving out `excluded_brand_ids`, and only
+    `asset_ids` when given (the assets in play in a live campaign).
 
     One table, ordered by the distance alone, and only a NOT IN on brands (which no other index can
-    serve): so the planner walks the HNSW index instead of sorting every asset of a few brands.
+    serve) and an IN on the few assets in play: so the planner walks the HNSW index (or, with few assets
+    in play, reads those by key) instead of sorting every asset of a few brands.
     """
+    qs = BrandAsset.objects.filter(embedding__isnull=False, embedding_model=model_id)
+    if asset_ids is not None:
+        qs = qs.filter(pk__in=list(asset_ids))
     return (
-        BrandAsset.objects.filter(embedding__isnull=False, embedding_model=model_id)
-        .exclude(brand_id__in=list(excluded_brand_ids))
+        qs.exclude(brand_id__in=list(excluded_brand_ids))
         .annotate(distance=CosineDistance("embedding", list(query)))
         .filter(distance__lte=max_distance)
         .order_by("distance")
@@ -179,17 +190,24 @@ def brand_match_for_story(
     k: int = 5,
     max_distance: float | None = None,
     only_brand_id: int | None = None,
+    reader: AbstractBaseUser | None = None,
 ) -> list[BrandMatch]:
     """The `k` brand assets nearest to the story's context, nearest first, after safety filtering.
 
     Never returns an inactive brand, a brand whose banned themes occur in the story (or the wish), a
     brand the author excluded, or an asset farther than `max_distance` (BRAND_MATCH_MAX_DISTANCE).
-    Only vectors of the current embedder count; `services.assets_embed_missing` fills the others.
-    Does not check the story's opt-in or the reader's switch: `brand_use_for_request` does.
+    Only assets in play in a live campaign (active, inside its flight) with budget left today, whose caps
+    this story (and `reader`, for a reader's chapter) have not reached (`campaigns.offerable_assets`);
+    each match names the campaign that pays for it. Only vectors of the current embedder count;
+    `services.assets_embed_missing` fills the others. Does not check the story's opt-in or the reader's
+    switch: `brand_use_for_request` does.
     """
     if k < 1:
         return []
     limit = settings.BRAND_MATCH_MAX_DISTANCE if max_distance is None else max_distance
+    offer = offerable_assets(story_id=story.pk, reader_id=reader.pk if reader is not None else None)
+    if not offer:
+        return []
     excluded = set(brands_blocked_for_story(story=story, preference=preference))
     excluded |= set(Brand.objects.filter(is_active=False).values_list("pk", flat=True))
     if only_brand_id is not None:  # a partner's request: that brand or nothing
@@ -197,7 +215,7 @@ def brand_match_for_story(
     embedder = get_embedder()
     query = _mean_unit(embedder.embed(story_context_parts(story, preference)))
     qs = nearest_assets_queryset(
-        query=query, model_id=embedder.model_id, excluded_brand_ids=excluded, max_distance=limit
+        query=query, model_id=embedder.model_id, excluded_brand_ids=excluded, max_distance=limit, asset_ids=offer
     )
     with transaction.atomic():
         with connection.cursor() as cursor:
@@ -213,7 +231,32 @@ def brand_match_for_story(
     brands = Brand.objects.in_bulk({a.brand_id for a in assets})
     for asset in assets:
         asset.brand = brands[asset.brand_id]
-    return [BrandMatch(brand=a.brand, asset=a, distance=float(a.distance)) for a in assets]
+    return [
+        BrandMatch(brand=a.brand, asset=a, distance=float(a.distance), campaign_id=offer[a.pk].pk) for a in assets
+    ]
+
+
+def brand_categories(brand_ids: Iterable[int]) -> dict[int, str]:
+    """Brand id -> its own IAB category (BrandSuitability.category), for brands that have one."""
+    return {
+        brand_id: category.strip().lower()
+        for brand_id, category in BrandSuitability.objects.filter(brand_id__in=list(brand_ids))
+        .exclude(category="")
+        .values_list("brand_id", "category")
+        if category.strip()
+    }
+
+
+def competing_pairs(brand_ids: Iterable[int]) -> list[tuple[int, int, str]]:
+    """The pairs of `brand_ids` that compete (the same non-empty category), with that category."""
+    ids = list(dict.fromkeys(brand_ids))
+    categories = brand_categories(ids)
+    return [
+        (a, b, categories[a])
+        for i, a in enumerate(ids)
+        for b in ids[i + 1 :]
+        if a in categories and categories.get(b) == categories[a]
+    ]
 
 
 # --- The writer's side: may a request carry a brand, and what each option is asked to carry ---------
@@ -232,7 +275,7 @@ def brand_use_for_request(
 
     blocked = reader_placement_block(reader=reader)
     if blocked:  # never a placement for this reader, whatever was asked
-        return False, f"No brand placement: {blocked}" if use_brands else ""
+        return False, f"No brand placement: {blocked}"
     allowed = sponsorship_allowed(story=story, reader=reader)
     note = ""
     if use_brands and not allowed:
@@ -298,26 +341,55 @@ def option_plans_for_request(
 
     assets_embed_missing()  # a brand saved a moment ago may not have its vector from the queue yet
     matches = brand_match_for_story(
-        story=story, preference=preference, k=max(5, 2 * n), only_brand_id=only_brand_id
+        story=story, preference=preference, k=max(5, 2 * n), only_brand_id=only_brand_id, reader=reader
     )
     best_per_brand: dict[int, BrandMatch] = {}
     for match in matches:
         best_per_brand.setdefault(match.brand.pk, match)
-    chosen = list(best_per_brand.values())
+    # Competing brands (one category) never share a chapter: the options of one request are versions of
+    # one chapter, so only the nearest brand of each category is spread over them.
+    categories = brand_categories(best_per_brand)
+    seen_categories: set[str] = set()
+    chosen = []
+    for brand_id, match in best_per_brand.items():
+        category = categories.get(brand_id)
+        if category is not None:
+            if category in seen_categories:
+                continue
+            seen_categories.add(category)
+        chosen.append(match)
     if not chosen:
         return OptionPlans(
             [OptionPlan()] * n,
-            "No brand matched this story safely (nearest too far, excluded, or banned themes): plain options.",
+            "No brand matched this story safely (no live campaign with budget left, a cap reached, nearest too "
+            "far, excluded, or banned themes): plain options.",
         )
+    # A reader's cap per day counts every option of the brand in the reader's chapters (brands.campaigns):
+    # a brand near its cap carries no more options than the cap has room for; the rest go to the other
+    # brands chosen, or are plain.
+    room = reader_cap_room(reader_id=reader.pk, campaign_ids=[m.campaign_id for m in chosen]) if reader else {}
     plans = []
     for i in range(n):
-        match = chosen[i % len(chosen)]
         hint = PLACEMENT_HINTS[i % len(PLACEMENT_HINTS)]
+        match = next(
+            (
+                m
+                for m in (chosen[(i + j) % len(chosen)] for j in range(len(chosen)))
+                if room.get(m.campaign_id) is None or room[m.campaign_id] > 0
+            ),
+            None,
+        )
+        if match is None:
+            plans.append(OptionPlan())
+            continue
+        if room.get(match.campaign_id) is not None:
+            room[match.campaign_id] -= 1
         brief_brand, brief_asset = brief_parts(brand=match.brand, asset=match.asset)
         plans.append(
             OptionPlan(
                 brand_id=match.brand.pk,
                 asset_id=match.asset.pk,
+                campaign_id=match.campaign_id,
                 hint=hint,
                 brief=render_brand_brief(brief_brand, asset=brief_asset, placement_hint=hint)
                 if with_brief
@@ -711,6 +783,14 @@ def option_placement(
             )
         return OptionPlacement(planned, plan.asset_id, ReviewStatus.NOT_SENT)
     if len(named) > 1:
+        competing = competing_pairs(named)
+        why = ""
+        if competing:
+            why = " " + "; ".join(
+                f"{_names(catalogue, [a])} and {_names(catalogue, [b])} compete (both in category {category}) "
+                "and never share a chapter"
+                for a, b, category in competing
+            ) + "."
         return OptionPlacement(
             planned,
             plan.asset_id,
@@ -718,8 +798,10 @@ def option_placement(
             mentions=_spans(text_hits),
             reasoning_mentions=_spans(reasoning_hits),
             placement_found=planned in named,
-            note=f"Names several brands ({_names(catalogue, named)}): a chapter carries at most one brand's "
-            "placement, so it is held back (never shown to readers, never accepted).",
+            note=(
+                f"Names several brands ({_names(catalogue, named)}): a chapter carries at most one brand's "
+                f"placement, so it is held back (never shown to readers, never accepted).{why}"
+            )[:300],
         )
     [owner] = named
     mentions, reasoning_mentions = _spans(text_hits), _spans(reasoning_hits)

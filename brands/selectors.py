@@ -3,8 +3,9 @@ dashboard. Matching a story to brands is `brands/matching.py`."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import date, datetime, timedelta
+from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.paginator import Page, Paginator
@@ -16,6 +17,7 @@ from django.utils import timezone
 from brands.models import (
     Brand,
     BrandAsset,
+    Campaign,
     PlacementDecision,
     PlacementView,
     ReaderSponsorshipPreference,
@@ -178,8 +180,17 @@ class QueueRow:
     story_title: str
     brand_name: str
     asset_name: str | None
+    policy_findings: tuple[tuple[str, str], ...] = ()  # (rule, detail) of each finding (brands.review)
+    sla_days: int | None = None  # the brand's review SLA (None: no BrandSuitability row, the default)
 
     label = GenerationOption.label  # "Option 2", as everywhere else
+
+    @property
+    def overdue(self) -> bool:
+        """Waiting longer than its brand's review SLA (brands.review.DEFAULT_SLA_DAYS without one)."""
+        from brands.review import sla_overdue  # local: review imports matching, which imports this module
+
+        return sla_overdue(waiting_since=self.created_at, sla_days=self.sla_days)
 
     def get_kind_display(self) -> str:
         return GenerationRequest.Kind(self.request_kind).label
@@ -208,15 +219,34 @@ def review_queue_page(*, user: AnyUser, number: object, per_page: int) -> Page:
     rows = []
     if ids:
         rows = [
-            QueueRow(*row)
+            QueueRow(
+                *row[:-2],
+                policy_findings=tuple((f.get("rule", ""), f.get("detail", "")) for f in row[-2] or []),
+                sla_days=row[-1],
+            )
             for row in GenerationOption.objects.filter(pk__in=ids)
             .order_by(*_QUEUE_ORDER)
             .values_list(
                 "pk", "index", "created_at", "request_id", "request__kind", "request__next_number",
-                "request__story__title", "brand__name", "asset__name",
+                "request__story__title", "brand__name", "asset__name", "policy_findings",
+                "brand__suitability__review_sla_days",
             )
         ]
     return Page(rows, number, paginator)
+
+
+def review_queue_overdue_count(*, user: AnyUser, default_sla_days: int = 3) -> int:
+    """How many of the user's pending placements wait longer than their brand's review SLA (one query)."""
+    from django.db.models import DateTimeField, ExpressionWrapper, F, Value  # noqa: PLC0415 (this part's own)
+    from django.db.models.functions import Coalesce  # noqa: PLC0415
+
+    sla = Coalesce(F("brand__suitability__review_sla_days"), Value(default_sla_days))
+    return (
+        _review_queue_pending(user)
+        .annotate(deadline=ExpressionWrapper(F("created_at") + sla * Value(timedelta(days=1)), output_field=DateTimeField()))
+        .filter(deadline__lt=timezone.now())
+        .count()
+    )
 
 
 def _review_queue_ids(pending: QuerySet[GenerationOption], number: int, per_page: int) -> tuple[list[int], int]:
@@ -249,6 +279,60 @@ class WeekRow:
 
 
 @dataclass(frozen=True)
+class CampaignPacing:
+    """A campaign's spend against its budget, and for even pacing what it should have spent by today (an
+    equal share of the total budget per flight day, today included)."""
+
+    pk: int
+    name: str
+    status: str
+    pacing: str
+    budget_total: Decimal
+    spent: Decimal
+    expected: Decimal | None  # None: paced as fast as possible, nothing expected
+    flight_day: int  # today's day of the flight (0 before it starts, flight_days after it ends)
+    flight_days: int
+
+    @property
+    def spent_percent(self) -> int:
+        return round(100 * self.spent / self.budget_total) if self.budget_total else 0
+
+    @property
+    def expected_percent(self) -> int | None:
+        return None if self.expected is None else round(100 * self.expected / self.budget_total)
+
+    @property
+    def pace(self) -> str:
+        """"ahead", "behind" or "on pace" (within 10 % of the expected spend); "" without even pacing."""
+        if self.expected is None or self.flight_day == 0:
+            return ""
+        if self.spent > self.expected * Decimal("1.1"):
+            return "ahead"
+        if self.spent < self.expected * Decimal("0.9"):
+            return "behind"
+        return "on pace"
+
+
+def campaign_pacing_list(*, brand: Brand, today: date | None = None) -> list[CampaignPacing]:
+    """Each campaign of `brand` (newest flight first) with its spend against budget and pacing."""
+    today = today or timezone.localdate()
+    rows = []
+    for c in Campaign.objects.filter(brand=brand).order_by("-starts_on", "name"):
+        flight_days = (c.ends_on - c.starts_on).days + 1
+        flight_day = min(max((today - c.starts_on).days + 1, 0), flight_days)
+        expected = None
+        if c.pacing == Campaign.Pacing.EVEN:
+            expected = (c.budget_total * flight_day / flight_days).quantize(Decimal("0.0001"))
+        rows.append(
+            CampaignPacing(
+                c.pk, c.name, c.get_status_display(), c.get_pacing_display(), c.budget_total, c.spent,
+                expected, flight_day, flight_days,
+            )
+        )
+    return rows
+
+
+@dataclass(frozen=True)
 class BrandDashboard:
     proposed: int  # options whose text names one of the brand's assets
     approved: int
@@ -256,6 +340,7 @@ class BrandDashboard:
     pending: int
     views: int  # readers who saw an approved chapter, once per reader and chapter
     rows: list[WeekRow]  # newest week first
+    campaigns: list[CampaignPacing] = field(default_factory=list)  # spend against budget and pacing
 
     @property
     def approval_rate(self) -> float | None:
@@ -296,7 +381,7 @@ def brand_dashboard(*, brand: Brand, weeks: int = 12) -> BrandDashboard:
         rows.append(
             WeekRow(week, proposed.get(week, 0), approved.get(week, 0), rejected.get(week, 0), seen.get(week, 0))
         )
-    return BrandDashboard(views=views.count(), rows=rows, **totals)
+    return BrandDashboard(views=views.count(), rows=rows, campaigns=campaign_pacing_list(brand=brand), **totals)
 
 
 def decision_list_for_brand(*, brand: Brand, limit: int = 50) -> list[PlacementDecision]:

@@ -496,3 +496,44 @@ def option_reject(*, option: GenerationOption, reviewer: AbstractBaseUser, reaso
         f"{option.brand.name} rejected {option.label} of chapter {request.next_number} of “{request.story.title}”: {reason[:120]}",
     )
     return option
+
+
+@transaction.atomic
+def option_changes_request(*, option: GenerationOption, reviewer: AbstractBaseUser, comment: str) -> GenerationOption:
+    """Ask the story's author to revise the placed passage: the option leaves the queue (CHANGES) with the
+    comment, and comes back as pending once the author revises it (brands.review.option_revise)."""
+    from brands.review import clean_comment  # local: review imports this module late for the approval
+
+    comment = clean_comment(comment)
+    option = _lock_pending(option, reviewer, verb="sent back for changes")
+    request = option.request
+    option.review_status = ReviewStatus.CHANGES
+    option.reviewed_by = reviewer
+    option.reviewed_at = timezone.now()
+    option.review_reason = comment
+    option.approved_text_hash = ""
+    option.save(update_fields=["review_status", "reviewed_by", "reviewed_at", "review_reason", "approved_text_hash"])
+    PlacementDecision.objects.create(
+        option=option, brand=option.brand, reviewer=reviewer, action=PlacementDecision.Action.CHANGES_REQUESTED,
+        reason=comment, text_hash=text_hash(option.text),
+    )
+    notification_create(
+        user_id=request.story.owner_id,
+        message=f"{option.brand.name} asks for changes to {option.label} of chapter {request.next_number} of "
+        f"“{request.story.title}”: {comment[:120]}",
+        url=request.get_absolute_url(),
+    )
+    return option
+
+
+@transaction.atomic
+def option_approve_with_edit(*, option: GenerationOption, reviewer: AbstractBaseUser, text: str) -> GenerationOption:
+    """Edit the placed passage (only: the rest of `text` must be the option's, byte for byte), keep the edit
+    as a version, then approve the edited text (action approved_edit). A refused approval (a cap, the
+    budget) rolls the edit back too."""
+    from brands.review import passage_apply, passage_change
+
+    locked = _lock_pending(option, reviewer, verb="approved")
+    change = passage_change(option=locked, new_text=text)
+    passage_apply(option=locked, change=change, user=reviewer)
+    return option_approve(option=locked, reviewer=reviewer, action=PlacementDecision.Action.APPROVED_WITH_EDIT)

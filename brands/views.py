@@ -292,6 +292,7 @@ def review_queue(request: HttpRequest) -> HttpResponse:
             "fragments": fragments,
             "page_obj": page,
             "pending_count": page.paginator.count,
+            "overdue_count": selectors.review_queue_overdue_count(user=request.user),
             # The header's badge counts the same queue: reuse the count instead of a second query.
             "review_pending_count": page.paginator.count,
         },
@@ -337,8 +338,18 @@ def _siblings(option: GenerationOption, managed: set[int]) -> list[_Sibling]:
 
 
 def _review_page(
-    request: HttpRequest, option: GenerationOption, reject_form: RejectForm | None = None
+    request: HttpRequest,
+    option: GenerationOption,
+    reject_form: RejectForm | None = None,
+    *,
+    changes_form: object = None,
+    edit_form: object = None,
+    status: int = 200,
 ) -> HttpResponse:
+    from brands import review
+    from brands.review_forms import ChangesForm, PassageForm
+
+    span = review.editable_span(option.text, option.placed_passage or [], option.mentions or [])
     siblings = _siblings(option, _managed_brand_ids(request))
     text_html, marks_fit = _highlighted(option)
     approved_other = next(
@@ -359,8 +370,20 @@ def _review_page(
             "approved_other": approved_other,
             "is_pending": option.review_status == ReviewStatus.PENDING,
             "reject_form": reject_form or RejectForm(),
+            # Issue 17's review workflow (brands.review): findings, request changes, approve with an edit.
+            "findings": review.findings_labelled(option.policy_findings),
+            "changes_form": changes_form or ChangesForm(),
+            "edit_form": edit_form
+            or (PassageForm(initial={"passage": option.text[span[0] : span[1]]}) if span else None),
+            "can_edit_passage": span is not None,
         },
+        status=status,
     )
+
+
+def review_page(request: HttpRequest, option: GenerationOption, **forms: object) -> HttpResponse:
+    """The review page with the workflow's forms as posted (brands.review_views)."""
+    return _review_page(request, option, **forms)  # type: ignore[arg-type]
 
 
 @login_required
@@ -449,6 +472,8 @@ def sponsorship(request: HttpRequest) -> HttpResponse:
             messages.error(request, "Choose on or off.")
         if not request.htmx:
             return redirect("brands:sponsorship")
+    from brands.suitability import reader_age_bracket  # issue 17: a reader who has not said it says it here
+
     enabled = selectors.reader_sponsored_chapters_enabled(user=request.user)
     template = "brands/_sponsorship.html" if request.htmx else "brands/sponsorship.html"
-    return render(request, template, {"enabled": enabled})
+    return render(request, template, {"enabled": enabled, "age_bracket": reader_age_bracket(user=request.user)})

@@ -174,6 +174,10 @@ LOGIN_RATE_LIMIT_WINDOW = env_int("LOGIN_RATE_LIMIT_WINDOW", 15 * 60, minimum=1)
 # A reader's ratings and "I prefer this one" choices together (writer.preferences): fixed windows.
 PREFERENCE_RATE_LIMIT_PER_MINUTE = env_int("PREFERENCE_RATE_LIMIT_PER_MINUTE", 20, minimum=1)
 PREFERENCE_RATE_LIMIT_PER_HOUR = env_int("PREFERENCE_RATE_LIMIT_PER_HOUR", 200, minimum=1)
+# The partner API (brands/api.py): the highest rate a token may be given (calls a minute; each token has its
+# own, PartnerToken.rate_per_minute) and the stories listed per page.
+PARTNER_API_MAX_RATE_PER_MINUTE = env_int("PARTNER_API_MAX_RATE_PER_MINUTE", 6000, minimum=1)
+PARTNER_API_PAGE_SIZE = env_int("PARTNER_API_PAGE_SIZE", 50, minimum=1)
 # Reverse proxies in front of the app that append the client's address to X-Forwarded-For (0: none, the
 # client is REMOTE_ADDR). Behind one proxy that is 1; a wrong count lets clients pick their address.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)

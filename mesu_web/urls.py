@@ -15,6 +15,8 @@ urlpatterns = [
     path("healthz", healthz, name="healthz"),
     path("training/", include("training.urls")),
     path("brands/", include("brands.urls")),
+    # The partner API (brands/api.py, django-ninja): token auth, no session; schema at /api/v1/openapi.json.
+    path("api/v1/", include("brands.api")),
     path("notifications/", include("mesu_web.notifications.urls")),
     path("", include("writer.urls")),
 ]

@@ -32,6 +32,12 @@ ALLOWED_EDGES = {
     # The writer reaches brands through its public module only.
     ("writer", "brands.matching"): "matching, option plans, placement views",
     ("writer", "brands.demo"): "the demo data seeds the demo brands",
+    # Issue 17: brands as a business.
+    ("writer", "brands.models"): "a partner's request names its partner and brand (type hints only)",
+    ("writer", "brands.review"): "policy findings and auto-approve rules run when a request's options are stored",
+    ("writer", "brands.measurement"): "the chapter and request pages' disclosure panel and the under-18 rule",
+    ("writer", "brands.suitability"): "the sign-up's age question",
+    ("brands", "writer.partner_requests"): "the partner API asks for a reader's branded chapter",
     ("writer", "training.selectors"): "the active adapter for a new request",
     # Training builds prompts, parses answers and calls the writer's engines, as serving does.
     ("training", "writer.prompting"): "training prompts are the served prompts",

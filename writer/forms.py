@@ -12,9 +12,28 @@ from writer.text_input import decode_text_file
 
 class SignupForm(UserCreationForm):
     role = forms.ChoiceField(choices=roles.SIGNUP_ROLES, widget=forms.RadioSelect, initial=roles.AUTHOR)
+    # Issue 17: readers under 18 never get a sponsored chapter. Required for readers; authors may answer.
+    adult = forms.ChoiceField(
+        choices=(("yes", "Yes, I am 18 or older"), ("no", "No, I am under 18")),
+        widget=forms.RadioSelect,
+        required=False,
+        label="Are you 18 or older?",
+        help_text="Readers under 18 never get chapters with a paid placement.",
+    )
 
     class Meta(UserCreationForm.Meta):
         fields = ("username",)
+
+    def clean(self) -> dict:
+        cleaned = super().clean()
+        if cleaned.get("role") == roles.READER and not cleaned.get("adult"):
+            self.add_error("adult", "Readers: tell us whether you are 18 or older.")
+        return cleaned
+
+    def age_said(self) -> bool | None:
+        """True: 18 or older; False: under 18; None: not said."""
+        answer = self.cleaned_data.get("adult")
+        return {"yes": True, "no": False}.get(answer)
 
 
 class StoryForm(forms.ModelForm):
@@ -82,6 +101,14 @@ class ChapterForm(forms.Form):
         widget=forms.Textarea(attrs={"rows": 16}), required=False, strip=False, label="Paste the chapter"
     )
     file = forms.FileField(required=False, label="…or upload a .txt / .md file")
+    # Issue 17 (DSA Art. 26): the author's own commercial content, shown to readers above the chapter.
+    commercial_note = forms.CharField(
+        max_length=200,
+        required=False,
+        label="Commercial content you declare",
+        help_text='Leave empty unless you were paid or gifted something this chapter features, e.g. "Gifted by '
+        'Acme Tea". Readers see "The author declares: …" above the chapter.',
+    )
 
     def __init__(self, *args, allow_file: bool = True, **kwargs) -> None:
         super().__init__(*args, **kwargs)

@@ -174,7 +174,9 @@ def _touch(story: Story) -> None:
 
 
 @transaction.atomic
-def chapter_add(*, story: Story, text: str, title: str = "", source: str = Chapter.Source.PASTED) -> Chapter:
+def chapter_add(
+    *, story: Story, text: str, title: str = "", source: str = Chapter.Source.PASTED, commercial_note: str = ""
+) -> Chapter:
     text = clean_text(text)
     if len(text) > settings.MESU_CHAPTER_MAX_CHARS:
         raise ApplicationError(
@@ -185,7 +187,12 @@ def chapter_add(*, story: Story, text: str, title: str = "", source: str = Chapt
         Chapter.objects.filter(story=story).order_by("-number").values_list("number", flat=True).first() or 0
     )
     chapter = Chapter.objects.create(
-        story=story, number=last + 1, title=title.strip()[:200], text=text, source=source
+        story=story,
+        number=last + 1,
+        title=title.strip()[:200],
+        text=text,
+        source=source,
+        commercial_note=" ".join(commercial_note.split())[:200],
     )
     chapter_version_add(chapter=chapter, created_by=story.owner)  # its version 1 (writer.versions)
     _touch(story)
@@ -199,9 +206,11 @@ def chapter_update(
     title: str = "",
     version_cause: str = VersionCause.EDITED,
     user: AbstractBaseUser | None = None,
+    commercial_note: str | None = None,
 ) -> Chapter:
     """Save the chapter's new text and title: a new version of it (`version_cause`, by `user`, the story's
-    author when None) when they changed (writer.versions)."""
+    author when None) when they changed (writer.versions). `commercial_note`: the author's declaration of
+    their own commercial content (None keeps it as it is)."""
     text = clean_text(text)
     if len(text) > settings.MESU_CHAPTER_MAX_CHARS:
         raise ApplicationError(
@@ -209,7 +218,11 @@ def chapter_update(
         )
     chapter_versions_ensure(chapter=chapter)  # the text before this edit is kept as a version
     chapter.text, chapter.title = text, title.strip()[:200]
-    chapter.save(update_fields=["text", "title", "updated_at"])
+    fields = ["text", "title", "updated_at"]
+    if commercial_note is not None:
+        chapter.commercial_note = " ".join(commercial_note.split())[:200]
+        fields.append("commercial_note")
+    chapter.save(update_fields=fields)
     chapter_version_add(chapter=chapter, created_by=user or chapter.story.owner, cause=version_cause)
     _touch(chapter.story)
     # A generated chapter that carries a placement: a changed approved passage goes back to the brand.

@@ -11,6 +11,7 @@ from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
 from django.core.paginator import Page, Paginator
+from django.db import transaction
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
@@ -18,7 +19,7 @@ from django.utils.safestring import SafeString
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
 from django_htmx.http import HttpResponseStopPolling
 
-from brands.matching import chapter_placement_check, placement_view_record
+from brands.measurement import chapter_reading, disclosures_attach
 from mesu_web.errors import ApplicationError
 from mesu_web.fragments import Fragment, cached_fragments, numbered_url, this_minute
 from writer import selectors, services
@@ -62,11 +63,16 @@ def signup(request: HttpRequest) -> HttpResponse:
     form = SignupForm(request.POST or None)
     if request.method == "POST" and form.is_valid():
         try:
-            user = services.user_signup(
-                username=form.cleaned_data["username"],
-                password=form.cleaned_data["password1"],
-                role=form.cleaned_data["role"],
-            )
+            with transaction.atomic():  # the account and the age it gave, together
+                user = services.user_signup(
+                    username=form.cleaned_data["username"],
+                    password=form.cleaned_data["password1"],
+                    role=form.cleaned_data["role"],
+                )
+                if form.age_said() is not None:
+                    from brands.suitability import reader_age_set  # see ALLOWED_EDGES: the sign-up's age
+
+                    reader_age_set(user=user, adult=form.age_said())
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
@@ -266,8 +272,9 @@ def chapter_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse
     story = selectors.story_get_for_viewer(slug=slug, user=request.user)
     chapter = selectors.chapter_get_for_reading(story=story, number=number)
     last = chapter.last_number
-    # The label shows only over text its brand approved; a chapter edited since then is checked again.
-    placement = chapter_placement_check(chapter=chapter, sponsor_name=chapter.sponsor_name)
+    # The label and "Why am I seeing this?" show only over text its brand approved (a chapter edited since
+    # is checked again); a reader under 18 gets the chapter as written without the brand, or a notice.
+    reading = chapter_reading(chapter=chapter, story=story, user=request.user)
     is_owner = request.user.is_authenticated and story.owner_id == request.user.pk
     return render(
         request,
@@ -278,10 +285,11 @@ def chapter_detail(request: HttpRequest, slug: str, number: int) -> HttpResponse
             "is_owner": is_owner,
             "previous_number": number - 1 if number > 1 else None,
             "next_number": number + 1 if number < last else None,
-            "sponsor": placement.sponsor,
+            "reading": reading,
+            "disclosure": reading.disclosure,
             # Readers get a notice instead of text that names a brand without its approval.
-            "withheld": placement.withheld and not (is_owner or request.user.is_staff),
-            "placement_note": placement.note if is_owner else "",
+            "withheld": reading.withheld and not (is_owner or request.user.is_staff),
+            "placement_note": reading.placement_note,
         },
     )
 
@@ -295,7 +303,11 @@ def chapter_add(request: HttpRequest, slug: str) -> HttpResponse:
         source = Chapter.Source.UPLOADED if form.cleaned_data.get("from_file") else Chapter.Source.PASTED
         try:
             chapter = services.chapter_add(
-                story=story, text=form.cleaned_data["text"], title=form.cleaned_data["title"], source=source
+                story=story,
+                text=form.cleaned_data["text"],
+                title=form.cleaned_data["title"],
+                source=source,
+                commercial_note=form.cleaned_data["commercial_note"],
             )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
@@ -310,10 +322,19 @@ def chapter_add(request: HttpRequest, slug: str) -> HttpResponse:
 def chapter_edit(request: HttpRequest, slug: str, number: int) -> HttpResponse:
     story = selectors.story_get_for_owner(slug=slug, user=request.user)
     chapter = selectors.chapter_get(story=story, number=number)
-    form = ChapterForm(request.POST or None, initial={"title": chapter.title, "text": chapter.text}, allow_file=False)
+    form = ChapterForm(
+        request.POST or None,
+        initial={"title": chapter.title, "text": chapter.text, "commercial_note": chapter.commercial_note},
+        allow_file=False,
+    )
     if request.method == "POST" and form.is_valid():
         try:
-            services.chapter_update(chapter=chapter, text=form.cleaned_data["text"], title=form.cleaned_data["title"])
+            services.chapter_update(
+                chapter=chapter,
+                text=form.cleaned_data["text"],
+                title=form.cleaned_data["title"],
+                commercial_note=form.cleaned_data["commercial_note"],
+            )
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
@@ -392,9 +413,8 @@ def _request_context(request: HttpRequest, gen: GenerationRequest) -> dict:
     options = list(option_versions_annotated(selectors.option_list(request=gen))) if succeeded else []
     # The author sees every option with its review state; a reader only what a brand has let through.
     shown = options if is_owner or request.user.is_staff else [o for o in options if o.visible_to_requester]
-    for option in shown:
-        if option.is_sponsored and request.user.pk == gen.requested_by_id and not is_owner:
-            placement_view_record(option=option, user=request.user)
+    # The disclosure of each sponsored option; its impression is posted by impressions.js, never on a GET.
+    disclosures_attach(options=shown, story=gen.story, user=request.user)
     return {
         "gen": gen,
         "story": gen.story,

@@ -149,7 +149,11 @@ def test_approval_shows_the_reader_a_labelled_chapter_and_counts_views_once(user
     brand_services.option_approve(option=request.options.get(), reviewer=users["mia"])
     html = rita.get(url).content.decode()
     assert "Includes a paid placement by Tidewave Surf Co." in html and "ran to the water" in html
-    rita.get(url)
+    assert not PlacementView.objects.exists(), "reading the page writes no view (issue 17)"
+    # The page's IntersectionObserver posts a viewable impression, counted once however often it comes.
+    option = request.options.get()
+    for _ in range(2):
+        assert rita.post(reverse("brands:measure_impression", args=[option.pk])).status_code == 204
     assert PlacementView.objects.filter(brand=tidewave).count() == 1
     dashboard = brand_selectors.brand_dashboard(brand=tidewave)
     assert (dashboard.proposed, dashboard.approved, dashboard.views, dashboard.approval_rate) == (1, 1, 1, 1.0)

@@ -11,8 +11,8 @@ from django.db import connection
 
 from brands import matching, selectors, services
 from brands.embedder import get_embedder
-from brands.models import BrandAsset
-from tests.factories import ChapterFactory, StoryFactory
+from brands.models import BrandAsset, BrandSuitability, RiskTier
+from tests.factories import ChapterFactory, StoryFactory, live_campaign
 
 SURF = "Tidewave Surf Co."
 BANK = "Northstar Bank"
@@ -72,6 +72,11 @@ def brands(users):
         terms=["Pop the pearl"],
     )
     assert services.assets_embed_missing() == 4
+    for brand in (surf, bank, boba):
+        live_campaign(brand)  # matching offers only assets in play in a live campaign (issue 17)
+        # These tests are about banned themes: the brands accept every risk tier short of the floor, so a
+        # story's tier (brands.suitability) never hides which brand a theme blocks.
+        BrandSuitability.objects.create(brand=brand, max_risk_tier=RiskTier.HIGH)
     return {"surf": surf, "bank": bank, "boba": boba}
 
 

@@ -247,6 +247,8 @@ def test_reader_asks_for_a_personal_chapter_reads_a_sponsored_one_and_turns_spon
     expect(page.locator(".disclosure")).to_have_text("Includes a paid placement by Tidewave Surf Co.")
     expect(page.locator("#request-body article.option")).to_contain_text("Tidewave Glide")
     j.shot("sponsored-chapter")
+    # A viewable impression: the placed passage half on screen for a second, posted once by the page.
+    expect(page.locator("[data-impression-state='sent']")).to_have_count(1, timeout=10_000)
     assert PlacementView.objects.filter(option=sponsored, user=remy).count() == 1  # the dashboard's reader view
 
     # Turn sponsored chapters off (an htmx form: the switch flips in place).

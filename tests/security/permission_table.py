@@ -23,7 +23,7 @@ from writer.models import GenerationOption, GenerationRequest, ReviewStatus
 ROLES = ("anon", "alice", "bob", "rita", "ross", "mia", "max", "root")
 LOGIN = "login"
 ADMIN_LOGIN = "admin-login"
-DENIED = {403, 404, 405, LOGIN, ADMIN_LOGIN}
+DENIED = {401, 403, 404, 405, LOGIN, ADMIN_LOGIN}  # 401: the partner API without its token
 SKIPPED_PREFIXES = ("admin/",)  # Django's admin site
 
 
@@ -126,7 +126,10 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
         target_name="base", dataset_dir=str(tmp_path), engine="vllm", max_new_tokens=16
     )
     # Imported here: those modules import this one (a cycle at the top).
+    from tests.security.test_api_permissions import make_partner_world
     from tests.security.test_bible_permissions import make_bible_world
+    from tests.security.test_campaign_permissions import make_campaign_world
+    from tests.security.test_measurement_permissions import make_measurement_world
     from tests.security.test_passage_permissions import make_passage_world
 
     world = SimpleNamespace(
@@ -140,6 +143,9 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
     )
     world.bible = make_bible_world(world)
     world.passages = make_passage_world(world)
+    world.campaigns = make_campaign_world(world)
+    world.measurement = make_measurement_world(world)
+    make_partner_world(world)
     return world
 
 
@@ -189,11 +195,16 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
     rita_request = logged_in(404, alice=200, rita=200, root=200)
 
     # Imported here: those modules import this one (a cycle at the top).
+    from tests.security.test_api_permissions import api_session_cases, partner_permission_cases
     from tests.security.test_bible_permissions import bible_permission_table
+    from tests.security.test_campaign_permissions import campaign_permission_cases
     from tests.security.test_export_permissions import export_permission_cases
     from tests.security.test_live_permissions import live_permission_cases
+    from tests.security.test_measurement_permissions import measurement_permission_cases
     from tests.security.test_passage_permissions import passage_permission_cases
     from tests.security.test_preference_permissions import preference_permission_cases
+    from tests.security.test_review_permissions import review_permission_cases
+    from tests.security.test_suitability_permissions import suitability_permission_cases
     from tests.security.test_version_permissions import version_permission_cases
 
     return {
@@ -267,6 +278,13 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
         **version_permission_cases(w),  # writer:option_version*, option_swipe*, chapter_version*, chapter_branch
         **live_permission_cases(w),  # writer:request_live, option_swipe_live
         **passage_permission_cases(w),  # writer:passage_* (the passage tools)
+        # Issue 17: campaigns, suitability, disclosure and measurement, the review workflow, partners, the API.
+        **campaign_permission_cases(w),
+        **suitability_permission_cases(w),
+        **measurement_permission_cases(w),
+        **review_permission_cases(w),
+        **partner_permission_cases(w),
+        **api_session_cases(),
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
@@ -350,9 +368,18 @@ def url_patterns() -> dict[str, set[str]]:
 TRACKED_APPS = ("auth", "writer", "brands", "training")
 
 
+UNTRACKED_TABLES = {"brands_apiauditentry"}
+
+
 def db_fingerprint() -> list[tuple[str, str]]:
     """One md5 per table of the apps' rows (one query): a refused request must not change any."""
-    tables = [m._meta.db_table for label in TRACKED_APPS for m in apps.get_app_config(label).get_models()]
+    # The API's audit log is left out: every call is audited by design, refused ones included.
+    tables = [
+        m._meta.db_table
+        for label in TRACKED_APPS
+        for m in apps.get_app_config(label).get_models()
+        if m._meta.db_table not in UNTRACKED_TABLES
+    ]
     sql = " UNION ALL ".join(
         f"SELECT '{t}', md5(coalesce(string_agg(x::text, '|' ORDER BY x::text), '')) FROM {connection.ops.quote_name(t)} x"
         for t in tables

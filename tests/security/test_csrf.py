@@ -23,7 +23,7 @@ from tests.security.permission_table import (
     url_patterns,
 )
 
-REFUSED = {403, 404, 405, LOGIN, ADMIN_LOGIN}
+REFUSED = {401, 403, 404, 405, LOGIN, ADMIN_LOGIN}  # 401: the partner API, token only
 HX_HEADERS = re.compile(r"<body hx-headers='(?P<json>[^']*)'>")
 
 

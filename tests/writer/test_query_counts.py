@@ -30,7 +30,9 @@ LARGE = 10 * SMALL  # ... and of the large one: beyond every page size, so pagin
 MAX_STORY_PAGE = 4 + 3  # the story with its chapters' count; a page of its requests with theirs; a page of its
 # chapters (on a cache miss only: mesu_web.fragments); its branches would add 1 (2 for a branch): none here
 MAX_REQUEST_PAGE = 4 + 3  # the request, its options, the reader's view of the sponsored one (once seen)
-MAX_CHAPTER_PAGE = 4 + 2  # the story; the chapter with its last chapter's number and its sponsor
+# the story; the chapter with its last chapter's number and its sponsor; the disclosure's option and the
+# reader's age (issue 17: the "Why am I seeing this?" panel and the under-18 rule)
+MAX_CHAPTER_PAGE = 4 + 4
 MAX_REVIEW_QUEUE = 4 + 2  # the page's ids with the queue's length (also the header's badge), then its rows
 
 
