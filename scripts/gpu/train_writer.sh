@@ -54,7 +54,7 @@ PARTS=${PARTS:-teacher,serve,distill,sft,grpo,answers,judge}
 EVAL_REWARDS=format_exact,format_partial,bleu,rouge1,rouge2,rougeL,repetition
 # The GRPO rewards that run on this host: METEOR needs WordNet's data and BERTScore / embedding cosine
 # MiniLM's weights, none of which travel (they are scored on the CPU machine from the answers).
-GRPO_REWARDS=format_exact,format_partial,repetition,bleu,rouge1,rougeL,vrcli
+GRPO_REWARDS=${GRPO_REWARDS:-format_exact,format_partial,repetition,bleu,rouge1,rougeL,vrcli}
 export REWARD_DEVICE=$DEVICE
 want() { [ "$PARTS" = all ] || [[ ",$PARTS," == *",$1,"* ]]; }
 # `serve` names both servers

@@ -34,7 +34,7 @@ compared with the whole reference. Set the factor to None to always compare whol
 The modules: `settings` (RewardSettings, configure, the caches), `completions` (completion, solution
 and reference texts), `format`, `overlap` (BLEU, ROUGE), `meteor_score`, `model_based` (BERTScore,
 embedding cosine, perplexity), `vrcli` (the reasoning's VR-CLI), `brand` (brand_subtlety), `quality`
-(repetition), `preference` (human_preference: a scorer learned from people's choices, opt-in, see
+(repetition, length_room), `preference` (human_preference: a scorer learned from people's choices, opt-in, see
 `training.preference_reward`) and `registry` (names, default weights, lookup, score_all). Callers import from the
 package: the names below are its public API.
 """
@@ -54,7 +54,7 @@ from training.rewards.model_based import (
 )
 from training.rewards.overlap import bleu, rouge1, rouge2, rougeL
 from training.rewards.preference import human_preference
-from training.rewards.quality import repetition
+from training.rewards.quality import length_room, repetition
 from training.rewards.registry import (
     DEFAULT_WEIGHTS,
     MODEL_REWARDS,
@@ -94,6 +94,7 @@ __all__ = [
     "get_reward_funcs",
     "get_settings",
     "human_preference",
+    "length_room",
     "meteor",
     "perplexity",
     "reasoning_improvements",

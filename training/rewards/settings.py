@@ -20,6 +20,16 @@ def _env_path(name: str, default: Path) -> Path:
     return Path(value) if value else default
 
 
+def _env_int(name: str, default: int) -> int:
+    value = os.environ.get(name, "").strip()
+    if not value:
+        return default
+    try:
+        return int(value)
+    except ValueError:
+        raise ApplicationError(f"{name} must be a whole number of words, not {value!r}.") from None
+
+
 @dataclass(frozen=True)
 class RewardSettings:
     nltk_data: Path  # holds corpora/wordnet (made by scripts/setup_wordnet.sh)
@@ -49,6 +59,11 @@ class RewardSettings:
     # The human_preference reward's scorer (a folder from `manage.py train_preference_reward`); "" = none,
     # and the reward refuses to run (training.rewards.preference).
     preference_model_path: str = ""
+    # length_room (training.rewards.quality): a chapter that closes within `length_target_words` words has
+    # room to spare (1.0); the credit falls linearly to 0 at `length_zero_words` (the served 640 tokens hold
+    # ~420 words of chapter after the reasoning, and run12/run13's misses ran out at 393-506 words).
+    length_target_words: int = 300
+    length_zero_words: int = 420
 
     def __post_init__(self) -> None:
         for name in (
@@ -62,6 +77,7 @@ class RewardSettings:
             "vrcli_max_tokens",
             "vrcli_max_context_tokens",
             "vrcli_batch_size",
+            "length_target_words",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{name} must be at least 1")
@@ -69,6 +85,8 @@ class RewardSettings:
             raise ValueError("perplexity_max_tokens must be at least 2 (one token predicts the next)")
         if self.perplexity_dtype not in ("bfloat16", "float16", "float32"):
             raise ValueError("perplexity_dtype must be bfloat16, float16 or float32")
+        if self.length_zero_words <= self.length_target_words:
+            raise ValueError("length_zero_words must be above length_target_words")
         if self.reference_words_factor is not None and self.reference_words_factor < 1:
             raise ValueError("reference_words_factor must be at least 1, or None for the whole reference")
 
@@ -86,6 +104,8 @@ class RewardSettings:
             embedding_model_path=os.environ.get("REWARD_EMBEDDING_MODEL_PATH", "").strip(),
             device=os.environ.get("REWARD_DEVICE", "cpu").strip() or "cpu",
             preference_model_path=os.environ.get("PREFERENCE_REWARD_MODEL", "").strip(),
+            length_target_words=_env_int("REWARD_LENGTH_TARGET_WORDS", 300),
+            length_zero_words=_env_int("REWARD_LENGTH_ZERO_WORDS", 420),
         )
 
 
