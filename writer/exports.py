@@ -46,6 +46,7 @@ from django.core.exceptions import PermissionDenied
 from django.db.models import OuterRef, Subquery
 
 from brands.matching import chapter_placement_check
+from brands.suitability import reader_placement_block
 from mesu_web.errors import ApplicationError
 from mesu_web.slugs import slug_of
 from writer import selectors
@@ -204,15 +205,20 @@ def title_page(story: Story, reader: AnyUser | None = None) -> TitlePage:
     )
 
 
-def _story_chapters(story: Story, *, for_reader: bool) -> Iterator[tuple[int, int, ExportChapter]]:
-    """(number, 0, chapter) for the story's chapters in reading order, a chunk at a time."""
-    sponsor = GenerationOption.objects.filter(
-        accepted_chapter=OuterRef("pk"), review_status=ReviewStatus.APPROVED
-    ).values("brand__name")[:1]
+def _story_chapters(
+    story: Story, *, for_reader: bool, minor: bool = False
+) -> Iterator[tuple[int, int, ExportChapter]]:
+    """(number, 0, chapter) for the story's chapters in reading order, a chunk at a time. `minor`: the copy
+    of a reader who said they are under 18, who never gets a placement (the chapter page's rule,
+    brands.measurement.chapter_reading): a sponsored chapter as written without the brand, else withheld."""
+    approved = GenerationOption.objects.filter(accepted_chapter=OuterRef("pk"), review_status=ReviewStatus.APPROVED)
     rows = (
         Chapter.objects.filter(story=story)
         .only("id", "story_id", "number", "title", "text", "source", "created_at", "updated_at")
-        .annotate(sponsor_name=Subquery(sponsor))
+        .annotate(
+            sponsor_name=Subquery(approved.values("brand__name")[:1]),
+            sponsor_draft=Subquery(approved.values("draft")[:1]),
+        )
         .order_by("number")
     )
     for chapter in rows.iterator(chunk_size=CHUNK):
@@ -220,6 +226,12 @@ def _story_chapters(story: Story, *, for_reader: bool) -> Iterator[tuple[int, in
         # names a brand without approval is withheld from readers (its author reads it, unlabelled).
         placement = chapter_placement_check(chapter=chapter, sponsor_name=chapter.sponsor_name)
         withheld = placement.withheld and for_reader
+        if minor and placement.sponsor:
+            draft = (chapter.sponsor_draft or "").strip()
+            yield chapter.number, 0, ExportChapter(
+                title=one_line(chapter.display_title), text=xml_safe(draft), withheld=not draft
+            )
+            continue
         yield chapter.number, 0, ExportChapter(
             title=one_line(chapter.display_title),
             text="" if withheld else xml_safe(chapter.text),
@@ -262,7 +274,9 @@ def export_chapters(story: Story, reader: AbstractBaseUser | None = None) -> Ite
             yield chapter
         return
     is_owner = story.owner_id == reader.pk
-    story_rows = _story_chapters(story, for_reader=not (is_owner or reader.is_staff))
+    insider = is_owner or reader.is_staff
+    minor = not insider and bool(reader_placement_block(reader=reader))
+    story_rows = _story_chapters(story, for_reader=not insider, minor=minor)
     merged = heapq.merge(story_rows, _reader_chapters(story, reader), key=lambda row: (row[0], row[1]))
     for _, _, chapter in merged:
         yield chapter

@@ -243,6 +243,27 @@ def test_a_readers_copy_holds_the_story_and_only_what_the_reader_was_served(libr
     assert "Ross's secret chapter." in ross_copy and "Rita" not in ross_copy
 
 
+def test_a_reader_under_18_gets_the_chapter_as_written_without_the_brand(library):
+    """Issue 17: no placement ever reaches a reader who said they are under 18, in a copy as on the page: the
+    sponsored chapter as its option was written before the brand was placed, unlabelled; with no such draft,
+    the withheld notice. The author's own export keeps the chapter and its label."""
+    from brands.models import AgeBracket, ReaderSponsorshipPreference
+
+    ReaderSponsorshipPreference.objects.create(user=library.rita, age_bracket=AgeBracket.UNDER_18)
+    option = GenerationOption.objects.get(accepted_chapter__number=2, accepted_chapter__story=library.story)
+    option.draft = "Lou waxed her old board at noon."
+    option.save(update_fields=["draft"])
+    chapters = _md_chapters(_export(library.story, "md", reader=library.rita))
+    second = next(part for part in chapters if "Chapter 2\n" in part or "## Chapter 2" in part)
+    assert "Lou waxed her old board at noon." in second
+    assert "Tidewave" not in second and LABEL not in second
+    GenerationOption.objects.filter(pk=option.pk).update(draft="")
+    copy = _export(library.story, "md", reader=library.rita).decode()
+    assert exports.WITHHELD_NOTICE in copy and "Lou waxed her Tidewave board" not in copy
+    authors = _export(library.story, "md").decode()
+    assert "Lou waxed her Tidewave board at noon." in authors and LABEL in authors
+
+
 def test_a_reader_gets_the_notice_for_a_chapter_withheld_for_review(library, monkeypatch):
     """A chapter the page withholds from readers (edited to name a brand without approval) is the same
     notice in a reader's copy; its author still exports the text."""
