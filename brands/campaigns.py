@@ -130,7 +130,10 @@ def placement_charge(*, option: GenerationOption) -> CampaignSpend | None:
 
 
 def approval_cap_check(*, option: GenerationOption) -> None:
-    """Raise ApplicationError when approving `option` would pass its campaign's cap per story.
+    """Raise ApplicationError when approving `option` would pass its campaign's cap per story, or, for a
+    reader's chapter, the cap per reader a day counted as what the reader actually gets: their approved
+    placements of the brand approved today (plans already keep to the cap, but two requests of one reader
+    planned at the same moment could both pass there; this locked check is the hard one).
 
     Called by `option_approve` after the option is saved as approved, in the same transaction: the campaign
     row is locked first, so two approvals in one story at once queue up here and the second one counts the
@@ -140,15 +143,31 @@ def approval_cap_check(*, option: GenerationOption) -> None:
     campaign = (
         Campaign.objects.select_for_update(of=("self",)).select_related("brand").filter(pk=option.campaign_id).first()
     )
-    if campaign is None or campaign.cap_per_story is None:
+    if campaign is None or (campaign.cap_per_story is None and campaign.cap_per_reader_per_day is None):
         return
-    story_id = GenerationRequest.objects.filter(pk=option.request_id).values_list("story_id", flat=True).get()
-    approved = story_approved_count(story_id=story_id, brand_id=option.brand_id)
-    if approved > campaign.cap_per_story:  # the count includes this option, saved as approved already
-        raise ApplicationError(
-            f"The campaign {campaign.name!r} allows at most {campaign.cap_per_story} approved placement(s) of "
-            f"{campaign.brand.name} in one story, and this story has {approved - 1} already."
-        )
+    story_id, kind, reader_id = (
+        GenerationRequest.objects.filter(pk=option.request_id).values_list("story_id", "kind", "requested_by_id").get()
+    )
+    if campaign.cap_per_story is not None:
+        approved = story_approved_count(story_id=story_id, brand_id=option.brand_id)
+        if approved > campaign.cap_per_story:  # the count includes this option, saved as approved already
+            raise ApplicationError(
+                f"The campaign {campaign.name!r} allows at most {campaign.cap_per_story} approved placement(s) "
+                f"of {campaign.brand.name} in one story, and this story has {approved - 1} already."
+            )
+    if campaign.cap_per_reader_per_day is not None and kind == GenerationRequest.Kind.READER:
+        got = GenerationOption.objects.filter(
+            brand_id=option.brand_id,
+            request__requested_by_id=reader_id,
+            request__kind=GenerationRequest.Kind.READER,
+            review_status=ReviewStatus.APPROVED,
+            reviewed_at__date=timezone.localdate(),
+        ).count()
+        if got > campaign.cap_per_reader_per_day:  # this option included
+            raise ApplicationError(
+                f"The campaign {campaign.name!r} allows at most {campaign.cap_per_reader_per_day} placement(s) "
+                f"of {campaign.brand.name} a day for one reader, and this reader has {got - 1} today."
+            )
 
 
 # --- Caps: what counts ---------------------------------------------------------------------------------

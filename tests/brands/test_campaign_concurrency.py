@@ -46,13 +46,15 @@ def _in_parallel(work: Callable[[int], object], count: int = PARALLEL) -> list[o
     return results
 
 
-def _options(story, brand, campaign, count: int, *, status=ReviewStatus.PENDING) -> list[GenerationOption]:  # noqa: ANN001
-    """`count` branded options of `brand`, each in its own request of `story` (one approval per request)."""
+def _options(story, brand, campaign, count: int, *, status=ReviewStatus.PENDING, reader=None) -> list[GenerationOption]:  # noqa: ANN001, E501
+    """`count` branded options of `brand`, each in its own request of `story` (one approval per request): the
+    author's requests, or `reader`'s personalised chapters."""
     asset = brand.assets.first()
     options = []
+    kind = GenerationRequest.Kind.AUTHOR if reader is None else GenerationRequest.Kind.READER
     for i in range(count):
         request = GenerationRequest.objects.create(
-            story=story, requested_by=story.owner, kind=GenerationRequest.Kind.AUTHOR, engine="vllm",
+            story=story, requested_by=reader or story.owner, kind=kind, engine="vllm",
             max_new_tokens=24, next_number=2, n=1, status=GenerationRequest.Status.SUCCEEDED, use_brands=True,
         )
         options.append(GenerationOption.objects.create(
@@ -137,3 +139,17 @@ def test_fifty_approvals_in_one_story_at_once_never_pass_the_cap_per_story(surf,
     assert GenerationOption.objects.filter(request__story=story, review_status="approved").count() == 2
     # The refused ones still wait for review: nothing of their approval was kept.
     assert GenerationOption.objects.filter(request__story=story, review_status="pending").count() == PARALLEL - 2
+
+
+def test_fifty_approvals_for_one_reader_at_once_never_pass_the_cap_per_reader_a_day(surf, users):
+    """Fifty of one reader's personalised chapters approved at once: the reader gets at most the cap."""
+    campaign = live_campaign(surf, cap_per_reader_per_day=3)
+    story = story_with_chapters(owner=users["alice"], chapters=1)
+    options = _options(story, surf, campaign, PARALLEL, reader=users["rita"])
+    mia = users["mia"]
+    results = _in_parallel(lambda i: services.option_approve(option=options[i], reviewer=mia))
+    approved = [r for r in results if isinstance(r, GenerationOption)]
+    refused = [r for r in results if isinstance(r, ApplicationError)]
+    assert len(approved) == 3 and len(refused) == PARALLEL - 3, results
+    assert all("a day for one reader" in r.message for r in refused)
+    assert GenerationOption.objects.filter(request__requested_by=users["rita"], review_status="approved").count() == 3

@@ -92,7 +92,7 @@ def test_competing_brands_never_share_a_requests_plans(brands, story):
     everyone = set(_plan_brands(story))
     assert {surf.pk, boba.pk} <= everyone or {surf.pk, bank.pk} <= everyone
     for brand in (surf, bank, boba):
-        BrandSuitability.objects.create(brand=brand, category="IAB18")
+        BrandSuitability.objects.update_or_create(brand=brand, defaults={"category": "IAB18"})
     plans = matching.option_plans_for_request(story=story, preference="", n=3, with_brief=False).plans
     assert len({p.brand_id for p in plans if p.brand_id}) == 1, "one brand of the category, the nearest"
     # Another category: both again.
@@ -106,9 +106,9 @@ def test_competing_brands_never_share_a_requests_plans(brands, story):
 
 def test_an_option_naming_two_competing_brands_is_held_and_says_why(brands, story):
     surf, boba, bank = brands[SURF], brands[BOBA], brands[BANK]
-    BrandSuitability.objects.create(brand=surf, category="IAB18")
-    BrandSuitability.objects.create(brand=boba, category="IAB18")
-    BrandSuitability.objects.create(brand=bank, category="IAB13")
+    BrandSuitability.objects.update_or_create(brand=surf, defaults={"category": "IAB18"})
+    BrandSuitability.objects.update_or_create(brand=boba, defaults={"category": "IAB18"})
+    BrandSuitability.objects.update_or_create(brand=bank, defaults={"category": "IAB13"})
     request = GenerationRequest.objects.create(
         story=story, requested_by=story.owner, kind=GenerationRequest.Kind.AUTHOR, engine="vllm",
         max_new_tokens=24, next_number=2, n=1, use_brands=True,

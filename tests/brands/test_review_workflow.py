@@ -265,7 +265,7 @@ def test_placements_past_the_sla_are_flagged_and_counted_oldest_first(surf, stor
     assert [(r.pk, r.overdue) for r in page] == [(old.pk, True), (recent.pk, False)]
     html = client_for("mia").get(reverse("brands:review_queue")).content.decode()
     assert "1 past the review SLA" in html and html.count("past SLA") == 1
-    BrandSuitability.objects.create(brand=surf, review_sla_days=1)
+    BrandSuitability.objects.update_or_create(brand=surf, defaults={"review_sla_days": 1})
     assert selectors.review_queue_overdue_count(user=users["mia"]) == 2
     assert all(r.overdue for r in selectors.review_queue_page(user=users["mia"], number=1, per_page=25))
     assert selectors.review_queue_overdue_count(user=UserFactory(username="max", roles=["brand_manager"])) == 0
