@@ -471,9 +471,15 @@ def passage_apply(*, option: GenerationOption, change: PassageChange, user: Abst
 # --- The author's revision -------------------------------------------------------------------------
 
 
-def option_revise(*, option: GenerationOption, user: AbstractBaseUser, passage: str) -> GenerationOption:
-    """The story's author rewrites the placed passage of an option whose brand asked for changes: the
-    option waits for the brand's review again (the revision kept as a version, its findings refreshed)."""
+def option_revise(
+    *, option: GenerationOption, user: AbstractBaseUser, passage: str | None = None, text: str | None = None
+) -> GenerationOption:
+    """The story's author rewrites the placed passage of an option whose brand asked for changes (`passage`:
+    the new passage; or `text`: the whole new text, as the writer's passage tool gives it, which must differ
+    inside the placed passage only): the option waits for the brand's review again (the revision kept as a
+    version, its findings refreshed)."""
+    if (passage is None) == (text is None):
+        raise ApplicationError("Give the revised passage.")
     with transaction.atomic():
         request = (
             GenerationRequest.objects.select_for_update().select_related("story").get(pk=option.request_id)
@@ -493,7 +499,8 @@ def option_revise(*, option: GenerationOption, user: AbstractBaseUser, passage: 
                 f"{locked.label} is {locked.get_review_status_display().lower()}: only a placement whose brand "
                 "asked for changes can be revised."
             )
-        change = passage_change(option=locked, new_text=text_with_passage(option=locked, passage=passage))
+        new_text = text if text is not None else text_with_passage(option=locked, passage=passage)
+        change = passage_change(option=locked, new_text=new_text)
         passage_apply(option=locked, change=change, user=user)
         locked.review_status = ReviewStatus.PENDING
         locked.reviewed_by = None

@@ -45,6 +45,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from brands.matching import option_acceptance
+from brands.review import option_revise
 from mesu_web.action_limits import ActionLimited, Limit, per_minute_and_hour, spend, wait_words
 from mesu_web.errors import ApplicationError
 from mesu_web.jobs.locks import run_lock
@@ -310,6 +311,10 @@ def option_tools_refusal(option: GenerationOption, user: AbstractBaseUser) -> st
     request = option.request
     if request.story.owner_id != user.pk:
         return "Only the story's author can change its options."
+    if option.review_status == ReviewStatus.CHANGES and option.brand_id is not None:
+        # The brand asked for changes (brands.review): the writer may revise the placed passage, whoever's
+        # chapter it is; accepting it sends the option back to the brand's review.
+        return ""
     if request.kind != GenerationRequest.Kind.AUTHOR:
         return "A reader's personalised chapter stays as the writer wrote it for them; passage tools are not for it."
     if request.status != GenerationRequest.Status.SUCCEEDED:
@@ -709,6 +714,13 @@ def passage_edit_accept(*, edit: PassageEdit, user: AbstractBaseUser) -> Accepte
             refusal = option_tools_refusal(option, user)
             if refusal:
                 raise ApplicationError(refusal)
+        if option is not None and option.review_status == ReviewStatus.CHANGES:
+            # A placement its brand asked to change: the revision must stay inside the placed passage and
+            # name that brand alone; the option then waits for the brand's review again.
+            revised = option_revise(option=option, user=user, text=after)
+            version = revised.versions.order_by("-number").first()
+            outcome = Accepted(version=version.number if version else 1, option=revised)
+        elif option is not None:
             acceptance = option_acceptance(option=option, text=after)
             if acceptance.verdict != "plain":  # the writer named a brand: a plain option stays plain
                 raise ApplicationError(

@@ -269,3 +269,39 @@ def test_placements_past_the_sla_are_flagged_and_counted_oldest_first(surf, stor
     assert selectors.review_queue_overdue_count(user=users["mia"]) == 2
     assert all(r.overdue for r in selectors.review_queue_page(user=users["mia"], number=1, per_page=25))
     assert selectors.review_queue_overdue_count(user=UserFactory(username="max", roles=["brand_manager"])) == 0
+
+
+def test_the_writer_revises_the_placed_passage_with_the_brands_comment(surf, story, users, client_for):
+    """Issue 17: "the author or the writer revises the passage". The author's "Ask the writer to revise it"
+    is the passage tool on the placed passage, with the brand's comment as its instruction; accepting the
+    writer's change sends the option back to the brand's review (the run itself is tests/writer/test_passages'
+    business: here the writer's answer is put on the finished row)."""
+    from writer.models import PassageEdit
+
+    option = make_option(story, surf)
+    services.option_changes_request(option=option, reviewer=users["mia"], comment="Name it once, softly.")
+    alice = client_for("alice")
+    form = alice.get(reverse("brands:option_revise", args=[option.pk]), HTTP_HX_REQUEST="true").content.decode()
+    assert "Ask the writer to revise it" in form and 'name="instruction" value="Name it once, softly."' in form
+    response = alice.post(
+        reverse("writer:passage_option", args=[option.pk]),
+        {"tool": "rewrite", "passage": PASSAGE, "instruction": "Name it once, softly."},
+    )
+    assert response.status_code == 302, response.content[:500]
+    edit = PassageEdit.objects.get(option=option)
+    assert (edit.original, edit.instruction) == (PASSAGE, "Name it once, softly.")
+
+    # The writer's passage drops the brand: refused, nothing changes.
+    PassageEdit.objects.filter(pk=edit.pk).update(status="succeeded", result="She waxed her board until it shone.")
+    alice.post(reverse("writer:passage_accept", args=[edit.pk]))
+    option.refresh_from_db()
+    assert option.text == TEXT and option.review_status == ReviewStatus.CHANGES
+
+    revised = "She waxed the Tidewave once, softly."
+    PassageEdit.objects.filter(pk=edit.pk).update(result=revised)
+    alice.post(reverse("writer:passage_accept", args=[edit.pk]))
+    option.refresh_from_db()
+    assert option.text == BEFORE + revised + AFTER
+    assert option.review_status == ReviewStatus.PENDING
+    assert OptionVersion.objects.filter(option=option).count() == 2
+    assert selectors.review_queue_for_manager(user=users["mia"]).filter(pk=option.pk).exists()
