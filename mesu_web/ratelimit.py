@@ -1,5 +1,8 @@
 """Login rate limiting: after LOGIN_RATE_LIMIT_ATTEMPTS failed logins for one username from one client
-address within LOGIN_RATE_LIMIT_WINDOW seconds, the login page answers 429 until the window passes.
+address within LOGIN_RATE_LIMIT_WINDOW seconds, the login page answers 429 until the window passes; and
+after LOGIN_RATE_LIMIT_ADDRESS_ATTEMPTS failed logins from one address for any usernames (password
+spraying: one password tried on many accounts), that address is refused for every username until its window
+passes. A successful login clears its username's counter, never the address's.
 
 The counters live in Django's cache (Redis in production, shared by every web process). The window is
 fixed from the first failure: Redis INCR keeps the key's expiry, so more failures do not extend it. A
@@ -47,23 +50,36 @@ def _key(username: str, ip: str) -> str:
     return f"{KEY_PREFIX}:{digest}"
 
 
+def _address_key(ip: str) -> str:
+    return f"{KEY_PREFIX}:address:{hashlib.sha256(ip.encode()).hexdigest()}"
+
+
 def _expiry_key(key: str) -> str:
     return f"{key}:until"
 
 
 def login_blocked_for(*, username: str, ip: str) -> int:
-    """Seconds until `username` may try again from `ip` (0: not blocked)."""
-    key = _key(username, ip)
-    values = cache.get_many([key, _expiry_key(key)])
-    if int(values.get(key) or 0) < settings.LOGIN_RATE_LIMIT_ATTEMPTS:
-        return 0
-    until = float(values.get(_expiry_key(key)) or 0)
-    return max(1, math.ceil(until - time.time()))
+    """Seconds until `username` may try again from `ip` (0: not blocked): the longer wait of the
+    username's counter at that address and the address's own."""
+    pairs = ((_key(username, ip), settings.LOGIN_RATE_LIMIT_ATTEMPTS),
+             (_address_key(ip), settings.LOGIN_RATE_LIMIT_ADDRESS_ATTEMPTS))
+    values = cache.get_many([k for key, _ in pairs for k in (key, _expiry_key(key))])
+    wait = 0
+    for key, limit in pairs:
+        if int(values.get(key) or 0) >= limit:
+            until = float(values.get(_expiry_key(key)) or 0)
+            wait = max(wait, max(1, math.ceil(until - time.time())))
+    return wait
 
 
 def login_failure_record(*, username: str, ip: str) -> int:
-    """Count one failed login; returns the failures in the current window."""
-    key = _key(username, ip)
+    """Count one failed login, for the username at `ip` and for `ip` itself; returns the username's failures
+    in the current window."""
+    _count(_address_key(ip))
+    return _count(_key(username, ip))
+
+
+def _count(key: str) -> int:
     window = settings.LOGIN_RATE_LIMIT_WINDOW
     if cache.add(key, 1, timeout=window):
         cache.set(_expiry_key(key), time.time() + window, timeout=window)
@@ -87,7 +103,7 @@ def _minutes(seconds: int) -> str:
 
 
 def blocked_message(wait: int) -> str:
-    return f"Too many failed logins for this account from your address. Try again in {_minutes(wait)}."
+    return f"Too many failed logins from your address. Try again in {_minutes(wait)}."
 
 
 def _unless_cache_down(fn: Callable[[], T], default: T) -> T:

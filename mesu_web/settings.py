@@ -129,6 +129,10 @@ WHITENOISE_AUTOREFRESH = DEBUG
 # long novel in plain text). Pasted text is bounded by the form field and by Django's body limit.
 MESU_UPLOAD_MAX_BYTES = env_int("MESU_UPLOAD_MAX_BYTES", 5 * 1024 * 1024, minimum=1024)
 MESU_CHAPTER_MAX_CHARS = env_int("MESU_CHAPTER_MAX_CHARS", 400_000, minimum=1000)
+# Chapters: a story holds at most this many (adding one more is refused with a message), and a book import
+# at most MESU_MAX_CHAPTERS_PER_IMPORT (a file of thousands of headings is refused whole, nothing written).
+MESU_MAX_CHAPTERS_PER_STORY = env_int("MESU_MAX_CHAPTERS_PER_STORY", 2000, minimum=1)
+MESU_MAX_CHAPTERS_PER_IMPORT = env_int("MESU_MAX_CHAPTERS_PER_IMPORT", 500, minimum=1)
 DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024  # bytes of form fields: a pasted chapter of 400k chars fits
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
@@ -171,6 +175,8 @@ CACHES = {
 # Failed logins per username and client address before the login page answers 429, and the window (s).
 LOGIN_RATE_LIMIT_ATTEMPTS = env_int("LOGIN_RATE_LIMIT_ATTEMPTS", 5, minimum=1)
 LOGIN_RATE_LIMIT_WINDOW = env_int("LOGIN_RATE_LIMIT_WINDOW", 15 * 60, minimum=1)
+# Failed logins from one address for any usernames (password spraying) before it is refused for all of them.
+LOGIN_RATE_LIMIT_ADDRESS_ATTEMPTS = env_int("LOGIN_RATE_LIMIT_ADDRESS_ATTEMPTS", 20, minimum=1)
 # A reader's ratings and "I prefer this one" choices together (writer.preferences): fixed windows.
 PREFERENCE_RATE_LIMIT_PER_MINUTE = env_int("PREFERENCE_RATE_LIMIT_PER_MINUTE", 20, minimum=1)
 PREFERENCE_RATE_LIMIT_PER_HOUR = env_int("PREFERENCE_RATE_LIMIT_PER_HOUR", 200, minimum=1)
