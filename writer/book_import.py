@@ -321,6 +321,18 @@ def split_book(text: str) -> DetectedBook:
     return DetectedBook(front_matter=front_matter, chapters=chapters, notes=notes)
 
 
+def check_chapter_count(book: DetectedBook, *, max_chapters: int) -> None:
+    """ApplicationError when the book splits into more than `max_chapters` chapters (a file of thousands
+    of headings would be as many rows): the caller refuses the book whole, before writing anything."""
+    count = len(book.chapters)
+    if count > max_chapters:
+        raise ApplicationError(
+            f"The book splits into {count:,} chapters; an import takes at most {max_chapters:,}. "
+            "Check its chapter headings, or split it into parts and import each as its own story.",
+            {"max_chapters": max_chapters, "chapters": count},
+        )
+
+
 def _join(lines: list[str], start: int, stop: int, dropped: set[int]) -> str:
     """lines[start:stop] as text, stripped, without the `dropped` lines and the blank lines they leave."""
     out: list[str] = []

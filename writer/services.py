@@ -12,8 +12,9 @@ from typing import TYPE_CHECKING
 from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser, Group
+from django.contrib.postgres.fields import ArrayField
 from django.db import IntegrityError, transaction
-from django.db.models import F
+from django.db.models import BigIntegerField, Case, F, Func, IntegerField, Value, When
 from django.utils import timezone
 
 from brands.matching import (
@@ -30,10 +31,10 @@ from brands.matching import (
 )
 from brands.review import options_after_store
 from mesu_web.errors import ApplicationError, EngineError
-from mesu_web.slugs import unique_slug
+from mesu_web.slugs import private_slug
 from writer import live, roles
 from writer.bible import bible_selector
-from writer.book_import import DetectedBook, split_book
+from writer.book_import import DetectedBook, check_chapter_count, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
 from writer.engines.base import Completion, Sampling, WriterEngine
 from writer.models import (
@@ -95,7 +96,9 @@ def user_signup(*, username: str, password: str, role: str, email: str = "") -> 
 
 
 def _story_slug(title: str) -> str:
-    return unique_slug(title, taken=lambda slug: Story.objects.filter(slug=slug).exists(), fallback="story")
+    """The title's slug and a random suffix, drawn alike whether or not another author's (draft) story has
+    that title: the address a user gets tells nothing of other users' stories (mesu_web.slugs.private_slug)."""
+    return private_slug(title, taken=lambda slug: Story.objects.filter(slug=slug).exists(), fallback="story")
 
 
 def _clean_tags(tags: Sequence[str] | str) -> list[str]:
@@ -173,6 +176,18 @@ def _touch(story: Story) -> None:
     Story.objects.filter(pk=story.pk).update(updated_at=timezone.now())
 
 
+def _check_room_for_chapters(*, have: int, adding: int) -> None:
+    """ApplicationError, before any row is written, when `adding` chapters would take a story that has
+    `have` past MESU_MAX_CHAPTERS_PER_STORY."""
+    limit = settings.MESU_MAX_CHAPTERS_PER_STORY
+    if have + adding > limit:
+        raise ApplicationError(
+            f"A story holds at most {limit:,} chapters and this one has {have:,}: "
+            "start a new story (or a branch) for what comes next.",
+            {"max_chapters": limit, "chapters": have},
+        )
+
+
 @transaction.atomic
 def chapter_add(
     *, story: Story, text: str, title: str = "", source: str = Chapter.Source.PASTED, commercial_note: str = ""
@@ -183,9 +198,11 @@ def chapter_add(
             f"The chapter has {len(text):,} characters; the limit is {settings.MESU_CHAPTER_MAX_CHARS:,}."
         )
     Story.objects.select_for_update().get(pk=story.pk)  # serialise numbering per story
+    # Numbers are 1..N (every write below keeps them so): the last number is the count.
     last = (
         Chapter.objects.filter(story=story).order_by("-number").values_list("number", flat=True).first() or 0
     )
+    _check_room_for_chapters(have=last, adding=1)
     chapter = Chapter.objects.create(
         story=story,
         number=last + 1,
@@ -230,41 +247,58 @@ def chapter_update(
     return chapter
 
 
+# Renumbering is one UPDATE whatever the story's length (a delete, move or reorder of a 2,000-chapter story
+# is as many statements as of a 3-chapter one): the unique (story, number) constraint is deferred to the
+# commit, so the numbers may pass through each other inside the statement.
+
+
 @transaction.atomic
 def chapters_reorder(*, story: Story, chapter_ids: Sequence[int]) -> None:
     """Give the story's chapters the order of `chapter_ids` (every chapter exactly once)."""
     Story.objects.select_for_update().get(pk=story.pk)
+    chapter_ids = list(chapter_ids)
     current = set(Chapter.objects.filter(story=story).values_list("pk", flat=True))
     if len(chapter_ids) != len(current) or set(chapter_ids) != current:
         raise ApplicationError("The new order must list every chapter of the story exactly once.")
-    chapters = {c.pk: c for c in Chapter.objects.filter(story=story)}
-    changed = []
-    for number, pk in enumerate(chapter_ids, start=1):
-        if chapters[pk].number != number:
-            chapters[pk].number = number
-            changed.append(chapters[pk])
-    Chapter.objects.bulk_update(changed, ["number"])  # the unique constraint is checked at commit
+    # A chapter's new number is its 1-based place in the list: array_position(ids, id), in one statement.
+    position = Func(
+        Value(chapter_ids, output_field=ArrayField(BigIntegerField())),
+        F("pk"),
+        function="array_position",
+        output_field=IntegerField(),
+    )
+    Chapter.objects.filter(story=story).exclude(number=position).update(number=position)
     _touch(story)
 
 
+@transaction.atomic
 def chapter_move(*, chapter: Chapter, direction: str) -> None:
+    """Swap the chapter with the one before ("up") or after it ("down"): one UPDATE of the two rows."""
     if direction not in ("up", "down"):
         raise ApplicationError("A chapter moves up or down.")
-    ids = list(Chapter.objects.filter(story=chapter.story).order_by("number").values_list("pk", flat=True))
-    i = ids.index(chapter.pk)
-    j = i - 1 if direction == "up" else i + 1
-    if not 0 <= j < len(ids):
-        raise ApplicationError(f"Chapter {chapter.number} cannot move {direction}.")
-    ids[i], ids[j] = ids[j], ids[i]
-    chapters_reorder(story=chapter.story, chapter_ids=ids)
+    story = Story.objects.select_for_update().get(pk=chapter.story_id)
+    number = Chapter.objects.filter(pk=chapter.pk).values_list("number", flat=True).first()  # not a stale one
+    if number is None:
+        raise ApplicationError("This chapter is no longer in the story.")
+    other = number - 1 if direction == "up" else number + 1
+    swap = Case(When(number=number, then=Value(other)), default=Value(number))
+    # The first chapter up or the last one down has nothing to swap with. The last one's lone row moves:
+    # the error leaves the atomic block, which undoes that.
+    if other < 1 or Chapter.objects.filter(story=story, number__in=(number, other)).update(number=swap) != 2:
+        raise ApplicationError(f"Chapter {number} cannot move {direction}.")
+    _touch(story)
 
 
 @transaction.atomic
 def chapter_delete(*, chapter: Chapter) -> None:
-    story = chapter.story
+    """Delete the chapter; the chapters after it move up by one (one UPDATE)."""
+    story = Story.objects.select_for_update().get(pk=chapter.story_id)
+    number = Chapter.objects.filter(pk=chapter.pk).values_list("number", flat=True).first()  # not a stale one
+    if number is None:  # deleted meanwhile (a second click): nothing to do
+        return
     chapter.delete()
-    remaining = list(Chapter.objects.filter(story=story).order_by("number").values_list("pk", flat=True))
-    chapters_reorder(story=story, chapter_ids=remaining)
+    Chapter.objects.filter(story=story, number__gt=number).update(number=F("number") - 1)
+    _touch(story)
 
 
 @transaction.atomic
@@ -283,6 +317,10 @@ def book_import(
         book = split_book(clean_text(text))
     if not book.chapters:
         raise ApplicationError("No chapter text was found in the book.")
+    # Refused whole, before the story exists: nothing is half-imported.
+    check_chapter_count(
+        book, max_chapters=min(settings.MESU_MAX_CHAPTERS_PER_IMPORT, settings.MESU_MAX_CHAPTERS_PER_STORY)
+    )
     # A text book's front matter, or what an EPUB says it is about.
     front_matter = book.front_matter or book.description
     if not metadata.get("summary") and front_matter:
