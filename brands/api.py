@@ -30,6 +30,7 @@ from ninja.errors import ValidationError
 from brands import partners
 from brands.api_auth import PartnerTokenAuth
 from brands.models import PartnerToken
+from mesu_web import paging
 from mesu_web.ratelimit import client_ip
 from writer.models import MAX_OPTIONS
 
@@ -120,9 +121,11 @@ class StoryPage(Schema):
 
 
 class StoryFilters(Schema):
-    category: str = Field("", max_length=16, description="Only stories of this IAB category.")
+    category: str = Field(  # letters, digits and dashes ("IAB17", "IAB8-5"): a NUL byte was a 500 (issue 18)
+        "", max_length=16, pattern=r"^[A-Za-z0-9-]*$", description="Only stories of this IAB category."
+    )
     max_tier: Literal["low", "medium", "high"] | None = Field(None, description="At most this risk tier.")
-    page: int = Field(1, ge=1)
+    page: int = Field(1, ge=1, description="Past the last page: the last page (the answer's `page` says which).")
 
 
 class RequestIn(Schema):
@@ -191,10 +194,10 @@ def stories(request: HttpRequest, filters: Query[StoryFilters]) -> dict[str, obj
     qs = partners.stories_open_to_placements(category=filters.category, max_tier=filters.max_tier or "")
     qs = qs.annotate(chapter_count=Count("chapters", distinct=True))
     size = settings.PARTNER_API_PAGE_SIZE
-    count = qs.count()
-    start = (filters.page - 1) * size
+    page = paging.page_get(qs, number=filters.page, per_page=size)  # clamped: never an OFFSET past a bigint
+    count = page.paginator.count
     items = []
-    for story in qs[start : start + size]:
+    for story in page.object_list:
         suitability = partners.story_suitability_of(story)
         items.append(
             {
@@ -212,8 +215,8 @@ def stories(request: HttpRequest, filters: Query[StoryFilters]) -> dict[str, obj
     return {
         "items": items,
         "count": count,
-        "page": filters.page,
-        "pages": max(1, math.ceil(count / size)),
+        "page": page.number,
+        "pages": page.paginator.num_pages,
         "page_size": size,
     }
 

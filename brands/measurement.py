@@ -26,7 +26,7 @@ from datetime import date, datetime, timedelta
 from decimal import Decimal
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db import transaction
 from django.db.models import Count, Exists, Max, Min, OuterRef, QuerySet, Subquery, Sum
 from django.db.models.functions import TruncDate
@@ -49,6 +49,7 @@ from brands.models import (
     StorySuitability,
 )
 from brands.suitability import reader_placement_block
+from mesu_web import paging
 from mesu_web.action_limits import ActionLimited, Limit, per_minute_and_hour, spend
 from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story
 
@@ -472,8 +473,8 @@ class RegisterRow:
 
 
 def placement_register_page(*, number: object, per_page: int = 50) -> Page:
-    """One page of the approved placements in published stories, newest approval first (`number` as in
-    `Paginator.get_page`). Names no reader."""
+    """One page of the approved placements in published stories, newest approval first (`number` clamped as
+    `mesu_web.paging` says). Names no reader."""
     qs = (
         GenerationOption.objects.filter(
             review_status=ReviewStatus.APPROVED, brand__isnull=False, request__story__is_published=True
@@ -490,7 +491,7 @@ def placement_register_page(*, number: object, per_page: int = 50) -> Page:
             "last_view",
         )
     )
-    page = Paginator(qs, per_page).get_page(number)
+    page = paging.page_get(qs, number=number, per_page=per_page)
     page.object_list = [RegisterRow(*row) for row in page.object_list]
     return page
 

@@ -11,7 +11,6 @@ from __future__ import annotations
 from django.contrib import messages
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Paginator
 from django.http import HttpRequest, HttpResponse
 from django.shortcuts import redirect, render
 from django.views.decorators.http import require_GET, require_http_methods, require_POST
@@ -20,6 +19,7 @@ from brands import partners
 from brands.models import Partner
 from brands.partner_forms import PartnerForm, TokenForm
 from brands.selectors import user_can_manage_brands
+from mesu_web import paging
 from mesu_web.errors import ApplicationError
 
 AUDIT_PER_PAGE = 50
@@ -144,5 +144,5 @@ def token_revoke(request: HttpRequest, pk: int, token_pk: int) -> HttpResponse:
 @require_GET
 def partner_audit(request: HttpRequest, pk: int) -> HttpResponse:
     partner = _get_partner_for_user(request, pk)
-    page = Paginator(partners.audit_list(partner=partner), AUDIT_PER_PAGE).get_page(request.GET.get("page"))
+    page = paging.page_get(partners.audit_list(partner=partner), number=request.GET.get("page"), per_page=AUDIT_PER_PAGE)
     return render(request, "brands/partner_audit.html", {"partner": partner, "page": page})

@@ -8,11 +8,12 @@ from typing import ClassVar
 
 from django.contrib.auth.models import AbstractBaseUser, AnonymousUser
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db.models import Count, Max, OuterRef, QuerySet, Subquery, Window
 from django.db.models.expressions import RawSQL
 from django.http import Http404
 
+from mesu_web import paging
 from mesu_web.jobs.models import JobRow
 from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus, Story
 
@@ -193,35 +194,21 @@ class RequestRow:
         return GenerationRequest.Kind(self.kind).label
 
 
-def page_number(number: object) -> int:
-    """A page number from a query string, as `Paginator.get_page` reads it: 1 when it is not a number."""
-    try:
-        return max(1, int(str(number)))
-    except (TypeError, ValueError):
-        return 1
-
-
 def request_page_for_story(*, story: Story, user: AnyUser, number: object, per_page: int) -> Page:
     """One page of `request_list_for_story` as `RequestRow`s, and the list's length, in one query (a window
-    count; `number` as in `Paginator.get_page`: past the end, the last page)."""
+    count; `number` clamped as `mesu_web.paging` says: past the end, the last page)."""
     requests = _requests_visible(story=story, user=user).order_by("-created_at", "-pk")
-    paginator = Paginator(requests, per_page)
-    number = page_number(number)
-    rows, total = _request_rows(requests, number, per_page)
-    if not rows and number > 1:  # past the end: count, then the last page
-        paginator.count = requests.count()
-        number = paginator.num_pages
-        rows, total = _request_rows(requests, number, per_page)
-    paginator.count = total  # Paginator's cached count, here from the window: no COUNT query of its own
-    return Page(rows, number, paginator)
+    return paging.page_from_window(
+        number=number, per_page=per_page, rows=lambda start, stop: _request_rows(requests, start, stop),
+        count=requests.count,
+    )
 
 
-def _request_rows(requests: QuerySet, number: int, per_page: int) -> tuple[list[RequestRow], int]:
-    start = (number - 1) * per_page
+def _request_rows(requests: QuerySet, start: int, stop: int) -> tuple[list[RequestRow], int]:
     found = list(
         requests.annotate(total=Window(Count("pk"))).values_list(
             "pk", "next_number", "kind", "status", "created_at", "requested_by_id", "requested_by__username", "total"
-        )[start : start + per_page]
+        )[start:stop]
     )
     return [RequestRow(*row[:-1]) for row in found], (found[0][-1] if found else 0)
 

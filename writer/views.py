@@ -10,7 +10,7 @@ from django.contrib import messages
 from django.contrib.auth import login
 from django.contrib.auth.decorators import login_required
 from django.core.exceptions import PermissionDenied
-from django.core.paginator import Page, Paginator
+from django.core.paginator import Page
 from django.db import transaction
 from django.forms import Form
 from django.http import HttpRequest, HttpResponse
@@ -20,6 +20,7 @@ from django.views.decorators.http import require_GET, require_http_methods, requ
 from django_htmx.http import HttpResponseStopPolling
 
 from brands.measurement import chapter_reading, disclosures_attach
+from mesu_web import paging
 from mesu_web.errors import ApplicationError
 from mesu_web.fragments import Fragment, cached_fragments, numbered_url, this_minute
 from writer import selectors, services
@@ -174,9 +175,10 @@ def story_detail(request: HttpRequest, slug: str) -> HttpResponse:
         export = "copy"
     else:
         export = ""
-    paginator = Paginator(selectors.chapter_titles(story=story), CHAPTERS_PER_PAGE)
-    paginator.count = story.chapter_count  # read with the story: no COUNT query of its own
-    chapters = paginator.get_page(request.GET.get("chapters"))  # its rows are read only on a cache miss
+    chapters = paging.page_get(  # the count read with the story: no COUNT; the rows only on a cache miss
+        selectors.chapter_titles(story=story), number=request.GET.get("chapters"), per_page=CHAPTERS_PER_PAGE,
+        count=story.chapter_count,
+    )
     requests = selectors.request_page_for_story(
         story=story, user=user, number=request.GET.get("requests"), per_page=REQUESTS_PER_PAGE
     )

@@ -16,6 +16,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 
 from brands import services as brand_services
 from brands.placements import find_mentions, mention_spans
+from mesu_web.notifications.services import notification_create
 from tests.factories import UserFactory, story_with_chapters
 from training.models import EvaluationRun, TrainingJob, WriterAdapter
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
@@ -140,6 +141,7 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
         opt_b=option(gen_alice, 2, "Pip fed Penny a coin.", asset_b),
         rita_opt=option(gen_rita, 0, "A sad but gentle chapter."),
         job=job, adapter=adapter, evaluation=evaluation, book="walk-book", max=max_user,
+        notification=notification_create(user_id=alice.pk, message="Walked.", url="/"),  # issue 18
     )
     world.bible = make_bible_world(world)
     world.passages = make_passage_world(world)
@@ -286,6 +288,12 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
         **partner_permission_cases(w),
         **api_session_cases(),
         "notifications:list": [Case("", {}, logged_in(200), WRONG_METHOD)],
+        # Issue 18: a GET of the list marks nothing read; marking read is a POST, of the owner's rows only.
+        "notifications:read_all": [Case("", {}, WRONG_METHOD, logged_in(302))],
+        "notifications:read": [
+            Case("alice's", {"pk": w.notification.pk}, WRONG_METHOD, logged_in(404, alice=302)),
+            Case("missing", {"pk": 10**9}, WRONG_METHOD, logged_in(404)),
+        ],
         # --- brands ----------------------------------------------------------------------------------
         "brands:brand_list": [Case("", {}, logged_in(403, mia=200, max=200, root=200), WRONG_METHOD)],
         "brands:brand_create": [

@@ -33,7 +33,9 @@ MAX_REQUEST_PAGE = 4 + 3  # the request, its options, the reader's view of the s
 # the story; the chapter with its last chapter's number and its sponsor; the disclosure's option and the
 # reader's age (issue 17: the "Why am I seeing this?" panel and the under-18 rule)
 MAX_CHAPTER_PAGE = 4 + 4
-MAX_REVIEW_QUEUE = 4 + 2  # the page's ids with the queue's length (also the header's badge), then its rows
+# the page's ids with the queue's length (also the header's badge), then its rows, and the count of placements
+# waiting past their brand's SLA (issue 17)
+MAX_REVIEW_QUEUE = 4 + 3
 
 
 def _count(client: Client, url: str) -> int:
