@@ -227,6 +227,21 @@ TRAINING_BOOKS_DIR = Path(env_str("TRAINING_BOOKS_DIR", str(VAR_DIR / "books")))
 TRAINING_DATASETS_DIR = Path(env_str("TRAINING_DATASETS_DIR", str(VAR_DIR / "datasets")))
 TRAINING_RUNS_DIR = Path(env_str("TRAINING_RUNS_DIR", str(VAR_DIR / "runs")))
 TRAINING_EXPORTS_DIR = Path(env_str("TRAINING_EXPORTS_DIR", str(VAR_DIR / "exports")))
+# The folders a staff form may name (a dataset, a job's output, an adapter to register): the project's data
+# folders and the shipped adapters; any other path on the machine is refused (issue 18). Comma-separated.
+TRAINING_DATA_ROOTS = [
+    Path(p)
+    for p in env_list(
+        "TRAINING_DATA_ROOTS",
+        [
+            str(VAR_DIR),
+            str(TRAINING_DATASETS_DIR),
+            str(TRAINING_RUNS_DIR),
+            str(WRITER_ADAPTER_DIR),
+            str(BASE_DIR / "training" / "shipped"),
+        ],
+    )
+]
 # A whole book uploaded to the training library (a long novel is 1-3 MB of text; an EPUB with images more).
 TRAINING_BOOK_MAX_BYTES = env_int("TRAINING_BOOK_MAX_BYTES", 64 * 1024 * 1024, minimum=1024)
 WRITER_DEFAULT_ADAPTER = env_str("WRITER_DEFAULT_ADAPTER", "")

@@ -13,7 +13,7 @@ pytest_plugins = ["tests.fixtures_redis", "tests.fixtures_vllm", "tests.fixtures
 
 
 @pytest.fixture(autouse=True)
-def _test_settings(settings, tmp_path):
+def _test_settings(settings, tmp_path, tmp_path_factory):
     settings.STORAGES = {
         "default": {"BACKEND": "django.core.files.storage.FileSystemStorage"},
         "staticfiles": {"BACKEND": "django.contrib.staticfiles.storage.StaticFilesStorage"},
@@ -22,6 +22,8 @@ def _test_settings(settings, tmp_path):
     settings.WRITER_MAX_NEW_TOKENS = 24  # small real generations keep the suite quick on 2 cores
     settings.WRITER_REASONING_TOKENS = 16  # the reasoning phase's budget, as short
     settings.WRITER_RETRY_BACKOFF = 0.05
+    # Staff forms take folders inside the data roots only (training.paths): the tests' own folders are one.
+    settings.TRAINING_DATA_ROOTS = [*settings.TRAINING_DATA_ROOTS, tmp_path_factory.getbasetemp()]
 
 
 @pytest.fixture

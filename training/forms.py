@@ -6,6 +6,14 @@ from django import forms
 
 from mesu_web.errors import ApplicationError
 from training.config import GRPOJobConfig, SFTJobConfig
+from training.paths import data_folder
+
+
+def _data_folder(value: str, what: str) -> str:
+    try:
+        return data_folder(value, what=what)
+    except ApplicationError as exc:
+        raise forms.ValidationError(exc.message) from None
 
 _CONFIG_FIELDS = {f.name: f for f in dataclasses.fields(GRPOJobConfig)}  # defaults and help texts
 _SFT_FIELDS = {f.name: f for f in dataclasses.fields(SFTJobConfig)}
@@ -105,6 +113,12 @@ class TrainingJobForm(forms.Form):
         "sft_max_reasoning_tokens",
     )  # fmt: skip
 
+    def clean_dataset_dir(self) -> str:
+        return _data_folder(self.cleaned_data["dataset_dir"], "dataset folder")
+
+    def clean_out_dir(self) -> str:
+        return _data_folder(self.cleaned_data["out_dir"], "output folder")
+
     def clean_kind(self) -> str:
         return self.cleaned_data.get("kind") or KIND_GRPO
 
@@ -151,8 +165,11 @@ class TrainingJobForm(forms.Form):
 class AdapterRegisterForm(forms.Form):
     name = forms.CharField(max_length=64, help_text="The served name: letters, digits, '.', '_' or '-'.")
     path = forms.CharField(
-        max_length=500, help_text="A LoRA folder on this machine (adapter_config.json ...)."
+        max_length=500, help_text="A LoRA folder in the project's data folders (adapter_config.json ...)."
     )
+
+    def clean_path(self) -> str:
+        return _data_folder(self.cleaned_data["path"], "adapter folder")
 
 
 class EvaluationForm(forms.Form):
@@ -173,6 +190,9 @@ class EvaluationForm(forms.Form):
     def __init__(self, *args, targets: list[tuple[str, str]], **kwargs) -> None:
         super().__init__(*args, **kwargs)
         self.fields["target"].choices = targets
+
+    def clean_dataset_dir(self) -> str:
+        return _data_folder(self.cleaned_data["dataset_dir"], "dataset folder")
 
 
 class BookUploadForm(forms.Form):
