@@ -35,7 +35,8 @@ def test_categories_and_names():
 @pytest.mark.vllm
 @pytest.mark.slow
 def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path, tmp_path: Path):
-    """Through a LoRA the script loads at run time, as the GPU part profiles lora1."""
+    """Through a LoRA the script loads at run time, as the GPU part profiles lora1. The window is 10 s: the
+    torch profiler slows a CPU decode step from ~0.4 s to ~4 s here, so a 4 s window held one step."""
     traces = tmp_path / "traces"
     config = json.dumps(  # no spaces: the server script splits its extra flags on them
         {"profiler": "torch", "torch_profiler_dir": str(traces), "torch_profiler_with_stack": False},
@@ -60,7 +61,7 @@ def test_profile_window_of_a_real_server(model_dir: Path, lora_adapter_dir: Path
         done = subprocess.run(
             [sys.executable, str(ROOT / "bench" / "gpu" / "profile_step.py"), "run", "--url", f"http://127.0.0.1:{PORT}",
              "--model", lora_adapter_dir.name, "--loras", str(lora_adapter_dir.parent), "--trace-dir", str(traces), "--dataset", str(dataset), "--requests", "2",
-             "--new-tokens", "320", "--delay-s", "3", "--window-s", "4", "--layers", str(layers), "--json", str(out)],
+             "--new-tokens", "320", "--delay-s", "3", "--window-s", "10", "--layers", str(layers), "--json", str(out)],
             capture_output=True, text=True, timeout=400,
         )  # fmt: skip
     finally:
