@@ -239,7 +239,13 @@ def test_write_then_place_keeps_the_draft_and_changes_only_the_placed_passage(us
     request = run_generation(surf_story, users["alice"], n=2, max_new_tokens=48)
     assert request.status == GenerationRequest.Status.SUCCEEDED and request.brand_note.startswith("Matched:")
     for option in request.options.select_related("asset"):
-        assert option.draft, "a branded option keeps the chapter as written before the placement"
+        if not option.text.strip():  # SmolLM2 wrote no chapter in its 48 tokens (kept, flagged): nothing to place
+            assert option.draft == "" and option.placed_passage == []
+            continue
+        assert option.draft, (
+            "a branded option keeps the chapter as written before the placement",
+            option.brand_id, option.text[:200], option.raw_output[:300], option.placement_note, option.warning,
+        )
         if option.placed_passage:
             start, end = option.placed_passage
             assert option.text[:start] == option.draft[:start]  # nothing before the passage changed
