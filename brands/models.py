@@ -70,6 +70,19 @@ class Brand(EmbeddedRow):
     managers = models.ManyToManyField(settings.AUTH_USER_MODEL, related_name="managed_brands", blank=True)
     is_active = models.BooleanField(default=True)
 
+    class Approval(models.TextChoices):
+        PENDING = "pending", "Waiting for staff approval"
+        APPROVED = "approved", "Approved"
+        REJECTED = "rejected", "Rejected"
+
+    # A new brand waits for staff (brands/approval.py): until approved it is never matched or placed.
+    approval = models.CharField(max_length=10, choices=Approval.choices, default=Approval.PENDING)
+    approval_note = models.TextField(blank=True, help_text="Staff's reason, shown to the brand's managers.")
+    approval_decided_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    approval_decided_at = models.DateTimeField(null=True, blank=True)
+
     created_at = models.DateTimeField(auto_now_add=True)
     updated_at = models.DateTimeField(auto_now=True)
 

@@ -133,13 +133,20 @@ class GenerationRequest(JobRow):
         "brands.Brand", null=True, blank=True, on_delete=models.SET_NULL, related_name="requested_in"
     )
     model_name = models.CharField(max_length=128, blank=True)
+    # Where the ask came from (mesu_web.ratelimit.client_address), for the per-address quota
+    # (writer/quotas.py); empty for requests made by the partner API or before addresses were kept.
+    client_address = models.GenericIPAddressField(null=True, blank=True)
 
     class Meta(JobRow.Meta):
         ordering = ["-created_at"]
         constraints = [
             models.CheckConstraint(condition=Q(n__gte=1) & Q(n__lte=MAX_OPTIONS), name="request_n_in_range"),
         ]
-        indexes = [models.Index(fields=["status", "created_at"])]
+        indexes = [
+            models.Index(fields=["status", "created_at"]),
+            models.Index(fields=["requested_by", "created_at"], name="request_user_recent"),
+            models.Index(fields=["client_address", "created_at"], name="request_address_recent"),
+        ]
 
     def __str__(self) -> str:
         return f"Request {self.pk} for {self.story} ({self.status})"
@@ -626,3 +633,23 @@ class PassageEdit(JobRow):
 
     def __str__(self) -> str:
         return f"{self.get_tool_display()} {self.pk} ({self.status})"
+
+
+class GenerationQuota(models.Model):
+    """A user's own generation limits, set by staff (writer/quotas.py). A limit left empty falls back to
+    the default of the user's role (settings GENERATION_QUOTA_*)."""
+
+    user = models.OneToOneField(settings.AUTH_USER_MODEL, on_delete=models.CASCADE, related_name="generation_quota")
+    concurrent = models.PositiveSmallIntegerField(
+        null=True, blank=True, help_text="Requests queued or being written at once."
+    )
+    per_hour = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in any 60 minutes.")
+    per_day = models.PositiveIntegerField(null=True, blank=True, help_text="Requests in any 24 hours.")
+    note = models.CharField(max_length=200, blank=True, help_text="Why this user has their own limits.")
+    updated_by = models.ForeignKey(
+        settings.AUTH_USER_MODEL, null=True, blank=True, on_delete=models.SET_NULL, related_name="+"
+    )
+    updated_at = models.DateTimeField(auto_now=True)
+
+    def __str__(self) -> str:
+        return f"Generation quota of {self.user}"

@@ -232,6 +232,9 @@ def test_reader_asks_for_a_personal_chapter_reads_a_sponsored_one_and_turns_spon
         timeout=GENERATION_TIMEOUT_MS
     )
     assert _page_kept(page), "the chapter should arrive by htmx polling, without a page load"
+    # A poll's answer inserts no refresh (a <noscript> parsed by htmx would: it reloaded the page in CI).
+    page.wait_for_timeout(3_500)
+    assert _page_kept(page), "the finished page should stay, not reload itself"
     mine = GenerationRequest.objects.exclude(pk=sponsored.request_id).get(requested_by=remy)
     assert mine.status == GenerationRequest.Status.SUCCEEDED and mine.kind == GenerationRequest.Kind.READER
     assert mine.use_brands  # opted-in story, sponsorship on: the writer was given a brand brief
