@@ -75,13 +75,13 @@ def build_data(args: argparse.Namespace) -> tuple[str, list[int], int]:
     from brands import partners
     from brands import services as brand_services
     from brands.models import PartnerToken, RiskTier, StoryBrandSettings, StorySuitability
-    from tests.factories import UserFactory
+    from tests.factories import UserFactory, approved_brand
     from writer.models import GenerationOption, GenerationRequest, ReviewStatus, Story
 
     author = UserFactory(username="api-author", roles=["author"])
     contact = UserFactory(username="api-contact", roles=["reader"])
     manager = UserFactory(username="api-manager", roles=["brand_manager"])
-    brand = brand_services.brand_create(name="Loadwave", managers=[manager], description="Surfboards.")
+    brand = approved_brand(name="Loadwave", managers=[manager], description="Surfboards.")
     brand_services.asset_create(brand=brand, kind="product", name="Board", terms="Loadwave")
     stories = Story.objects.bulk_create(
         Story(

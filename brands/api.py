@@ -6,7 +6,7 @@ Mounted by mesu_web/urls.py as `include("brands.api")` (this module's `urlpatter
 route is audited, refused ones too (`_audited`). Errors are `{"detail": "..."}` with their status: 401 no
 or bad token, 403 a missing scope, 404 what the partner may not reach (another partner's request is 404,
 never 403), 409 a story that may not carry the brand (with the reason), 422 a malformed body or query
-(with `errors`), 429 over the token's rate (with Retry-After). The views stay thin: brands/partners.py.
+(with `errors`), 429 over the token's rate or the contact's generation quota (with Retry-After). The views stay thin: brands/partners.py.
 """
 
 from __future__ import annotations

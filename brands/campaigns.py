@@ -22,6 +22,7 @@ from django.db.models import Sum
 from django.http import Http404
 from django.utils import timezone
 
+from brands.approval import approved_q, is_approved
 from brands.models import Brand, BrandAsset, Campaign, CampaignSpend, PlacementView
 from mesu_web.errors import ApplicationError
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
@@ -81,7 +82,9 @@ def _charge(
     if option.campaign_id is None:
         return None
     with transaction.atomic():
-        campaign = Campaign.objects.select_for_update().get(pk=option.campaign_id)
+        campaign = Campaign.objects.select_for_update(of=("self",)).select_related("brand").get(pk=option.campaign_id)
+        if not is_approved(campaign.brand):  # brands.approval: a brand staff have not approved pays nothing
+            return None
         amount = amount_of(campaign)
         if amount is None:
             return None
@@ -204,11 +207,13 @@ def story_approved_count(*, story_id: int, brand_id: int) -> int:
 
 
 def live_campaigns(*, day: date | None = None) -> list[tuple[Campaign, Decimal]]:
-    """Every live campaign (active, inside its flight) of an active brand with budget left today, with what
-    it may still spend today; most budget left first, then the oldest."""
+    """Every live campaign (active, inside its flight) of an active brand that staff approved, with budget
+    left today, with what it may still spend today; most budget left first, then the oldest. Matching offers
+    nothing else (`offerable_assets`): this is where a pending or rejected brand is left out."""
     day = day or timezone.localdate()
     found = Campaign.objects.filter(
-        status=Campaign.Status.ACTIVE, starts_on__lte=day, ends_on__gte=day, brand__is_active=True
+        approved_q("brand__"), status=Campaign.Status.ACTIVE, starts_on__lte=day, ends_on__gte=day,
+        brand__is_active=True,
     ).select_related("brand")
     with_budget = [(c, budget_left(campaign=c, day=day)) for c in found]
     with_budget = [(c, left) for c, left in with_budget if left > 0]
@@ -315,6 +320,7 @@ def pacing_state(*, campaign: Campaign, day: date | None = None) -> tuple[str, D
 
 def campaign_rows(*, brand: Brand) -> list[CampaignRow]:
     today = timezone.localdate()
+    approved = is_approved(brand)  # a campaign of a brand staff have not approved is never live
     rows = []
     for campaign in campaign_list(brand=brand):
         state, expected = pacing_state(campaign=campaign, day=today)
@@ -326,7 +332,7 @@ def campaign_rows(*, brand: Brand) -> list[CampaignRow]:
                 today_limit=daily_limit(campaign=campaign, day=today) if is_live(campaign=campaign) else None,
                 expected=expected,
                 pacing_state=state,
-                live=is_live(campaign=campaign, day=today),
+                live=approved and is_live(campaign=campaign, day=today),
                 assets=list(campaign.assets.all()),
                 next_statuses=[(s.value, s.label) for s in TRANSITIONS[Campaign.Status(campaign.status)]],
             )

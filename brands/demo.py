@@ -1,4 +1,5 @@
-"""Demo brands with assets, banned themes and a live campaign each. Safe to run again and again."""
+"""Demo brands with assets, banned themes and a live campaign each, approved (issue 18: a new brand waits
+for staff). Safe to run again and again."""
 
 from __future__ import annotations
 
@@ -6,11 +7,12 @@ from collections.abc import Iterable
 from datetime import timedelta
 from decimal import Decimal
 
+from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
 from django.utils import timezone
 
-from brands import campaigns, services
+from brands import approval, campaigns, services
 from brands.models import Brand, BrandSuitability, Campaign, RiskTier
 from writer.models import Story
 
@@ -115,11 +117,21 @@ def demo_campaign(brand: Brand, manager: AbstractBaseUser) -> Campaign:
 DEMO_CATEGORIES = {"Tidewave Surf Co.": "IAB17", "Northstar Bank": "IAB13", "Bobalicious": "IAB8"}
 
 
+DEMO_STAFF_USERNAME = "admin"  # writer.demo's staff user
+
+
+def demo_staff_user() -> AbstractBaseUser | None:
+    """The demo's staff user, who approves the demo brands; None where there is none (tests' databases)."""
+    return get_user_model().objects.filter(username=DEMO_STAFF_USERNAME, is_staff=True, is_active=True).first()
+
+
 @transaction.atomic
 def seed_brands(manager: AbstractBaseUser, *, opt_in_stories: Iterable[Story] = ()) -> list[Brand]:
-    """The demo brands, managed by `manager` (a brand manager), each with a live campaign, and
-    `opt_in_stories` opted in to placements. Existing brands are left as they are (one without any
-    campaign gets the demo campaign)."""
+    """The demo brands, managed by `manager` (a brand manager), each with a live campaign and approved (by the
+    demo's staff user, else by the seed: `approval.brand_approve_for_demo`), and `opt_in_stories` opted in to
+    placements. Existing brands are left as they are (one without any campaign gets the demo campaign; one
+    still pending is approved)."""
+    staff = demo_staff_user()
     brands = []
     for spec in DEMO_BRANDS:
         brand = Brand.objects.filter(name=spec["name"]).first()
@@ -130,6 +142,8 @@ def seed_brands(manager: AbstractBaseUser, *, opt_in_stories: Iterable[Story] = 
                 services.asset_create(brand=brand, **asset)
         elif not brand.managers.filter(pk=manager.pk).exists():
             brand.managers.add(manager)
+        if brand.approval == Brand.Approval.PENDING:  # a rejection by a person stands
+            approval.brand_approve_for_demo(brand=brand, staff_user=staff)
         if not Campaign.objects.filter(brand=brand).exists():
             demo_campaign(brand, manager)
         # What each demo brand accepts (issue 17): its own IAB category, and stories up to medium risk.

@@ -27,6 +27,7 @@ from django.db.models import Count, Max, QuerySet
 from django.urls import reverse
 from pgvector.django import CosineDistance
 
+from brands.approval import APPROVED
 from brands.brief import PLACEMENT_HINTS, BriefAsset, BriefBrand, placement_terms, render_brand_brief
 from brands.campaigns import offerable_assets, reader_cap_room
 from brands.embedder import bertscore_f1, get_embedder
@@ -605,9 +606,9 @@ def brief_parts(*, brand: Brand, asset: BrandAsset | None) -> tuple[BriefBrand, 
 #    looked for in the names of the brand the option was asked to carry.
 # 2. A placement of exactly one brand waits for that brand's review (PENDING): the planned brand, or
 #    another one that this request may carry. One naming several brands, or a brand this chapter may
-#    not carry (no opt-in, reader's switch off, excluded, banned theme, inactive), is HELD: never shown
-#    to a reader, never accepted. An option naming nothing stays NONE (plain) or NOT_SENT (asked to
-#    carry a brand, did not).
+#    not carry (no opt-in, reader's switch off, excluded, banned theme, inactive, not approved by staff:
+#    brands/approval.py), is HELD: never shown to a reader, never accepted. An option naming nothing
+#    stays NONE (plain) or NOT_SENT (asked to carry a brand, did not).
 # 3. Readers never see a brand's brief: the writer's pages show the reasoning of plain options only
 #    (`GenerationOption.shows_reasoning`), and chapter text that repeats the brief goes to review.
 # 4. An approval binds to the exact text approved (`approved_text_hash` on the option, `text_hash` on the
@@ -631,6 +632,8 @@ class BrandCatalogue:
     brand_names: dict[int, str]
     active: frozenset[int]
     terms: dict[int, tuple[str, ...]]  # brand id -> every name, for the typo search
+    # Brands staff have not approved (pending or rejected, brands.approval): named, they are held back.
+    unapproved: frozenset[int] = frozenset()
     briefs: dict[int, tuple[str, ...]] = field(default_factory=dict)  # brand id -> what its brief quotes
     asset_briefs: dict[int, str] = field(default_factory=dict)  # asset id -> its description
 
@@ -664,7 +667,7 @@ def brand_catalogue() -> BrandCatalogue:
             return _catalogue[1]
         brands = list(
             Brand.objects.values_list(
-                "pk", "name", "is_active", "description", "tone_of_voice", "target_audience"
+                "pk", "name", "is_active", "description", "tone_of_voice", "target_audience", "approval"
             )
         )
         assets = list(
@@ -684,7 +687,8 @@ def brand_catalogue() -> BrandCatalogue:
             brand_names={pk: name for pk, name, *_ in brands},
             active=frozenset(pk for pk, _, active, *_ in brands if active),
             terms={owner: tuple(t) for owner, t in terms.items()},
-            briefs={pk: (description, tone, audience) for pk, _, _, description, tone, audience in brands},
+            briefs={pk: (description, tone, audience) for pk, _, _, description, tone, audience, _ in brands},
+            unapproved=frozenset(pk for pk, *_, approval in brands if approval != APPROVED),
             asset_briefs={pk: description for pk, _, _, _, description in assets},
         )
         _catalogue = (version, built)
@@ -754,6 +758,8 @@ def _not_placeable(catalogue: BrandCatalogue, brand_id: int, request: Generation
         return "this chapter may not carry (no brand placements for this story or reader)"
     if brand_id not in catalogue.active:
         return "is not active"
+    if brand_id in catalogue.unapproved:
+        return "staff have not approved yet"
     blocked = brands_blocked_for_story(story=request.story, preference=request.preference).get(brand_id)
     return f"may not appear in this story ({', '.join(blocked)})" if blocked else ""
 
@@ -805,7 +811,7 @@ def option_placement(
         )
     [owner] = named
     mentions, reasoning_mentions = _spans(text_hits), _spans(reasoning_hits)
-    if owner == planned:
+    if owner == planned and owner not in catalogue.unapproved:
         return OptionPlacement(
             planned, plan.asset_id, ReviewStatus.PENDING, mentions, reasoning_mentions, placement_found=True
         )

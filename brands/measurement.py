@@ -35,6 +35,7 @@ from django.urls import reverse
 from django.utils import timezone
 
 from brands import iab
+from brands.approval import approved_q
 from brands.campaigns import impression_charge
 from brands.matching import chapter_placement_check
 from brands.models import (
@@ -473,11 +474,14 @@ class RegisterRow:
 
 
 def placement_register_page(*, number: object, per_page: int = 50) -> Page:
-    """One page of the approved placements in published stories, newest approval first (`number` clamped as
-    `mesu_web.paging` says). Names no reader."""
+    """One page of the approved placements in published stories of brands staff approved (brands.approval),
+    newest approval first (`number` clamped as `mesu_web.paging` says). Names no reader."""
     qs = (
         GenerationOption.objects.filter(
-            review_status=ReviewStatus.APPROVED, brand__isnull=False, request__story__is_published=True
+            approved_q("brand__"),
+            review_status=ReviewStatus.APPROVED,
+            brand__isnull=False,
+            request__story__is_published=True,
         )
         .annotate(first_view=Min("views__created_at"), last_view=Max("views__created_at"))
         .order_by("-reviewed_at", "-pk")

@@ -10,6 +10,7 @@ A partner's request for a branded next chapter is a *reader* request made by the
 author's exclusions, the brand's suitability and the contact's own reader settings (age, sponsored
 chapters switch) all rule, as they do for any reader. A partner without a contact cannot ask (409): staff
 set the contact, a user of the partner's own, when they create it.
+A brand staff have not approved (brands.approval) is never requested (409).
 
 Every call is audited (`api_audit_record`), refused ones too, and each token is rate limited per minute
 in Redis (`mesu_web.action_limits`).
@@ -32,6 +33,7 @@ from django.db.models import Count, Q, QuerySet
 from django.http import Http404
 from django.utils import timezone
 
+from brands.approval import not_placeable_reason
 from brands.campaigns import budget_left
 from brands.matching import brand_use_for_request, brands_blocked_for_story
 from brands.models import (
@@ -344,6 +346,9 @@ def partner_request_create(
         raise ApiNotFound(f"{partner.name} has no brand {brand_slug!r}.")
     if not brand.is_active:
         raise ApiConflict(f"The brand {brand.name} is inactive.")
+    not_placeable = not_placeable_reason(brand)  # brands.approval: never a request for a brand not approved
+    if not_placeable:
+        raise ApiConflict(not_placeable)
     if partner.contact is None or not partner.contact.is_active:
         raise ApiConflict(f"{partner.name} has no active contact user to ask as: staff must set one.")
     places, note = brand_use_for_request(story=story, reader=partner.contact, use_brands=True)
@@ -363,6 +368,10 @@ def partner_request_create(
             partner=partner,
             requested_brand=brand,
         )
+    except action_limits.ActionLimited as exc:
+        # Over the contact's generation quota (writer/quotas.py: the partner's requests count against its
+        # contact user like any reader's): 429 with Retry-After.
+        raise ApiRateLimited(exc.message, retry_after=exc.retry_after) from exc
     except ApplicationError as exc:
         raise PartnerApiError(exc.message) from exc
 

@@ -10,6 +10,7 @@ from django.contrib.auth.models import AbstractBaseUser
 from django.db import IntegrityError, transaction
 from django.utils import timezone
 
+from brands.approval import brand_resubmit, not_placeable_reason
 from brands.campaigns import approval_cap_check, placement_charge
 from brands.embedder import get_embedder
 from brands.models import (
@@ -108,7 +109,7 @@ def _clean_name(name: str, *, what: str) -> str:
 
 
 # Fixed paths under /brands/ that a brand's slug must not shadow.
-RESERVED_SLUGS = frozenset({"new", "review", "sponsorship", "story"})
+RESERVED_SLUGS = frozenset({"new", "review", "sponsorship", "story", "approvals"})
 
 
 def _brand_slug(name: str) -> str:
@@ -207,6 +208,7 @@ def brand_update(*, brand: Brand, **fields: object) -> Brand:
             brand.save(update_fields=[*cleaned, "updated_at"])
             if brand.embedding_text() != before or brand.embedding is None:
                 brand_embedding_enqueue(brand=brand)
+            brand_resubmit(brand=brand)  # a rejected brand, edited: staff look at it again
     except IntegrityError:
         raise ApplicationError(f"There is already a brand called {brand.name!r}.") from None
     return brand
@@ -252,6 +254,7 @@ def asset_create(
         with transaction.atomic():
             asset = BrandAsset.objects.create(brand=brand, **fields)
             asset_embedding_enqueue(asset=asset)
+            brand_resubmit(brand=brand)
     except IntegrityError:
         raise ApplicationError(f"{brand.name} already has an asset called {fields['name']!r}.") from None
     return asset
@@ -267,13 +270,17 @@ def asset_update(*, asset: BrandAsset, **fields: object) -> BrandAsset:
             asset.save(update_fields=[*cleaned, "updated_at"])  # never an older vector over the task's
             if asset.embedding_text() != before or asset.embedding is None:
                 asset_embedding_enqueue(asset=asset)
+            brand_resubmit(brand=asset.brand)
     except IntegrityError:
         raise ApplicationError(f"{asset.brand.name} already has an asset called {asset.name!r}.") from None
     return asset
 
 
+@transaction.atomic
 def asset_delete(*, asset: BrandAsset) -> None:
+    brand = asset.brand
     asset.delete()
+    brand_resubmit(brand=brand)
 
 
 # --- Story and reader settings ---------------------------------------------------------------------
@@ -444,6 +451,9 @@ def option_approve(
         raise ApplicationError("An approval needs a reviewer or an auto-approve rule.")
     option = _lock_pending(option, reviewer, verb="approved")
     request = option.request
+    not_placeable = not_placeable_reason(option.brand)  # brands.approval: a brand staff have not approved
+    if not_placeable:
+        raise ApplicationError(f"{not_placeable} Its placements can be approved once staff approve it.")
     if GenerationOption.objects.filter(request=request, review_status=ReviewStatus.APPROVED).exists():
         raise ApplicationError("Another option of this request was already approved.")
     if GenerationOption.objects.filter(request=request, accepted_chapter__isnull=False).exclude(pk=option.pk).exists():

@@ -2,7 +2,15 @@ from __future__ import annotations
 
 from django.urls import path
 
-from brands import campaign_urls, measurement_urls, partner_urls, review_urls, suitability_urls, views
+from brands import (
+    approval_views,
+    campaign_urls,
+    measurement_urls,
+    partner_urls,
+    review_urls,
+    suitability_urls,
+    views,
+)
 
 app_name = "brands"
 
@@ -16,6 +24,10 @@ urlpatterns = [
     path("review/<int:pk>/reject/", views.option_reject, name="option_reject"),
     path("story/<slug:slug>/settings/", views.story_settings, name="story_settings"),
     path("sponsorship/", views.sponsorship, name="sponsorship"),
+    # Issue 18: staff approve new brands ("approvals" is a reserved slug, brands.services.RESERVED_SLUGS).
+    path("approvals/", approval_views.brand_approvals, name="brand_approvals"),
+    path("approvals/<int:pk>/approve/", approval_views.brand_approve, name="brand_approve"),
+    path("approvals/<int:pk>/reject/", approval_views.brand_reject, name="brand_reject"),
     # Issue 17: each part's own routes (each module's paths either start with a fixed word or have more
     # segments than "<slug>/", so none is shadowed by a brand's slug).
     *campaign_urls.urlpatterns,

@@ -74,7 +74,9 @@ def brand_create(request: HttpRequest) -> HttpResponse:
             form.add_error(None, exc.message)
         else:
             messages.success(
-                request, f"{brand.name} created. Add its assets: the products, mascots and slogans."
+                request,
+                f"{brand.name} created. Add its assets: the products, mascots and slogans. Staff approve "
+                "every new brand before a chapter carries it.",
             )
             return redirect("brands:brand_detail", slug=brand.slug)
     return render(request, "brands/brand_form.html", {"form": form, "creating": True})
@@ -104,12 +106,14 @@ def brand_edit(request: HttpRequest, slug: str) -> HttpResponse:
     brand = _get_brand_for_user(request, slug)
     form = BrandForm(request.POST or None, initial=BrandForm.initial_for(brand))
     if request.method == "POST" and form.is_valid():
+        was_rejected = brand.approval == Brand.Approval.REJECTED
         try:
             services.brand_update(brand=brand, **form.cleaned_data)
         except ApplicationError as exc:
             form.add_error(None, exc.message)
         else:
-            messages.success(request, f"{brand.name} saved.")
+            resent = " and sent back to staff for approval" if was_rejected else ""
+            messages.success(request, f"{brand.name} saved{resent}.")
             return redirect("brands:brand_detail", slug=brand.slug)
     return render(request, "brands/brand_form.html", {"form": form, "brand": brand, "creating": False})
 

@@ -140,7 +140,7 @@ USE_TZ = True
 
 STATIC_URL = "static/"
 STATICFILES_DIRS = [BASE_DIR / "static"]
-STATIC_ROOT = BASE_DIR / "staticfiles"
+STATIC_ROOT = Path(env_str("DJANGO_STATIC_ROOT", str(BASE_DIR / "staticfiles")))  # collectstatic's target
 # Without collectstatic (a local run), WhiteNoise serves straight from the app and static folders.
 WHITENOISE_USE_FINDERS = DEBUG
 WHITENOISE_AUTOREFRESH = DEBUG
@@ -157,6 +157,7 @@ DATA_UPLOAD_MAX_MEMORY_SIZE = 4 * 1024 * 1024  # bytes of form fields: a pasted 
 
 SECURE_CONTENT_TYPE_NOSNIFF = True
 X_FRAME_OPTIONS = "DENY"
+CSRF_FAILURE_VIEW = "mesu_web.views.csrf_failure"  # the site's 403 page, which the CSP lets show
 SESSION_COOKIE_HTTPONLY = True
 if not DEBUG:
     SESSION_COOKIE_SECURE = env_bool("DJANGO_SECURE_COOKIES", True)
@@ -204,6 +205,22 @@ PREFERENCE_RATE_LIMIT_PER_HOUR = env_int("PREFERENCE_RATE_LIMIT_PER_HOUR", 200, 
 # own, PartnerToken.rate_per_minute) and the stories listed per page.
 PARTNER_API_MAX_RATE_PER_MINUTE = env_int("PARTNER_API_MAX_RATE_PER_MINUTE", 6000, minimum=1)
 PARTNER_API_PAGE_SIZE = env_int("PARTNER_API_PAGE_SIZE", 50, minimum=1)
+# Generation quotas (writer/quotas.py): requests queued or being written at once, and asked in any 60
+# minutes and any 24 hours. A reader (or anyone asking for a chapter of another's story); the story's author
+# on their own story; staff. A user's GenerationQuota row (set by staff) replaces these field by field.
+# One address together (every user behind it; staff are not held by it; partner API requests carry none).
+GENERATION_QUOTA_READER_CONCURRENT = env_int("GENERATION_QUOTA_READER_CONCURRENT", 2, minimum=1)
+GENERATION_QUOTA_READER_PER_HOUR = env_int("GENERATION_QUOTA_READER_PER_HOUR", 12, minimum=1)
+GENERATION_QUOTA_READER_PER_DAY = env_int("GENERATION_QUOTA_READER_PER_DAY", 60, minimum=1)
+GENERATION_QUOTA_AUTHOR_CONCURRENT = env_int("GENERATION_QUOTA_AUTHOR_CONCURRENT", 4, minimum=1)
+GENERATION_QUOTA_AUTHOR_PER_HOUR = env_int("GENERATION_QUOTA_AUTHOR_PER_HOUR", 30, minimum=1)
+GENERATION_QUOTA_AUTHOR_PER_DAY = env_int("GENERATION_QUOTA_AUTHOR_PER_DAY", 200, minimum=1)
+GENERATION_QUOTA_STAFF_CONCURRENT = env_int("GENERATION_QUOTA_STAFF_CONCURRENT", 10, minimum=1)
+GENERATION_QUOTA_STAFF_PER_HOUR = env_int("GENERATION_QUOTA_STAFF_PER_HOUR", 120, minimum=1)
+GENERATION_QUOTA_STAFF_PER_DAY = env_int("GENERATION_QUOTA_STAFF_PER_DAY", 1000, minimum=1)
+GENERATION_QUOTA_ADDRESS_CONCURRENT = env_int("GENERATION_QUOTA_ADDRESS_CONCURRENT", 6, minimum=1)
+GENERATION_QUOTA_ADDRESS_PER_HOUR = env_int("GENERATION_QUOTA_ADDRESS_PER_HOUR", 40, minimum=1)
+GENERATION_QUOTA_ADDRESS_PER_DAY = env_int("GENERATION_QUOTA_ADDRESS_PER_DAY", 300, minimum=1)
 # Reverse proxies in front of the app that append the client's address to X-Forwarded-For (0: none, the
 # client is REMOTE_ADDR). Behind one proxy that is 1; a wrong count lets clients pick their address.
 TRUSTED_PROXY_COUNT = env_int("TRUSTED_PROXY_COUNT", 0, minimum=0)
@@ -221,7 +238,15 @@ CELERY_TASK_DEFAULT_QUEUE = "generation"
 # A generation is one engine call of at most WRITER_TIMEOUT seconds, retried WRITER_MAX_RETRIES times.
 CELERY_TASK_SOFT_TIME_LIMIT = env_int("CELERY_TASK_SOFT_TIME_LIMIT", 20 * 60, minimum=10)
 CELERY_TASK_TIME_LIMIT = CELERY_TASK_SOFT_TIME_LIMIT + 60
-CELERY_BROKER_TRANSPORT_OPTIONS = {"visibility_timeout": CELERY_TASK_TIME_LIMIT + 300}
+CELERY_BROKER_TRANSPORT_OPTIONS = {
+    "visibility_timeout": CELERY_TASK_TIME_LIMIT + 300,
+    # Message priorities on Redis (fair scheduling, writer/quotas.py): one list per queue and step,
+    # "<queue>" for 0 and "<queue>\x06\x163" for 3, ...; a worker pops the lists in step order, so 0 runs
+    # first. kombu's own steps and separator, written out because mesu_web/jobs/broker.py reads the same
+    # lists. The queue order stays round-robin: at one priority a worker of two queues takes turns.
+    "priority_steps": [0, 3, 6, 9],
+    "sep": "\x06\x16",
+}
 CELERY_TASK_ROUTES = {
     "writer.tasks.*": {"queue": "generation"},
     "brands.tasks.*": {"queue": "embeddings"},

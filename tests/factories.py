@@ -92,3 +92,21 @@ def live_campaign(brand, *, assets=None, **fields):  # noqa: ANN001, ANN201
     campaign = Campaign.objects.create(brand=brand, **values)
     campaign.assets.set(brand.assets.all() if assets is None else assets)
     return campaign
+
+
+def staff_user():  # noqa: ANN201
+    """A staff user to decide brands in tests: `root` of the `users` fixture when it exists, else one made."""
+    User = get_user_model()
+    found = User.objects.filter(username="root", is_staff=True).first() or User.objects.filter(is_staff=True).first()
+    return found or UserFactory(username="brand-staff", roles=[], is_staff=True)
+
+
+def approved_brand(**fields):  # noqa: ANN003, ANN201
+    """A brand made by `brands.services.brand_create` (same keywords) and approved by staff (issue 18: a new
+    brand waits for staff and is never matched until then). For a test of the pending state, call
+    `brand_create` itself."""
+    from brands.approval import brand_approve
+    from brands.services import brand_create
+
+    brand = brand_create(**fields)
+    return brand_approve(brand=brand, staff_user=staff_user())

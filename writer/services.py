@@ -32,7 +32,7 @@ from brands.matching import (
 from brands.review import options_after_store
 from mesu_web.errors import ApplicationError, EngineError
 from mesu_web.slugs import private_slug
-from writer import live, roles
+from writer import live, quotas, roles
 from writer.bible import bible_selector
 from writer.book_import import DetectedBook, check_chapter_count, split_book
 from writer.engines import get_engine, resolve_adapter, sampling_from_settings
@@ -363,9 +363,12 @@ def generation_request_create(
     enqueue: bool = True,
     partner: Partner | None = None,
     requested_brand: Brand | None = None,
+    client_address: str | None = None,
 ) -> GenerationRequest:
     """Record a request and queue it. `use_brands`: None follows the story's opt-in and the reader's
-    switch; True asks for placements (still only where both allow them); False never places brands."""
+    switch; True asks for placements (still only where both allow them); False never places brands.
+    `client_address`: where the ask came from (the view's `client_ip`; kept only when it is an IP
+    address), for the per-address quota. Over a quota (writer/quotas.py): QuotaExceeded, nothing made."""
     if kind == GenerationRequest.Kind.AUTHOR:
         if story.owner_id != user.pk:
             raise ApplicationError("Only the story's author can ask for the next chapter of the story.")
@@ -395,11 +398,29 @@ def generation_request_create(
             f"New tokens per option must be between 8 and {settings.WRITER_CONTEXT_TOKENS // 2}."
         )
 
-    from writer.selectors import chapter_count  # local: selectors import nothing from services
-
     reader = user if kind == GenerationRequest.Kind.READER else None
     places_brands, brand_note = brand_use_for_request(story=story, reader=reader, use_brands=use_brands)
-    request = GenerationRequest.objects.create(
+    address = quotas.valid_address(client_address)
+    with transaction.atomic():  # the quota's lock is held until the row is committed
+        quotas.quota_check(user=user, own_story=story.owner_id == user.pk, client_address=address)
+        request = _generation_request_row(
+            story=story, user=user, kind=kind, n=n, preference=preference, engine_name=engine_name,
+            adapter_name=adapter_name, max_new=max_new, places_brands=places_brands, brand_note=brand_note,
+            partner=partner, requested_brand=requested_brand, address=address,
+        )
+        if enqueue:
+            generation_request_enqueue(request=request)
+    return request
+
+
+def _generation_request_row(
+    *, story: Story, user: AbstractBaseUser, kind: str, n: int, preference: str, engine_name: str,
+    adapter_name: str, max_new: int, places_brands: bool, brand_note: str, partner: Partner | None,
+    requested_brand: Brand | None, address: str | None,
+) -> GenerationRequest:
+    from writer.selectors import chapter_count  # local: selectors import nothing from services
+
+    return GenerationRequest.objects.create(
         story=story,
         requested_by=user,
         kind=kind,
@@ -414,17 +435,20 @@ def generation_request_create(
         brand_note=brand_note,
         partner=partner,
         requested_brand=requested_brand,
+        client_address=address,
     )
-    if enqueue:
-        generation_request_enqueue(request=request)
-    return request
 
 
 def generation_request_enqueue(*, request: GenerationRequest) -> None:
+    """Queue the request's run once its row is committed, behind the first requests of users with fewer
+    waiting (`quotas.queue_priority`: fair scheduling)."""
     from writer.tasks import generation_request_run_task
 
     request_id = request.pk
-    transaction.on_commit(lambda: generation_request_run_task.delay(request_id), robust=True)
+    priority = quotas.queue_priority(user_id=request.requested_by_id, exclude_pk=request_id)
+    transaction.on_commit(
+        lambda: generation_request_run_task.apply_async((request_id,), priority=priority), robust=True
+    )
 
 
 def _set_progress(request_id: int, **fields: object) -> None:
@@ -819,10 +843,12 @@ def generation_request_retry(*, request: GenerationRequest, user: AbstractBaseUs
         raise ApplicationError("Only a failed request can be tried again.")
     if user.pk != request.requested_by_id:
         raise ApplicationError("Only who asked for this chapter can try again.")
-    GenerationRequest.objects.filter(pk=request.pk).update(
-        status=GenerationRequest.Status.QUEUED, stage="Waiting for a writer", error="", finished_at=None
-    )
-    generation_request_enqueue(request=request)
+    with transaction.atomic():  # queued again: one more at a time (writer/quotas.py), no new row
+        quotas.concurrent_check(user=user, own_story=request.story.owner_id == user.pk)
+        GenerationRequest.objects.filter(pk=request.pk).update(
+            status=GenerationRequest.Status.QUEUED, stage="Waiting for a writer", error="", finished_at=None
+        )
+        generation_request_enqueue(request=request)
     request.refresh_from_db()
     return request
 

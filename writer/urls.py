@@ -2,7 +2,7 @@ from __future__ import annotations
 
 from django.urls import path
 
-from writer import bible_views, version_views, views
+from writer import bible_views, quota_views, version_views, views
 from writer.export_views import copy_export, story_export
 from writer.live_views import option_swipe_live, request_live
 from writer.passage_views import (
@@ -93,4 +93,10 @@ urlpatterns += [
         name="chapter_version_restore",
     ),
     path("s/<slug:slug>/chapters/<int:number>/branch/", version_views.chapter_branch, name="chapter_branch"),
+]
+
+# Staff: generation quotas, the heaviest users of the last day and their own limits (writer.quotas).
+urlpatterns += [
+    path("staff/quotas/", quota_views.quota_list, name="quota_list"),
+    path("staff/quotas/set/", quota_views.quota_set, name="quota_set"),
 ]

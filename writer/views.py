@@ -23,7 +23,8 @@ from brands.measurement import chapter_reading, disclosures_attach
 from mesu_web import paging
 from mesu_web.errors import ApplicationError
 from mesu_web.fragments import Fragment, cached_fragments, numbered_url, this_minute
-from writer import selectors, services
+from mesu_web.ratelimit import client_ip
+from writer import quotas, selectors, services
 from writer.forms import (
     AcceptOptionForm,
     BookImportForm,
@@ -214,6 +215,9 @@ def story_detail(request: HttpRequest, slug: str) -> HttpResponse:
             "fragments": fragments,
             "generate_fields": _blank_form_html(GenerateForm) if is_owner else "",
             "preference_fields": _blank_form_html(PreferenceForm) if not is_owner else "",
+            # What the viewer may still ask for, beside the button (one query; only where the form shows).
+            "allowance": quotas.allowance_for(user=user, own_story=is_owner)
+            if is_owner or story.is_published else None,
         },
     )
 
@@ -381,7 +385,9 @@ def generate(request: HttpRequest, slug: str) -> HttpResponse:
         messages.error(request, "Choose between 1 and 4 options.")
         return redirect(story)
     try:
-        gen = services.generation_request_create(story=story, user=request.user, n=form.cleaned_data["n"])
+        gen = services.generation_request_create(
+            story=story, user=request.user, n=form.cleaned_data["n"], client_address=client_ip(request)
+        )
     except ApplicationError as exc:
         messages.error(request, exc.message)
         return redirect(story)
@@ -402,6 +408,7 @@ def personalise(request: HttpRequest, slug: str) -> HttpResponse:
             user=request.user,
             kind=GenerationRequest.Kind.READER,
             preference=form.cleaned_data["preference"],
+            client_address=client_ip(request),
         )
     except ApplicationError as exc:
         messages.error(request, exc.message)

@@ -8,7 +8,7 @@ import pytest
 from brands import matching, services
 from brands.models import AgeBracket, ReaderSponsorshipPreference
 from brands.suitability import reader_age_bracket, reader_age_set, reader_placement_block
-from tests.factories import PASSWORD, ChapterFactory, StoryFactory, UserFactory, live_campaign
+from tests.factories import PASSWORD, ChapterFactory, StoryFactory, UserFactory, approved_brand, live_campaign
 from writer import services as writer_services
 from writer.models import GenerationRequest
 
@@ -31,7 +31,7 @@ def surf_story(users):
         text="Mara paddled out past the breakers. The waves rolled in green and cold, and her board was slick "
         "with salt water. Theo whooped from the sand as she stood up for the first time.",
     )  # fmt: skip
-    surf = services.brand_create(
+    surf = approved_brand(
         name="Tidewave", managers=[users["mia"]],
         description="Surfboards, wetsuits and beach gear for cold-water coasts: learning to surf, summers by the sea.",
     )  # fmt: skip

@@ -26,7 +26,7 @@ from brands.models import (
     StoryBrandSettings,
     StorySuitability,
 )
-from tests.factories import UserFactory, live_campaign, story_with_chapters
+from tests.factories import UserFactory, approved_brand, live_campaign, story_with_chapters
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
 
 ALL_SCOPES = list(partners.SCOPES)
@@ -52,9 +52,9 @@ def build_api_world(users: dict) -> SimpleNamespace:
     tier one, a draft; a token per scope for each partner, one with every scope, a revoked one."""
     alice = users["alice"]
     max_user = users.get("max") or UserFactory(username="max", roles=["brand_manager"])
-    brand_a = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand_a = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     asset_a = brand_services.asset_create(brand=brand_a, kind="product", name="Board", terms="Tidewave")
-    brand_b = brand_services.brand_create(name="Ledger Bank", managers=[max_user], description="A bank.")
+    brand_b = approved_brand(name="Ledger Bank", managers=[max_user], description="A bank.")
     asset_b = brand_services.asset_create(brand=brand_b, kind="mascot", name="Penny", terms="Penny")
     shopbot = UserFactory(username="shopbot", roles=["reader"])
     bankbot = UserFactory(username="bankbot", roles=["reader"])

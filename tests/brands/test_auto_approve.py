@@ -12,13 +12,13 @@ from brands import review, services
 from brands.models import AutoApproveRule, PlacementDecision, StorySuitability
 from mesu_web.errors import ApplicationError
 from tests.brands.test_review_workflow import make_option
-from tests.factories import live_campaign, story_with_chapters
+from tests.factories import approved_brand, live_campaign, story_with_chapters
 from writer.models import ReviewStatus
 
 
 @pytest.fixture
 def surf(users):
-    brand = services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     services.asset_create(brand=brand, kind="product", name="Board", terms="Tidewave")
     return brand
 

@@ -14,7 +14,7 @@ from brands import matching, services
 from brands.embedder import EmbedderSettings, OpenAIEmbedder, SentenceTransformerEmbedder, get_embedder
 from brands.models import BrandAsset
 from mesu_web.errors import EngineError
-from tests.factories import StoryFactory
+from tests.factories import StoryFactory, approved_brand
 
 API_KEY = "test-key-123"
 
@@ -193,7 +193,7 @@ def test_settings_reject_bad_combinations(settings):
 
 def test_the_setting_swaps_the_embedder_for_storage_and_matching(server, settings, users):
     mia = users["mia"]
-    surf = services.brand_create(
+    surf = approved_brand(
         name="Tidewave Surf Co.", managers=[mia], description="Surfboards and beach gear."
     )
     services.asset_create(
@@ -203,7 +203,7 @@ def test_the_setting_swaps_the_embedder_for_storage_and_matching(server, setting
         terms=["Tidewave Glide"],
         description="A soft-top longboard for small waves.",
     )
-    bank = services.brand_create(name="Northstar Bank", managers=[mia], description="Savings accounts.")
+    bank = approved_brand(name="Northstar Bank", managers=[mia], description="Savings accounts.")
     services.asset_create(brand=bank, kind="product", name="Starter account", terms=["Northstar Starter"])
     assert services.assets_embed_missing() == 2  # MiniLM in-process
     story = StoryFactory(owner=users["alice"], summary="Two friends learn to surf at a windy beach.")

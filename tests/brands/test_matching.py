@@ -12,7 +12,7 @@ from django.db import connection
 from brands import matching, selectors, services
 from brands.embedder import get_embedder
 from brands.models import BrandAsset, BrandSuitability, RiskTier
-from tests.factories import ChapterFactory, StoryFactory, live_campaign
+from tests.factories import ChapterFactory, StoryFactory, approved_brand, live_campaign
 
 SURF = "Tidewave Surf Co."
 BANK = "Northstar Bank"
@@ -23,7 +23,7 @@ BOBA = "Bobalicious"
 def brands(users):
     """Three brands managed by mia, every asset embedded (the on-commit tasks never run under `db`)."""
     mia = users["mia"]
-    surf = services.brand_create(
+    surf = approved_brand(
         name=SURF,
         managers=[mia],
         description="Surfboards, wetsuits and beach gear for learning to surf on cold-water coasts.",
@@ -44,7 +44,7 @@ def brands(users):
         description="A cheeky sea otter who floats on his back in the surf.",
         terms=["Otis the Otter", "Otis"],
     )
-    bank = services.brand_create(
+    bank = approved_brand(
         name=BANK,
         managers=[mia],
         description="A mobile bank for first salaries: savings pots, budgeting and student accounts.",
@@ -58,7 +58,7 @@ def brands(users):
         description="A free current account with a savings pot and a budgeting app.",
         terms=["Northstar Starter"],
     )
-    boba = services.brand_create(
+    boba = approved_brand(
         name=BOBA,
         managers=[mia],
         description="Bubble tea shops and market stalls: milk teas, fruit teas and chewy tapioca pearls.",
@@ -225,7 +225,7 @@ def test_the_hnsw_index_serves_the_query_and_filters_still_fill_k(brands, users)
     story = seaside_story(users["alice"])
     # 110 surf boards of an excluded brand: more than the 100 candidates (ef_search) of one HNSW scan,
     # and all nearer to the story than every allowed asset but one.
-    crowd = services.brand_create(name="Surf Crowd", managers=[users["mia"]], description="Surf boards.")
+    crowd = approved_brand(name="Surf Crowd", managers=[users["mia"]], description="Surf boards.")
     BrandAsset.objects.bulk_create(
         BrandAsset(
             brand=crowd,

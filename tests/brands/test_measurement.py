@@ -27,7 +27,7 @@ from brands.models import (
     PlacementView,
 )
 from brands.placements import find_mentions, mention_spans
-from tests.factories import ChapterFactory, live_campaign, story_with_chapters
+from tests.factories import ChapterFactory, approved_brand, live_campaign, story_with_chapters
 from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus
 
 DRAFT = "Lou waxed her old board by the harbour. The tide came in slowly."
@@ -64,7 +64,7 @@ def sponsored_world(users: dict, *, slug: str = "sponsored-story") -> SimpleName
     alice, rita = users["alice"], users["rita"]
     story = story_with_chapters(owner=alice, chapters=3, slug=slug, is_published=True, title="Tide Stories")
     brand_services.story_brand_settings_update(story=story, opt_in=True)
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surf wax.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surf wax.")
     asset = brand_services.asset_create(brand=brand, kind="product", name="Wax", terms="Tidewave")
     campaign = live_campaign(brand, name="Summer swell", price=Decimal("5"))
 

@@ -12,7 +12,7 @@ from django.urls import reverse
 from brands import selectors, services
 from brands.models import Brand, BrandAsset, PlacementDecision, StoryBrandSettings
 from brands.placements import find_mentions, mention_spans
-from tests.factories import UserFactory, story_with_chapters
+from tests.factories import UserFactory, approved_brand, story_with_chapters
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
 
 SURF_TEXT = (
@@ -27,7 +27,7 @@ BANK_TEXT = "Pip counted coins into Penny, the pink piggy bank, before the marke
 def world(users):
     """Brand A (surf, mia's) and brand B (bank, max's), each with an asset."""
     max_user = UserFactory(username="max", roles=["brand_manager"])
-    a = services.brand_create(
+    a = approved_brand(
         name="Tidewave Surf Co.",
         managers=[users["mia"]],
         description="Surfboards and beach gear.",
@@ -36,7 +36,7 @@ def world(users):
     a_asset = services.asset_create(
         brand=a, kind="product", name="Tidewave board", terms="Tidewave, Tidewave board"
     )
-    b = services.brand_create(
+    b = approved_brand(
         name="Ledger Bank", managers=[max_user], description="A friendly bank for teens."
     )
     b_asset = services.asset_create(brand=b, kind="mascot", name="Penny", terms=["Penny"])

@@ -7,14 +7,14 @@ import pytest
 from django.urls import reverse
 
 from brands import partners
-from brands import services as brand_services
 from brands.models import Partner, PartnerToken
 from mesu_web.errors import ApplicationError
+from tests.factories import approved_brand
 
 
 @pytest.fixture
 def brand(users):
-    return brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    return approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
 
 
 @pytest.fixture

@@ -13,7 +13,7 @@ from brands import review, selectors, services
 from brands.models import BrandSuitability, PlacementDecision, StorySuitability, text_hash
 from mesu_web.errors import ApplicationError
 from mesu_web.notifications.models import Notification
-from tests.factories import UserFactory, story_with_chapters
+from tests.factories import UserFactory, approved_brand, story_with_chapters
 from writer.models import GenerationOption, GenerationRequest, OptionVersion, ReviewStatus
 
 BEFORE = "Lou walked to the beach at dawn.\n\n"
@@ -24,7 +24,7 @@ TEXT = BEFORE + PASSAGE + AFTER
 
 @pytest.fixture
 def surf(users):
-    brand = services.brand_create(
+    brand = approved_brand(
         name="Tidewave", managers=[users["mia"]], description="Surfboards.", banned_themes="violence"
     )
     services.asset_create(brand=brand, kind="product", name="Board", terms="Tidewave")

@@ -11,12 +11,12 @@ from brands.models import Brand, BrandAsset, StoryBrandSettings, text_hash
 from brands.tasks import asset_embed_task, brand_embed_task
 from mesu_web.celery import app as celery_app
 from mesu_web.errors import ApplicationError
-from tests.factories import StoryFactory, UserFactory
+from tests.factories import StoryFactory, UserFactory, approved_brand
 
 
 @pytest.fixture
 def surf(users) -> Brand:
-    return services.brand_create(
+    return approved_brand(
         name="Tidewave Surf Co.",
         managers=[users["mia"]],
         description="Surfboards and beach gear.",
@@ -64,7 +64,7 @@ def test_a_brand_needs_brand_managers(users):
         services.brand_create(name="Nobody's", managers=[])
     with pytest.raises(ApplicationError, match="Only brand managers can manage a brand; not one: alice"):
         services.brand_create(name="Alice's", managers=[users["alice"]])
-    brand = services.brand_create(name="Root's", managers=[users["root"]])  # an admin may
+    brand = approved_brand(name="Root's", managers=[users["root"]])  # an admin may
     other = UserFactory(username="max", roles=["brand_manager"])
     services.brand_set_managers(brand=brand, managers=[users["mia"], other])
     assert set(brand.managers.values_list("username", flat=True)) == {"mia", "max"}
@@ -118,7 +118,7 @@ def test_asset_update_cleans_terms_and_refuses_a_taken_name(surf):
     with pytest.raises(ApplicationError, match="at least one term"):
         services.asset_update(asset=otis, terms=[])
     # Another brand may use the same asset name.
-    bank = services.brand_create(name="Northstar Bank", managers=list(surf.managers.all()))
+    bank = approved_brand(name="Northstar Bank", managers=list(surf.managers.all()))
     services.asset_create(brand=bank, kind="product", name="Tidewave Glide", terms=["x"])
     services.asset_delete(asset=otis)
     assert not BrandAsset.objects.filter(pk=otis.pk).exists()
@@ -224,7 +224,7 @@ def test_a_reader_can_turn_sponsored_chapters_off(users):
 
 def test_a_manager_sees_only_their_brands(surf, users):
     max_ = UserFactory(username="max", roles=["brand_manager"])
-    bank = services.brand_create(name="Northstar Bank", managers=[max_])
+    bank = approved_brand(name="Northstar Bank", managers=[max_])
     assert list(selectors.brand_list_for_manager(user=users["mia"])) == [surf]
     assert selectors.brand_get_for_manager(slug=surf.slug, user=users["mia"]) == surf
     with pytest.raises(Http404):
@@ -247,7 +247,7 @@ def test_a_real_worker_embeds_a_saved_asset_from_the_embeddings_queue(users, cel
     """The brand is saved and committed; the worker process takes the task from Redis's `embeddings` queue."""
     import time
 
-    brand = services.brand_create(name="Kelp & Co", managers=[users["mia"]], description="Seaweed snacks for beach days.")
+    brand = approved_brand(name="Kelp & Co", managers=[users["mia"]], description="Seaweed snacks for beach days.")
     asset = services.asset_create(brand=brand, kind="product", name="Kelp Crisps", terms=["Kelp Crisps"])
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ from __future__ import annotations
 import pytest
 from django.core.management import call_command
 
-from brands import iab, matching, services
+from brands import iab, matching
 from brands.models import BrandSuitability, RiskTier, StorySuitability
 from brands.suitability import (
     brand_suitability_update,
@@ -18,7 +18,7 @@ from brands.suitability import (
     story_suitability_set,
 )
 from mesu_web.errors import ApplicationError
-from tests.factories import ChapterFactory, StoryFactory
+from tests.factories import ChapterFactory, StoryFactory, approved_brand
 from writer import services as writer_services
 
 pytestmark = pytest.mark.django_db
@@ -55,8 +55,8 @@ def seaside_story(owner):  # noqa: ANN001, ANN201
 @pytest.fixture
 def brand_pair(users):
     """Two brands of mia's: `careful` without a suitability row (low tier, no health), `health` opted in."""
-    careful = services.brand_create(name="Careful Co", managers=[users["mia"]], description="Tea.")
-    health = services.brand_create(name="Vita Plus", managers=[users["mia"]], description="Vitamins.")
+    careful = approved_brand(name="Careful Co", managers=[users["mia"]], description="Tea.")
+    health = approved_brand(name="Vita Plus", managers=[users["mia"]], description="Vitamins.")
     brand_suitability_update(
         brand=health, category="IAB7", accepted_categories=[], max_risk_tier=RiskTier.MEDIUM,
         allow_health=True, allow_politics=False, review_sla_days=3,

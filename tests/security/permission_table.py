@@ -17,7 +17,7 @@ from django.urls import URLPattern, URLResolver, get_resolver, reverse
 from brands import services as brand_services
 from brands.placements import find_mentions, mention_spans
 from mesu_web.notifications.services import notification_create
-from tests.factories import UserFactory, story_with_chapters
+from tests.factories import UserFactory, approved_brand, story_with_chapters
 from training.models import EvaluationRun, TrainingJob, WriterAdapter
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
 
@@ -95,9 +95,9 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
     max_user = UserFactory(username="max", roles=["brand_manager"])
     pub = story_with_chapters(owner=alice, chapters=3, slug="walk-published", is_published=True)
     draft = story_with_chapters(owner=alice, chapters=2, slug="walk-draft", is_published=False)
-    brand_a = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand_a = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     asset_a = brand_services.asset_create(brand=brand_a, kind="product", name="Board", terms="Tidewave")
-    brand_b = brand_services.brand_create(name="Ledger Bank", managers=[max_user], description="A bank.")
+    brand_b = approved_brand(name="Ledger Bank", managers=[max_user], description="A bank.")
     asset_b = brand_services.asset_create(brand=brand_b, kind="mascot", name="Penny", terms="Penny")
 
     def request(user, kind):  # noqa: ANN001, ANN202
@@ -345,6 +345,11 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
         "training:book_list": [Case("", {}, staff_only(200), staff_only(200))],  # POST without a file
         "training:book_delete": [Case("", {"slug": w.book}, staff_only(405), staff_only(302))],
         "training:dataset_build": [Case("", {}, staff_only(405), staff_only(400))],  # POST: form errors
+        # Issue 18: generation quotas (writer/quota_views.py), staff only.
+        "writer:quota_list": [Case("", {}, staff_only(200), staff_only(405))],
+        "writer:quota_set": [
+            Case("", {}, staff_only(405), staff_only(302), {"username": "rita", "per_hour": "5", "note": "walked"})
+        ],
     }
 
 

@@ -30,7 +30,7 @@ from brands import embedder as brand_embedder
 from brands import services as brand_services
 from brands.embedder import EmbedderSettings
 from mesu_web.errors import ApplicationError, EngineError
-from tests.factories import run_generation, story_with_chapters
+from tests.factories import approved_brand, run_generation, story_with_chapters
 from training.teacher import TeacherSettings, get_teacher
 from writer import engines
 from writer import services as writer_services
@@ -246,7 +246,7 @@ def test_no_key_reaches_a_log_a_page_or_an_error(mode, provider, secret_settings
     texts.append(repr(VLLMSettings.from_django()))
 
     # The brand embedder, as the embedding task runs it: the error is stored on the brand.
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     with pytest.raises(EngineError) as embed_failure:
         brand_services.brand_embed(brand_id=brand.pk, force=True)
     texts += [embed_failure.value.message, "".join(traceback.format_exception(embed_failure.value))]

@@ -23,7 +23,7 @@ from hypothesis import strategies as st
 from brands import services as brand_services
 from brands.models import Brand, BrandAsset
 from brands.placements import find_mentions, highlight, mention_spans
-from tests.factories import ChapterFactory, StoryFactory
+from tests.factories import ChapterFactory, StoryFactory, approved_brand
 from training import services as training_services
 from training.models import EvaluationRun, TrainingJob, WriterAdapter
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
@@ -80,7 +80,7 @@ def evil(users, settings, tmp_path):
         tags=[SCRIPT, "javascript:alert(1)"], characters=EVIL, setting=EVIL, intent_notes=EVIL, is_published=True,
     )
     ChapterFactory(story=story, number=1, title=SHORT_EVIL, text=f"*Soft* rain. {EVIL}")
-    brand = brand_services.brand_create(name="Tidewave", managers=[mia], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[mia], description="Surfboards.")
     Brand.objects.filter(pk=brand.pk).update(
         name=SHORT_EVIL, description=EVIL, tone_of_voice=EVIL, target_audience=EVIL, banned_themes=[SCRIPT]
     )

@@ -18,7 +18,7 @@ from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from brands import services as brand_services
-from tests.factories import story_with_chapters
+from tests.factories import approved_brand, story_with_chapters
 from writer.models import GenerationOption, GenerationRequest, ReviewStatus
 
 INT4_OVERFLOW = str(2**31)  # one past PostgreSQL's integer column: found by this file (DataError, a 500)
@@ -81,7 +81,7 @@ def site(users, settings, tmp_path):  # noqa: ANN201
         clients[name] = Client()
         clients[name].force_login(users[name])
     story = story_with_chapters(owner=users["alice"], chapters=3, slug="fuzzed")
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     asset = brand_services.asset_create(brand=brand, kind="product", name="Board", terms="Tidewave")
     gen = GenerationRequest.objects.create(
         story=story, requested_by=users["alice"], engine="vllm", max_new_tokens=24, next_number=4, n=1,
@@ -211,6 +211,20 @@ def test_story_settings_and_sponsorship(site, opt_in, excluded, enabled):
     url = reverse("brands:story_settings", args=[site.story.slug])
     _ok(site.c["alice"].post(url, {"opt_in": opt_in, "excluded_brands": excluded}), url)
     _ok(site.c["rita"].post(reverse("brands:sponsorship"), {"enabled": enabled}), "sponsorship")
+
+
+# --- generation quotas (issue 18) -----------------------------------------------------------------------
+
+
+@fuzz
+@given(username=st.one_of(text, st.sampled_from(["rita", "alice", "root"])), concurrent=number, per_hour=number,
+       per_day=number, note=text)
+@example(username="rita", concurrent=INT4_OVERFLOW, per_hour="99999999999999999999999", per_day="-1", note="")
+@example(username="rita", concurrent="", per_hour="", per_day="", note="")
+def test_quota_set_form(site, username, concurrent, per_hour, per_day, note):
+    data = {"username": username, "concurrent": concurrent, "per_hour": per_hour, "per_day": per_day, "note": note}
+    _ok(site.c["root"].post(reverse("writer:quota_set"), data), "quota_set")
+    _ok(site.c["root"].get(reverse("writer:quota_list")), "quota_list")
 
 
 # --- training ----------------------------------------------------------------------------------------

@@ -10,7 +10,7 @@ from django.urls import reverse
 from brands import services as brand_services
 from brands.placements import find_mentions, mention_spans
 from mesu_web.errors import ApplicationError
-from tests.factories import story_with_chapters
+from tests.factories import approved_brand, story_with_chapters
 from writer import branches, services
 from writer.models import (
     Chapter,
@@ -117,7 +117,7 @@ def test_a_chapter_carrying_a_brand_s_placement_is_not_copied(users, client_for)
     alice, mia = users["alice"], users["mia"]
     story = story_with_chapters(owner=alice, chapters=1)
     brand_services.story_brand_settings_update(story=story, opt_in=True)
-    brand = brand_services.brand_create(name="Tidewave", managers=[mia], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[mia], description="Surfboards.")
     asset = brand_services.asset_create(brand=brand, kind="product", name="Board", terms="Tidewave")
     gen = GenerationRequest.objects.create(
         story=story, requested_by=alice, n=1, engine="local", max_new_tokens=24, next_number=2,

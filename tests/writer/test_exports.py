@@ -22,8 +22,7 @@ from django.urls import reverse
 from ebooklib import ITEM_DOCUMENT, epub
 from lxml import etree
 
-from brands import services as brand_services
-from tests.factories import ChapterFactory, StoryFactory
+from tests.factories import ChapterFactory, StoryFactory, approved_brand
 from writer import exports
 from writer.models import Chapter, GenerationOption, GenerationRequest, ReviewStatus
 
@@ -63,7 +62,7 @@ def library(users):
     ChapterFactory(story=story, number=1, title="The Stall", text="Lou opened the stall at dusk.")
     sponsored = ChapterFactory(story=story, number=2, title="", text="Lou waxed her Tidewave board at noon.")
     ChapterFactory(story=story, number=3, title="Odd <b>title</b>\x07", text=HOSTILE)
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     author_request = _request(story, alice, GenerationRequest.Kind.AUTHOR, 2, n=2)
     _option(author_request, 0, "Lou waxed her Tidewave board at noon.", brand=brand, status=ReviewStatus.APPROVED,
             chapter=sponsored)

@@ -10,9 +10,8 @@ from django.core.cache import cache
 from django.urls import reverse
 from django.utils import timezone
 
-from brands import services as brand_services
 from mesu_web.errors import ApplicationError
-from tests.factories import ChapterFactory, story_with_chapters
+from tests.factories import ChapterFactory, approved_brand, story_with_chapters
 from tests.writer.test_bible import ScriptedWriter
 from writer import passages
 from writer.engines import vllm
@@ -243,7 +242,7 @@ def test_readers_chapters_and_branded_options_get_no_tools_and_an_accepted_optio
     )
     with pytest.raises(ApplicationError, match="personalised chapter stays as the writer wrote it"):
         ask(rita_option, users["alice"], passage=PASSAGE)
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     GenerationOption.objects.filter(pk=option.pk).update(brand=brand, review_status=ReviewStatus.PENDING)
     option.refresh_from_db()
     with pytest.raises(ApplicationError, match="plain options: this one carries a brand placement"):
@@ -430,7 +429,7 @@ def test_a_chapter_change_is_a_new_chapter_version_and_a_discard_keeps_the_text(
 
 
 def test_a_new_passage_that_names_a_brand_never_goes_into_a_plain_option(option, users):
-    brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     edit = succeeded(ask(option, users["alice"], passage=PASSAGE), "The fisherman waxed his Tidewave board.")
     with pytest.raises(ApplicationError, match="names a brand"):
         passage_edit_accept(edit=edit, user=users["alice"])
@@ -468,7 +467,7 @@ def _client(users, name):  # noqa: ANN001, ANN202
 
 
 def test_the_tools_show_under_plain_options_and_chapters_for_the_author_only(story, option, users, client_for):
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Surfboards.")
     GenerationOption.objects.filter(index=1).update(brand=brand, review_status=ReviewStatus.APPROVED)
     html = client_for("alice").get(reverse("writer:request_detail", args=[option.request_id])).content.decode()
     assert html.count('class="passage-form"') == 1

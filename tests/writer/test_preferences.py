@@ -11,7 +11,7 @@ import pytest
 from django.core.management import CommandError, call_command
 
 from mesu_web import action_limits
-from tests.factories import story_with_chapters
+from tests.factories import approved_brand, story_with_chapters
 from training.selectors import human_preference
 from writer import preferences, services
 from writer.models import GenerationOption, GenerationRequest, OptionPreference, OptionRating, ReviewStatus
@@ -236,9 +236,8 @@ def test_sources_filter_and_brand_placements_are_left_out(story, users):
     _, (a1, a2, branded) = make_request(story, users["alice"], Kind.AUTHOR, texts=("A one.", "A two.", "Sponsored."))
     services.option_accept(option=a1, user=users["alice"])
     # The branded option: its prompt had a brief and its text a placement, so it is no training pair.
-    from brands import services as brand_services
 
-    brand = brand_services.brand_create(name="Tidewave", managers=[users["mia"]], description="Boards.")
+    brand = approved_brand(name="Tidewave", managers=[users["mia"]], description="Boards.")
     GenerationOption.objects.filter(pk=branded.pk).update(brand=brand)
     assert [r["source"] for r in preference_pairs(source="reader", count_tokens=words)] == ["reader"]
     skipped = Counter()

@@ -11,7 +11,7 @@ from brands import services as brand_services
 from brands.models import text_hash
 from brands.placements import find_mentions, mention_spans
 from mesu_web.errors import ApplicationError
-from tests.factories import story_with_chapters
+from tests.factories import approved_brand, story_with_chapters
 from writer import services, versions
 from writer.models import (
     Chapter,
@@ -222,7 +222,7 @@ def test_restoring_a_branded_option_sends_it_back_to_review_and_hides_it_from_th
     alice, rita, mia = users["alice"], users["rita"], users["mia"]
     story = story_with_chapters(owner=alice, chapters=1, is_published=True)
     brand_services.story_brand_settings_update(story=story, opt_in=True)
-    brand = brand_services.brand_create(name="Tidewave", managers=[mia], description="Surfboards.")
+    brand = approved_brand(name="Tidewave", managers=[mia], description="Surfboards.")
     asset = brand_services.asset_create(brand=brand, kind="product", name="Board", terms="Tidewave")
     gen = _request(story, rita, GenerationRequest.Kind.READER, texts=("Plain one.",), use_brands=True)
     option = gen.options.get()
