@@ -22,6 +22,7 @@ from datetime import datetime, timedelta
 
 from django.contrib.auth.models import AbstractBaseUser
 from django.db import transaction
+from django.db.models import Max
 from django.urls import reverse
 from django.utils import timezone
 
@@ -36,7 +37,7 @@ from brands.models import (
 )
 from mesu_web.errors import ApplicationError
 from mesu_web.notifications.services import notification_create
-from writer.models import GenerationOption, GenerationRequest, ReviewStatus, VersionCause
+from writer.models import GenerationOption, GenerationRequest, OptionVersion, ReviewStatus, VersionCause
 
 logger = logging.getLogger(__name__)
 
@@ -370,6 +371,39 @@ def options_after_store(*, options: Sequence[GenerationOption]) -> None:
         _auto_approve(option, tier)
 
 
+# --- Versions of a changed option ------------------------------------------------------------------
+
+
+def option_version_keep(
+    *, option: GenerationOption, created_by: AbstractBaseUser | None, before: dict[str, object]
+) -> OptionVersion:
+    """Keep the option's new text as a version (cause "edited"), its text before as version 1 when it had
+    none (the writer.versions rule, written here: brands does not import writer.versions, which imports
+    brands.matching)."""
+    fields = ("raw_output", "reasoning", "text", "format_ok", "tokens", "finish_reason")
+    request = option.request
+    if not OptionVersion.objects.filter(option=option).exists():
+        first = OptionVersion.objects.create(
+            option=option,
+            number=1,
+            cause=VersionCause.WRITTEN,
+            **{n: before[n] for n in fields},
+            model_name=request.model_name[:128],
+            created_by_id=request.requested_by_id,
+            request=request,
+        )
+        OptionVersion.objects.filter(pk=first.pk).update(created_at=option.created_at)
+    last = OptionVersion.objects.filter(option=option).aggregate(last=Max("number"))["last"] or 0
+    return OptionVersion.objects.create(
+        option=option,
+        number=last + 1,
+        cause=VersionCause.EDITED,
+        **{n: getattr(option, n) for n in fields},
+        created_by=created_by,
+        request=request,
+    )
+
+
 @dataclass(frozen=True)
 class PassageChange:
     text: str
@@ -419,17 +453,17 @@ def text_with_passage(*, option: GenerationOption, passage: str) -> str:
 
 def passage_apply(*, option: GenerationOption, change: PassageChange, user: AbstractBaseUser | None) -> None:
     """Write the checked change on the locked option, keep it as a version, refresh its findings."""
-    # Local: writer.versions imports brands.matching, which brands.review's importers load first.
-    from writer.versions import option_version_add, option_versions_ensure
-
-    option_versions_ensure(option=option)  # the text before, as version 1 when it has none
+    before = {
+        n: getattr(option, n)
+        for n in ("raw_output", "reasoning", "text", "format_ok", "tokens", "finish_reason")
+    }
     option.text = change.text
     option.mentions = change.mentions
     option.reasoning_mentions = change.reasoning_mentions
     option.placed_passage = list(change.span) if len(option.placed_passage or []) == 2 else []
     option.save(update_fields=["text", "mentions", "reasoning_mentions", "placed_passage"])
     option.__dict__.pop("quality", None)
-    option_version_add(option=option, cause=VersionCause.EDITED, created_by=user, request=option.request)
+    option_version_keep(option=option, created_by=user, before=before)
     option.policy_findings = option_findings(option=option)
     option.save(update_fields=["policy_findings"])
 
