@@ -61,7 +61,7 @@ def brand_approve(request: HttpRequest, pk: int) -> HttpResponse:
     brand = _get_brand_for_staff(pk)
     form = ApproveForm(request.POST)
     if not form.is_valid():
-        messages.error(request, f"{brand.name}: the note is too long.")
+        messages.error(request, f"{brand.name}: {' '.join(form.errors.get('note', []))}")
         return redirect("brands:brand_approvals")
     try:
         approval.brand_approve(brand=brand, staff_user=request.user, note=form.cleaned_data["note"])

@@ -8,7 +8,7 @@ from playwright.sync_api import expect
 
 from brands import services as brand_services
 from brands.models import AgeBracket, ReaderSponsorshipPreference
-from tests.factories import PASSWORD, ChapterFactory, StoryFactory, UserFactory, live_campaign
+from tests.factories import PASSWORD, ChapterFactory, StoryFactory, UserFactory, approved_brand, live_campaign
 from writer.models import GenerationRequest
 
 pytestmark = pytest.mark.browser
@@ -31,7 +31,7 @@ def _opted_in_surf_story():  # noqa: ANN202
         story=story, number=1,
         text="Mara paddled out past the breakers. The waves rolled in green and cold, and Theo whooped from the sand.",
     )  # fmt: skip
-    surf = brand_services.brand_create(
+    surf = approved_brand(
         name="Tidewave", managers=[manager],
         description="Surfboards, wetsuits and beach gear: learning to surf, summers by the sea.",
     )  # fmt: skip

@@ -18,7 +18,7 @@ from playwright.sync_api import expect
 
 from brands import services as brand_services
 from brands.models import Campaign
-from tests.factories import PASSWORD, UserFactory
+from tests.factories import PASSWORD, UserFactory, approved_brand
 
 pytestmark = [pytest.mark.browser, pytest.mark.slow]
 
@@ -31,7 +31,7 @@ def vllm_settings(settings):
 
 def test_brand_manager_creates_activates_and_sees_a_campaign(open_journey):
     manager = UserFactory(username="mina", password=PASSWORD, roles=["brand_manager"])
-    brand = brand_services.brand_create(
+    brand = approved_brand(
         name="Saltwick Lanterns", managers=[manager], description="Storm lanterns for harbours and night markets."
     )
     brand_services.asset_create(brand=brand, kind="product", name="Saltwick storm lantern", terms="Saltwick lantern")

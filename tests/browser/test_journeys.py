@@ -20,6 +20,7 @@ from django.utils import timezone
 from playwright.sync_api import expect
 
 from brands import services as brand_services
+from brands.approval import brand_approve
 from brands.models import Brand, BrandAsset, PlacementView
 from brands.placements import find_mentions, mention_spans
 from tests.factories import UserFactory, story_with_chapters
@@ -366,6 +367,8 @@ def test_brand_manager_creates_a_brand_and_reviews_its_placements(open_journey):
     j.shot("new-brand")
     page.get_by_role("button", name="Create the brand").click()
     expect(page.locator(".messages")).to_contain_text("Saltwick Lanterns created.")
+    # Issue 18: a new brand waits for staff; its page says so.
+    expect(page.locator(".approval-banner")).to_contain_text("Waiting for staff approval")
     expect(page.locator(".tag.theme")).to_have_text(["violence", "horror", "gambling"])
 
     # ... and its assets, added in place (htmx).
@@ -389,6 +392,9 @@ def test_brand_manager_creates_a_brand_and_reviews_its_placements(open_journey):
     assert _page_kept(page), "assets should be added by htmx, without a page load"
     j.shot("brand")
     brand = Brand.objects.get(name="Saltwick Lanterns")
+    # Staff approve the new brand (issue 18): until then none of its placements could be approved.
+    staff = UserFactory(username="root", password=PASSWORD, roles=[], is_staff=True, is_superuser=True)
+    brand_approve(brand=brand, staff_user=staff, note="Welcome.")
     # The worker embeds the profile and the assets from the embeddings queue: the brand is matchable.
     _wait_for(
         lambda: not BrandAsset.objects.filter(brand=brand, embedding=None).exists(),
@@ -408,7 +414,8 @@ def test_brand_manager_creates_a_brand_and_reviews_its_placements(open_journey):
     expect(page.locator("h1")).to_contain_text("2 waiting")
     rows = page.locator(".queue-group tbody tr")
     expect(rows).to_have_count(2)
-    expect(page.locator(".topbar .count")).to_have_text("2")
+    # The queue's count (the staff's approval above is the other count: one unread notification).
+    expect(page.locator(".topbar a[href='/brands/review/'] .count")).to_have_text("2")
     j.shot("queue")
 
     # Reject the gull's option, with a reason; its mention is highlighted.

@@ -12,7 +12,7 @@ import pytest
 from tests.factories import story_with_chapters
 from tests.fixtures_redis import wait_for
 from writer import services
-from writer.models import GenerationOption, GenerationRequest
+from writer.models import GenerationOption, GenerationQuota, GenerationRequest
 
 pytestmark = [pytest.mark.faults, pytest.mark.slow, pytest.mark.vllm]
 
@@ -21,6 +21,9 @@ LOAD = 4  # requests queued when Redis goes
 
 def test_requests_lost_with_redis_are_enqueued_again_and_all_complete(users, vllm_settings, private_redis, start_worker):
     story = story_with_chapters(owner=users["alice"], chapters=1)
+    # The load and the one made while Redis is down wait together: more than an author's default 4 at a time
+    # (writer/quotas.py), so alice has her own limit, as staff would give a load tester.
+    GenerationQuota.objects.create(user=users["alice"], concurrent=LOAD + 1, note="load test")
     # The worker sweeps every 2 s and counts a queued row as stale after 2 s (60 s and 60 s by default).
     worker = start_worker("generation", RECOVERY_SWEEP_INTERVAL="2", RECOVERY_STALE_AFTER="2")
 

@@ -51,10 +51,12 @@ def make_request(alice, broker):
 
 
 def messages_for(url: str, queue: str, task_name: str, pk: int) -> int:
-    """How many messages for (task, pk) wait in `queue` of the Redis at `url`."""
+    """How many messages for (task, pk) wait in `queue` of the Redis at `url`, at any priority (a request
+    of a user with others waiting goes on a lower one: writer/quotas.py)."""
     client = redis.Redis.from_url(url)
+    lists = [queue, *(f"{queue}{jobs_broker._PRIORITY_SEP}{step}" for step in jobs_broker._PRIORITY_STEPS)]
     try:
-        rows = [jobs_broker.message_row(json.loads(raw)) for raw in client.lrange(queue, 0, -1)]
+        rows = [jobs_broker.message_row(json.loads(raw)) for key in lists for raw in client.lrange(key, 0, -1)]
     finally:
         client.close()
     return rows.count((task_name, pk))

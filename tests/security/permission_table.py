@@ -99,6 +99,7 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
     asset_a = brand_services.asset_create(brand=brand_a, kind="product", name="Board", terms="Tidewave")
     brand_b = approved_brand(name="Ledger Bank", managers=[max_user], description="A bank.")
     asset_b = brand_services.asset_create(brand=brand_b, kind="mascot", name="Penny", terms="Penny")
+    pending = brand_services.brand_create(name="Walked pending", managers=[max_user])  # issue 18: for staff
 
     def request(user, kind):  # noqa: ANN001, ANN202
         return GenerationRequest.objects.create(
@@ -134,7 +135,7 @@ def build_world(users: dict, settings, tmp_path) -> SimpleNamespace:  # noqa: AN
     from tests.security.test_passage_permissions import make_passage_world
 
     world = SimpleNamespace(
-        pub=pub, draft=draft, a=brand_a, b=brand_b, asset_a=asset_a, asset_b=asset_b,
+        pub=pub, draft=draft, a=brand_a, b=brand_b, asset_a=asset_a, asset_b=asset_b, pending=pending,
         gen_alice=gen_alice, gen_rita=gen_rita,
         plain=option(gen_alice, 0, "Lou opened the stall."),
         opt_a=option(gen_alice, 1, "Lou waxed her Tidewave board.", asset_a),
@@ -328,6 +329,16 @@ def permission_table(w: SimpleNamespace) -> dict[str, list[Case]]:
             Case("B's asset", {"slug": w.b.slug, "pk": w.asset_b.pk}, WRONG_METHOD, manager_page(302, manager="max")),
             Case("B's asset via A", {"slug": w.a.slug, "pk": w.asset_b.pk}, WRONG_METHOD,
                  logged_in(403, mia=404, max=404, root=404)),
+        ],
+        # Issue 18: staff approve new brands (staff only, as training: everyone else to the admin's login).
+        "brands:brand_approvals": [Case("", {}, staff_only(200), staff_only(405))],
+        "brands:brand_approve": [
+            Case("pending", {"pk": w.pending.pk}, staff_only(405), staff_only(302), {"note": "Fine."}),
+            Case("missing", {"pk": 10**9}, staff_only(405), staff_only(404), {"note": "Fine."}),
+        ],
+        "brands:brand_reject": [
+            Case("pending", {"pk": w.pending.pk}, staff_only(405), staff_only(302), {"reason": "Not a brand."}),
+            Case("missing", {"pk": 10**9}, staff_only(405), staff_only(404), {"reason": "Not a brand."}),
         ],
         # --- training (staff only: everyone else is sent to the admin's login) ---------------------------
         "training:job_list": [Case("", {}, staff_only(200), staff_only(200))],  # POST: form errors

@@ -227,6 +227,18 @@ def test_quota_set_form(site, username, concurrent, per_hour, per_day, note):
     _ok(site.c["root"].get(reverse("writer:quota_list")), "quota_list")
 
 
+@fuzz
+@given(note=text, reason=text)
+@example(note="a" * 5000, reason="\x00")
+def test_brand_approval_decisions(site, note, reason):
+    """Issue 18: staff's approve (optional note) and reject (a reason) of a brand waiting for approval."""
+    for url, data in (
+        (reverse("brands:brand_reject", args=[site.brand.pk]), {"reason": reason}),
+        (reverse("brands:brand_approve", args=[site.brand.pk]), {"note": note}),
+    ):
+        _ok(site.c["root"].post(url, data), url)
+
+
 # --- training ----------------------------------------------------------------------------------------
 
 

@@ -31,6 +31,7 @@ QUERY_PARAMS: dict[str, tuple[str, ...]] = {
     "brands:review_queue": ("page",),
     "brands:placement_register": ("page",),
     "brands:partner_audit": ("page",),
+    "brands:brand_approvals": ("page",),  # issue 18: staff's list of brands waiting for approval
     "notifications:list": ("page",),
     "writer:story_detail": ("chapters", "requests"),
     "writer:bible_entry_add": ("kind",),

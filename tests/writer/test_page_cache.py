@@ -192,7 +192,9 @@ def test_the_page_is_served_when_the_cache_is_unreachable(story, url, client_for
 @pytest.fixture
 def queue(users, story):  # noqa: ANN001
     """Two requests of alice's story, each with a placement of mia's brand waiting for review."""
-    brand = Brand.objects.create(name="Tidewave", slug="tidewave", description="Surfboards.")
+    brand = Brand.objects.create(
+        name="Tidewave", slug="tidewave", description="Surfboards.", approval=Brand.Approval.APPROVED
+    )
     brand.managers.set([users["mia"]])
     asset = BrandAsset.objects.create(brand=brand, kind="product", name="Tidewave board", terms=["Tidewave"])
     options = []

@@ -74,7 +74,9 @@ def _options(requests: list[GenerationRequest], per_request: int, **fields) -> l
 def _brands(managers: list, count: int) -> list[tuple[Brand, BrandAsset]]:
     out = []
     for i in range(count):
-        brand = Brand.objects.create(name=f"Brand {i}", slug=f"brand-{i}", description="Surf gear.")
+        brand = Brand.objects.create(
+            name=f"Brand {i}", slug=f"brand-{i}", description="Surf gear.", approval=Brand.Approval.APPROVED
+        )
         brand.managers.set(managers)
         asset = BrandAsset.objects.create(brand=brand, kind="product", name=f"Board {i}", terms=[f"Board {i}"])
         out.append((brand, asset))
