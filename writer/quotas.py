@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import ipaddress
 import math
-import zlib
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -37,13 +36,13 @@ from django.conf import settings
 from django.contrib.auth import get_user_model
 from django.contrib.auth.models import AbstractBaseUser
 from django.core.exceptions import PermissionDenied
-from django.db import connection, transaction
+from django.db import transaction
 from django.db.models import Count, FilteredRelation, Q, QuerySet
 from django.utils import timezone
 
 from mesu_web.action_limits import ActionLimited
 from mesu_web.errors import ApplicationError
-from mesu_web.jobs.locks import lock_class
+from mesu_web.jobs.locks import lock_class, transaction_lock
 from writer.models import GenerationQuota, GenerationRequest
 from writer.roles import AUTHOR
 
@@ -57,7 +56,6 @@ CONCURRENT_RETRY_SECONDS = 60
 # Redis priorities (0 first) by requests the user already has waiting or running: 0, 3, 6, 9 = kombu's steps.
 PRIORITY_STEP = 3
 PRIORITY_LOWEST = 9
-_INT4_MAX = 2**31 - 1
 
 
 class QuotaExceeded(ActionLimited):
@@ -205,12 +203,6 @@ def valid_address(address: str | None) -> str | None:
         return None
 
 
-def _lock(name: str, key: int) -> None:
-    if connection.vendor == "postgresql":
-        with connection.cursor() as cursor:
-            cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", [lock_class(name), key])
-
-
 def _wait_words(seconds: int) -> str:
     minutes = max(1, math.ceil(seconds / 60))
     if minutes < 60:
@@ -277,13 +269,11 @@ def quota_check(*, user: AbstractBaseUser, own_story: bool, client_address: str 
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("quota_check must run inside the transaction that creates the request")
     now = timezone.now()
-    if not 0 <= user.pk <= _INT4_MAX:
-        raise ValueError(f"user id {user.pk} does not fit the advisory lock's key")
-    _lock("writer.quota.user", user.pk)
+    transaction_lock("writer.quota.user", user.pk)
     mine = GenerationRequest.objects.filter(requested_by_id=user.pk)
     _check(mine, _usage_of(mine, now), user_limits(user=user, own_story=own_story), scope="user", now=now)
     if client_address and not user.is_staff:
-        _lock("writer.quota.address", zlib.crc32(client_address.encode()) & _INT4_MAX)
+        transaction_lock("writer.quota.address", lock_class(client_address))
         theirs = GenerationRequest.objects.filter(client_address=client_address)
         _check(theirs, _usage_of(theirs, now), default_limits("address"), scope="address", now=now)
 
@@ -292,7 +282,7 @@ def concurrent_check(*, user: AbstractBaseUser, own_story: bool) -> None:
     """Trying a failed request again makes no new row, but queues one more: the `concurrent` limit only."""
     if not transaction.get_connection().in_atomic_block:
         raise RuntimeError("concurrent_check must run inside the transaction that queues the request")
-    _lock("writer.quota.user", user.pk)
+    transaction_lock("writer.quota.user", user.pk)
     mine = GenerationRequest.objects.filter(requested_by_id=user.pk)
     active = mine.filter(status__in=ACTIVE).count()
     # The windows are not counted again (Usage 0): a limit of 0 still refuses.

@@ -25,6 +25,21 @@ def lock_class(name: str) -> int:
     return zlib.crc32(name.encode()) & _INT4_MAX
 
 
+def _key(name: str, pk: int) -> list[int]:
+    if not 0 <= pk <= _INT4_MAX:
+        raise ValueError(f"primary key {pk} does not fit the advisory lock's 32-bit key")
+    return [lock_class(name), pk]
+
+
+def transaction_lock(name: str, pk: int) -> None:
+    """Wait for the lock `(name, pk)` and hold it until this transaction ends (a PostgreSQL transaction
+    advisory lock: callers that count rows before adding one take turns). Nothing elsewhere (SQLite)."""
+    if connection.vendor != "postgresql":
+        return
+    with connection.cursor() as cursor:
+        cursor.execute("SELECT pg_advisory_xact_lock(%s, %s)", _key(name, pk))
+
+
 @contextmanager
 def run_lock(name: str, pk: int) -> Iterator[bool]:
     """Try to take the lock `(name, pk)` on this thread's database connection; yield whether we got it.
@@ -36,9 +51,7 @@ def run_lock(name: str, pk: int) -> Iterator[bool]:
     if connection.vendor != "postgresql":
         yield True
         return
-    if not 0 <= pk <= _INT4_MAX:
-        raise ValueError(f"primary key {pk} does not fit the advisory lock's 32-bit key")
-    key = [lock_class(name), pk]
+    key = _key(name, pk)
     with connection.cursor() as cursor:
         cursor.execute("SELECT pg_try_advisory_lock(%s, %s)", key)
         held = bool(cursor.fetchone()[0])
