@@ -5,11 +5,13 @@ Thin views: a form in, one call into `brands.approval`, an ApplicationError out 
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 from django import forms
 from django.contrib import messages
 from django.contrib.admin.views.decorators import staff_member_required
-from django.http import Http404, HttpRequest, HttpResponse
-from django.shortcuts import redirect, render
+from django.http import HttpRequest, HttpResponse
+from django.shortcuts import get_object_or_404, redirect, render
 from django.views.decorators.http import require_GET, require_POST
 
 from brands import approval
@@ -37,13 +39,6 @@ class RejectForm(forms.Form):
     )
 
 
-def _get_brand_for_staff(pk: int) -> Brand:
-    brand = Brand.objects.filter(pk=pk).first()
-    if brand is None:
-        raise Http404("No such brand.")
-    return brand
-
-
 @staff_member_required
 @require_GET
 def brand_approvals(request: HttpRequest) -> HttpResponse:
@@ -55,35 +50,37 @@ def brand_approvals(request: HttpRequest) -> HttpResponse:
     )
 
 
-@staff_member_required
-@require_POST
-def brand_approve(request: HttpRequest, pk: int) -> HttpResponse:
-    brand = _get_brand_for_staff(pk)
-    form = ApproveForm(request.POST)
+def _decide(
+    request: HttpRequest, pk: int, form: forms.Form, field: str, decide: Callable[..., object], done: str
+) -> HttpResponse:
+    """One staff decision: the form's `field` as the note, `decide(brand=, staff_user=, note=)`, and the
+    outcome as a message on the approvals page."""
+    brand = get_object_or_404(Brand, pk=pk)
     if not form.is_valid():
-        messages.error(request, f"{brand.name}: {' '.join(form.errors.get('note', []))}")
+        messages.error(request, f"{brand.name}: {' '.join(form.errors.get(field, []))}")
         return redirect("brands:brand_approvals")
     try:
-        approval.brand_approve(brand=brand, staff_user=request.user, note=form.cleaned_data["note"])
+        decide(brand=brand, staff_user=request.user, note=form.cleaned_data[field])
     except ApplicationError as exc:
         messages.error(request, exc.message)
     else:
-        messages.success(request, f"{brand.name} approved: its managers were told, and chapters can carry it now.")
+        messages.success(request, f"{brand.name} {done}")
     return redirect("brands:brand_approvals")
+
+
+@staff_member_required
+@require_POST
+def brand_approve(request: HttpRequest, pk: int) -> HttpResponse:
+    return _decide(
+        request, pk, ApproveForm(request.POST), "note", approval.brand_approve,
+        "approved: its managers were told, and chapters can carry it now.",
+    )
 
 
 @staff_member_required
 @require_POST
 def brand_reject(request: HttpRequest, pk: int) -> HttpResponse:
-    brand = _get_brand_for_staff(pk)
-    form = RejectForm(request.POST)
-    if not form.is_valid():
-        messages.error(request, f"{brand.name}: {' '.join(form.errors.get('reason', []))}")
-        return redirect("brands:brand_approvals")
-    try:
-        approval.brand_reject(brand=brand, staff_user=request.user, note=form.cleaned_data["reason"])
-    except ApplicationError as exc:
-        messages.error(request, exc.message)
-    else:
-        messages.success(request, f"{brand.name} rejected: its managers read your reason.")
-    return redirect("brands:brand_approvals")
+    return _decide(
+        request, pk, RejectForm(request.POST), "reason", approval.brand_reject,
+        "rejected: its managers read your reason.",
+    )
